@@ -1,0 +1,168 @@
+//! The pipeline, free of tower: path → public? → bearer → classify → introspect → scopes.
+
+use http::{Extensions, HeaderMap, Method, Uri, header};
+
+use crate::{
+    bearer::{self, BearerError},
+    claims::VerifiedClaims,
+    config::Config,
+    error::ConfigError,
+    fhir_path::{self, ClassifyError},
+    introspect::{Introspector, Lookup},
+    rejection::{AuthFailure, Challenges, Rejection},
+};
+
+/// What the guard decided for an allowed request.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// A public endpoint: passes without a token.
+    Public,
+    /// Authenticated and authorized.
+    Allow(VerifiedClaims),
+}
+
+/// Everything one guard shares across its clones.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    introspector: Introspector,
+    pub(crate) challenges: Challenges,
+    base_path: String,
+    max_token_bytes: usize,
+    pub(crate) max_body_bytes: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            introspector: Introspector::new(&config, config.http_client.clone())?,
+            challenges: Challenges::new(&config.realm, config.retry_after.as_secs()),
+            base_path: config.base_path,
+            max_token_bytes: config.max_token_bytes,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The path relative to the FHIR base, or `None` when the request is outside it.
+    ///
+    /// Works for a layer on the outer router (the path still holds the base) and on a router
+    /// nested at the base (axum strips the prefix and keeps the original URI in extensions).
+    pub(crate) fn relative_path<'a>(
+        &self,
+        uri: &'a Uri,
+        extensions: &Extensions,
+    ) -> Option<&'a str> {
+        let path = uri.path();
+        if self.base_path.is_empty() {
+            return Some(path);
+        }
+        #[cfg(feature = "axum")]
+        if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
+            if original.path() != path {
+                // Nested: the router already stripped the base; check it was exactly our base.
+                let rest = original.path().strip_prefix(self.base_path.as_str())?;
+                let same = rest == path || (rest.is_empty() && path == "/");
+                return same.then_some(path);
+            }
+        }
+        #[cfg(not(feature = "axum"))]
+        let _ = extensions;
+        let rest = path.strip_prefix(self.base_path.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+
+    /// Whether the guard must read the body to classify the request: a form-encoded
+    /// `POST …/_search`, whose body parameters count like query parameters.
+    pub(crate) fn needs_body(method: &Method, relative_path: &str, headers: &HeaderMap) -> bool {
+        method == Method::POST
+            && (relative_path.ends_with("/_search") || relative_path == "_search")
+            && headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| {
+                    ct.get(..33).is_some_and(|p| {
+                        p.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                    })
+                })
+    }
+
+    /// Decides on one request. `form_body` is the body when [`Self::needs_body`] said so.
+    pub(crate) async fn authorize(
+        &self,
+        method: &Method,
+        relative_path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        form_body: Option<&[u8]>,
+    ) -> Result<Decision, Rejection> {
+        let if_none_exist = headers.contains_key("if-none-exist");
+        let classified =
+            fhir_path::classify_with(method, relative_path, query, form_body, if_none_exist);
+        if classified
+            .as_ref()
+            .is_ok_and(|r| r.interaction().is_public())
+        {
+            return Ok(Decision::Public);
+        }
+
+        let token =
+            bearer::extract_bearer(headers, query, self.max_token_bytes).map_err(|e| match e {
+                BearerError::Missing => {
+                    Rejection::new(AuthFailure::MissingToken, "an access token is required")
+                }
+                BearerError::Malformed(why) => Rejection::new(AuthFailure::InvalidRequest, why),
+            })?;
+        if form_body
+            .is_some_and(|body| std::str::from_utf8(body).is_ok_and(bearer::has_access_token_param))
+        {
+            return Err(Rejection::new(
+                AuthFailure::InvalidRequest,
+                "access_token in the body next to an Authorization header",
+            ));
+        }
+        let request = classified.map_err(|e| match e {
+            ClassifyError::MalformedPath => Rejection::new(
+                AuthFailure::MalformedPath,
+                "malformed FHIR path: dot segments, percent-encoded path bytes and empty segments are refused",
+            ),
+            _ => Rejection::new(AuthFailure::NotFound, "not a FHIR interaction this server understands"),
+        })?;
+
+        let span = tracing::Span::current();
+        let info = match self.introspector.lookup(token.expose()).await {
+            Lookup::Active(info, status) => {
+                span.record("cache", status.as_str());
+                info
+            }
+            Lookup::Inactive(status, reason) => {
+                span.record("cache", status.as_str());
+                tracing::debug!(reason, "token rejected");
+                return Err(Rejection::new(
+                    AuthFailure::InvalidToken,
+                    "the access token is not active",
+                ));
+            }
+            Lookup::Unavailable(miss) => {
+                if let crate::introspect::Miss::Failed(error) = &*miss {
+                    tracing::debug!(kind = ?error.kind(), status = ?error.status(), "introspection unavailable");
+                }
+                return Err(Rejection::new(
+                    AuthFailure::Unavailable,
+                    "the authorization server is unavailable; try again later",
+                ));
+            }
+        };
+        if let Some(client_id) = info.client_id.as_deref() {
+            span.record("client_id", client_id);
+        }
+
+        let verdict = if request.is_never_allowed() {
+            Err(crate::scope::InsufficientScope::unconditional())
+        } else {
+            info.scopes.permits(request.needs())
+        };
+        if let Err(missing) = verdict {
+            return Err(Rejection::insufficient_scope(missing));
+        }
+        Ok(Decision::Allow(VerifiedClaims::new(info, request)))
+    }
+}

@@ -1,0 +1,131 @@
+//! Startup errors. Per-request outcomes are [`Rejection`](crate::Rejection)s instead.
+
+use std::fmt;
+
+/// A configuration problem found at startup. It names the offending setting (the env var when the
+/// configuration came from the environment) and never shows a secret's value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is absent or empty.
+    Missing {
+        /// The env var (or setting) name.
+        var: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    Invalid {
+        /// The env var (or setting) name.
+        var: &'static str,
+        /// What is wrong, in words; quotes the value only for non-secret settings.
+        reason: String,
+    },
+    /// The HTTP client for introspection could not be built.
+    HttpClient(reqwest::Error),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing { var } => write!(f, "{var} is required but not set"),
+            Self::Invalid { var, reason } => write!(f, "{var} is invalid: {reason}"),
+            Self::HttpClient(_) => f.write_str("could not build the introspection HTTP client"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::HttpClient(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong talking to the introspection endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IntrospectErrorKind {
+    /// The connection could not be made.
+    Connect,
+    /// The call took longer than the configured timeout.
+    Timeout,
+    /// The AS refused our own credentials (401 or 403): a misconfiguration.
+    CredentialsRejected,
+    /// The AS answered an unexpected status (5xx, 4xx other than 401/403, 3xx).
+    Status,
+    /// The answer was larger than the configured limit.
+    AnswerTooLarge,
+    /// The answer was not a JSON object, or a known field had the wrong type.
+    MalformedAnswer,
+    /// Another transport error (reset connection, truncated body, protocol error).
+    Transport,
+}
+
+/// An introspection call that produced no usable answer. Never cached; the request gets 503.
+///
+/// `Display` describes this level only; the cause, if any, is in `source()`. Neither ever holds
+/// the token: it travels in the request body, never in the URL.
+#[derive(Debug)]
+pub struct IntrospectError {
+    kind: IntrospectErrorKind,
+    detail: &'static str,
+    status: Option<u16>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl IntrospectError {
+    pub(crate) fn new(kind: IntrospectErrorKind, detail: &'static str) -> Self {
+        Self {
+            kind,
+            detail,
+            status: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> IntrospectErrorKind {
+        self.kind
+    }
+
+    /// The HTTP status the AS answered, for [`IntrospectErrorKind::Status`] and
+    /// [`IntrospectErrorKind::CredentialsRejected`].
+    #[must_use]
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+}
+
+impl fmt::Display for IntrospectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("introspection failed: ")?;
+        f.write_str(self.detail)?;
+        if let Some(status) = self.status {
+            write!(f, " (HTTP {status})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for IntrospectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,369 @@
+//! The RFC 7662 answer: parsed once, checked per SMART-NOTES §2.3, kept as the token's claims.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::{
+    error::{IntrospectError, IntrospectErrorKind},
+    scope::ScopeSet,
+};
+
+/// What the introspection endpoint said about an active token, after the local checks.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TokenInfo {
+    pub(crate) scope: Box<str>,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) client_id: Option<Box<str>>,
+    pub(crate) sub: Option<Box<str>>,
+    pub(crate) exp: Option<u64>,
+    pub(crate) iat: Option<u64>,
+    pub(crate) nbf: Option<u64>,
+    pub(crate) iss: Option<Box<str>>,
+    pub(crate) aud: Box<[Box<str>]>,
+    pub(crate) token_type: Option<Box<str>>,
+    pub(crate) jti: Option<Box<str>>,
+    pub(crate) patient: Option<Box<str>>,
+    pub(crate) encounter: Option<Box<str>>,
+    pub(crate) fhir_user: Option<Box<str>>,
+    pub(crate) extra: Map<String, Value>,
+}
+
+/// The local checks applied to every answer (and `exp` again on every cache hit).
+#[derive(Clone, Debug)]
+pub(crate) struct Checks {
+    pub(crate) require_exp: bool,
+    pub(crate) clock_skew: Duration,
+    pub(crate) expected_issuer: Option<String>,
+    pub(crate) expected_audience: Option<String>,
+}
+
+/// The verdict on a well-formed answer.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Active and passing every local check.
+    Active(TokenInfo),
+    /// `active:false`, or a local check failed. `cacheable` is false for answers the AS should
+    /// not have given (no `exp`, non-boolean `active`), which are never cached.
+    Inactive {
+        cacheable: bool,
+        reason: &'static str,
+    },
+}
+
+impl Checks {
+    /// Whether a token with this `exp` is still usable at `now` (unix seconds).
+    pub(crate) fn exp_ok(&self, exp: Option<u64>, now: u64) -> bool {
+        match exp {
+            Some(exp) => exp.saturating_add(self.clock_skew.as_secs()) > now,
+            None => !self.require_exp,
+        }
+    }
+}
+
+/// Parses and checks an answer body. `now` is unix seconds.
+///
+/// # Errors
+///
+/// A malformed answer (not a JSON object, or a known field of the wrong type) is an
+/// [`IntrospectError`] of kind `Malformed`: the AS is broken, not the client's token.
+pub(crate) fn parse_answer(
+    body: &[u8],
+    checks: &Checks,
+    now: u64,
+) -> Result<Answer, IntrospectError> {
+    let malformed =
+        |what: &'static str| IntrospectError::new(IntrospectErrorKind::MalformedAnswer, what);
+    let mut map: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|_| malformed("answer is not a JSON object"))?;
+
+    match map.remove("active") {
+        Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            return Ok(Answer::Inactive {
+                cacheable: true,
+                reason: "inactive",
+            });
+        }
+        // SMART-NOTES §2.3: a missing or non-boolean `active` counts as inactive; never cached.
+        _ => {
+            return Ok(Answer::Inactive {
+                cacheable: false,
+                reason: "active is missing or not a boolean",
+            });
+        }
+    }
+
+    let mut string = |name: &'static str| -> Result<Option<Box<str>>, IntrospectError> {
+        match map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.into_boxed_str())),
+            Some(_) => Err(malformed(name)),
+        }
+    };
+    let scope = string("scope")?.unwrap_or_default();
+    let client_id = string("client_id")?;
+    let sub = string("sub")?;
+    let iss = string("iss")?;
+    let token_type = string("token_type")?;
+    let jti = string("jti")?;
+    let patient = string("patient")?;
+    let encounter = string("encounter")?;
+    let fhir_user = string("fhirUser")?;
+    let exp = numeric_date(&mut map, "exp").map_err(|()| malformed("exp"))?;
+    let iat = numeric_date(&mut map, "iat").map_err(|()| malformed("iat"))?;
+    let nbf = numeric_date(&mut map, "nbf").map_err(|()| malformed("nbf"))?;
+    let aud: Box<[Box<str>]> = match map.remove("aud") {
+        None | Some(Value::Null) => Box::default(),
+        Some(Value::String(s)) => Box::new([s.into_boxed_str()]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.into_boxed_str()),
+                _ => Err(malformed("aud")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(malformed("aud")),
+    };
+
+    let reject = |reason| {
+        Ok(Answer::Inactive {
+            cacheable: true,
+            reason,
+        })
+    };
+    if exp.is_none() && checks.require_exp {
+        return Ok(Answer::Inactive {
+            cacheable: false,
+            reason: "answer has no exp",
+        });
+    }
+    if !checks.exp_ok(exp, now) {
+        return reject("token expired");
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(checks.clock_skew.as_secs())) {
+        return reject("token not yet valid (nbf)");
+    }
+    if let (Some(expected), Some(iss)) = (&checks.expected_issuer, &iss) {
+        if **iss != **expected {
+            return reject("issuer mismatch");
+        }
+    }
+    if let Some(expected) = &checks.expected_audience {
+        if !aud.is_empty() && !aud.iter().any(|a| **a == **expected) {
+            return reject("audience mismatch");
+        }
+    }
+    if token_type
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+    {
+        return reject("token_type is not bearer");
+    }
+
+    Ok(Answer::Active(TokenInfo {
+        scopes: ScopeSet::parse(&scope),
+        scope,
+        client_id,
+        sub,
+        exp,
+        iat,
+        nbf,
+        iss,
+        aud,
+        token_type,
+        jti,
+        patient,
+        encounter,
+        fhir_user,
+        extra: map,
+    }))
+}
+
+/// A NumericDate: seconds since the epoch, possibly fractional (RFC 7519 §2); floored.
+fn numeric_date(map: &mut Map<String, Value>, name: &str) -> Result<Option<u64>, ()> {
+    match map.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e15)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or(()),
+        Some(_) => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn checks() -> Checks {
+        Checks {
+            require_exp: true,
+            clock_skew: Duration::from_secs(5),
+            expected_issuer: None,
+            expected_audience: None,
+        }
+    }
+
+    fn verdict(body: &str, checks: &Checks) -> Result<Answer, IntrospectErrorKind> {
+        parse_answer(body.as_bytes(), checks, NOW).map_err(|e| e.kind())
+    }
+
+    fn is_active(body: &str, checks: &Checks) -> bool {
+        matches!(verdict(body, checks), Ok(Answer::Active(_)))
+    }
+
+    fn inactive(body: &str, checks: &Checks) -> Option<bool> {
+        match verdict(body, checks) {
+            Ok(Answer::Inactive { cacheable, .. }) => Some(cacheable),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_active_answer_keeps_every_field() {
+        let body = format!(
+            r#"{{"active":true,"scope":"system/Patient.rs openid","client_id":"app","sub":"app",
+            "exp":{},"iat":{NOW},"iss":"https://as","aud":["a","b"],"token_type":"Bearer",
+            "jti":"j1","patient":"p1","fhirUser":"Practitioner/1","encounter":"e1","tenant":"t1"}}"#,
+            NOW + 300
+        );
+        let Ok(Answer::Active(info)) = verdict(&body, &checks()) else {
+            panic!("active expected")
+        };
+        assert_eq!(&*info.scope, "system/Patient.rs openid");
+        assert_eq!(info.scopes.scopes().len(), 1);
+        assert_eq!(info.client_id.as_deref(), Some("app"));
+        assert_eq!(info.exp, Some(NOW + 300));
+        assert_eq!(info.iat, Some(NOW));
+        assert_eq!(info.aud.len(), 2);
+        assert_eq!(info.patient.as_deref(), Some("p1"));
+        assert_eq!(info.fhir_user.as_deref(), Some("Practitioner/1"));
+        assert_eq!(info.extra.get("tenant"), Some(&Value::String("t1".into())));
+        assert!(!info.extra.contains_key("active"));
+    }
+
+    #[test]
+    fn only_boolean_true_is_active() {
+        let exp = NOW + 60;
+        assert_eq!(inactive(r#"{"active":false}"#, &checks()), Some(true));
+        for body in [
+            format!(r#"{{"active":"true","exp":{exp}}}"#),
+            format!(r#"{{"active":1,"exp":{exp}}}"#),
+            format!(r#"{{"exp":{exp}}}"#),
+            format!(r#"{{"active":null,"exp":{exp}}}"#),
+        ] {
+            assert_eq!(inactive(&body, &checks()), Some(false), "{body}");
+        }
+    }
+
+    #[test]
+    fn exp_is_required_by_default_and_never_cached_when_missing() {
+        assert_eq!(inactive(r#"{"active":true}"#, &checks()), Some(false));
+        let lenient = Checks {
+            require_exp: false,
+            ..checks()
+        };
+        assert!(is_active(r#"{"active":true}"#, &lenient));
+    }
+
+    #[test]
+    fn exp_and_nbf_are_checked_with_the_skew() {
+        let c = checks();
+        assert!(is_active(
+            &format!(r#"{{"active":true,"exp":{}}}"#, NOW + 1),
+            &c
+        ));
+        assert!(is_active(
+            &format!(r#"{{"active":true,"exp":{}}}"#, NOW - 4),
+            &c
+        ));
+        assert_eq!(
+            inactive(&format!(r#"{{"active":true,"exp":{}}}"#, NOW - 5), &c),
+            Some(true)
+        );
+        let exp = NOW + 60;
+        assert!(is_active(
+            &format!(r#"{{"active":true,"exp":{exp},"nbf":{}}}"#, NOW + 5),
+            &c
+        ));
+        assert_eq!(
+            inactive(
+                &format!(r#"{{"active":true,"exp":{exp},"nbf":{}}}"#, NOW + 6),
+                &c
+            ),
+            Some(true)
+        );
+        assert!(is_active(
+            &format!(r#"{{"active":true,"exp":{}.75}}"#, NOW + 60),
+            &c
+        ));
+    }
+
+    #[test]
+    fn issuer_audience_and_token_type_are_checked_when_configured_and_present() {
+        let c = Checks {
+            expected_issuer: Some("https://as".into()),
+            expected_audience: Some("https://fhir/base".into()),
+            ..checks()
+        };
+        let exp = NOW + 60;
+        for (fields, active) in [
+            ("", true),
+            (r#","iss":"https://as""#, true),
+            (r#","iss":"https://evil""#, false),
+            (r#","iss":"https://as/""#, false),
+            (r#","aud":"https://fhir/base""#, true),
+            (r#","aud":["x","https://fhir/base"]"#, true),
+            (r#","aud":"https://other""#, false),
+            (r#","aud":[]"#, true),
+            (r#","token_type":"bearer""#, true),
+            (r#","token_type":"BEARER""#, true),
+            (r#","token_type":"refresh_token""#, false),
+            (r#","token_type":"DPoP""#, false),
+        ] {
+            let body = format!(r#"{{"active":true,"exp":{exp}{fields}}}"#);
+            assert_eq!(is_active(&body, &c), active, "{body}");
+        }
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_verdicts() {
+        for body in [
+            "",
+            "not json",
+            "[]",
+            r#""active""#,
+            r#"{"active":true,"exp":"soon"}"#,
+            r#"{"active":true,"exp":-1}"#,
+            r#"{"active":true,"exp":1,"scope":["a"]}"#,
+            r#"{"active":true,"exp":1,"client_id":7}"#,
+            r#"{"active":true,"exp":1,"aud":[1]}"#,
+            r#"{"active":true,"exp":1,"aud":{}}"#,
+            r#"{"active":true,"exp":1e300}"#,
+            r#"{"active":true"#,
+        ] {
+            assert_eq!(
+                verdict(body, &checks()).err(),
+                Some(IntrospectErrorKind::MalformedAnswer),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_scope_is_an_empty_grant() {
+        let body = format!(r#"{{"active":true,"exp":{}}}"#, NOW + 60);
+        let Ok(Answer::Active(info)) = verdict(&body, &checks()) else {
+            panic!("active expected")
+        };
+        assert!(info.scopes.scopes().is_empty());
+    }
+}

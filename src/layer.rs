@@ -1,0 +1,60 @@
+//! The layer: one `.layer(SmartGuardLayer::from_env()?)` protects a FHIR router.
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use crate::{authorize::Shared, config::Config, error::ConfigError, service::SmartGuard};
+
+/// Applies [`SmartGuard`] to a service: bearer token → cached introspection → SMART scopes →
+/// [`VerifiedClaims`](crate::VerifiedClaims) in the request extensions.
+///
+/// Cloning is cheap (one `Arc`); every clone shares one cache and one connection pool.
+/// Construction does no I/O.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use smart_guard::SmartGuardLayer;
+///
+/// # fn main() -> Result<(), smart_guard::ConfigError> {
+/// let app: Router = Router::new()
+///     .route("/Patient/{id}", get(|| async { "{}" }))
+///     .layer(SmartGuardLayer::from_env()?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SmartGuardLayer {
+    shared: Arc<Shared>,
+}
+
+impl SmartGuardLayer {
+    /// A layer from code-built configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::HttpClient`] if the HTTP client cannot be built; [`ConfigError::Invalid`]
+    /// if the client id or secret cannot be sent in a header.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            shared: Arc::new(Shared::new(config)?),
+        })
+    }
+
+    /// A layer configured from the `SMART_GUARD_*` environment variables (see the crate docs).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first missing or invalid variable; never a secret's value.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::new(Config::from_env()?)
+    }
+}
+
+impl<S> Layer<S> for SmartGuardLayer {
+    type Service = SmartGuard<S>;
+
+    fn layer(&self, inner: S) -> SmartGuard<S> {
+        SmartGuard::new(inner, Arc::clone(&self.shared))
+    }
+}

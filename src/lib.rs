@@ -1,0 +1,146 @@
+//! # smart-guard
+//!
+//! A [tower] layer that protects a FHIR R4 server for
+//! [SMART Backend Services](https://hl7.org/fhir/smart-app-launch/backend-services.html).
+//!
+//! A backend client signs a JWT assertion with its private key, trades it at the authorization
+//! server (AS) for an access token (`grant_type=client_credentials`), and calls the FHIR server
+//! with `Authorization: Bearer <token>`. [`SmartGuardLayer`] is the resource-server side: for each
+//! request it takes the bearer token, checks it by RFC 7662 introspection at the AS (cached, one
+//! call per token per TTL), checks the token's SMART v1/v2 scopes against the FHIR interaction
+//! and resource type the request asks for, and puts the [`VerifiedClaims`] into the request
+//! extensions.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use smart_guard::{SmartGuardLayer, VerifiedClaims};
+//!
+//! async fn read_patient(claims: VerifiedClaims) -> String {
+//!     format!("read by {}", claims.client_id().unwrap_or("?"))
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = Router::new()
+//!     .route("/Patient/{id}", get(read_patient))
+//!     .layer(SmartGuardLayer::from_env()?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Configuration
+//!
+//! [`SmartGuardLayer::from_env`] reads these variables; [`Config`] has a `with_*` setter for each.
+//! A missing or bad value fails at startup with an error that names the variable.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `SMART_GUARD_INTROSPECTION_URL` | required | RFC 7662 introspection endpoint |
+//! | `SMART_GUARD_CLIENT_ID` | required | this resource server's client id at the AS |
+//! | `SMART_GUARD_CLIENT_SECRET` | required | its client secret (never logged) |
+//! | `SMART_GUARD_CLIENT_AUTH` | `client_secret_basic` | or `client_secret_post` |
+//! | `SMART_GUARD_CACHE_MAX_TTL_SECS` | `60` | longest an active answer is cached (also capped by `exp`) |
+//! | `SMART_GUARD_NEGATIVE_TTL_SECS` | `5` | how long an inactive answer is cached |
+//! | `SMART_GUARD_CACHE_CAPACITY` | `100000` | most active entries |
+//! | `SMART_GUARD_NEGATIVE_CACHE_CAPACITY` | `10000` | most inactive entries |
+//! | `SMART_GUARD_CONNECT_TIMEOUT_MS` | `2000` | connect timeout to the AS |
+//! | `SMART_GUARD_TIMEOUT_MS` | `5000` | total timeout of one introspection call |
+//! | `SMART_GUARD_MAX_RESPONSE_BYTES` | `65536` | largest introspection answer read |
+//! | `SMART_GUARD_EXPECTED_ISSUER` | unset | an `iss` in the answer must equal it |
+//! | `SMART_GUARD_EXPECTED_AUDIENCE` | unset | an `aud` in the answer must contain it |
+//! | `SMART_GUARD_REQUIRE_EXP` | `true` | refuse answers without `exp` |
+//! | `SMART_GUARD_CLOCK_SKEW_SECS` | `5` | leeway for `exp` and `nbf` |
+//! | `SMART_GUARD_REALM` | `fhir` | `realm` of `WWW-Authenticate` challenges |
+//! | `SMART_GUARD_BASE_PATH` | root | FHIR base path, e.g. `/fhir` |
+//! | `SMART_GUARD_MAX_TOKEN_BYTES` | `8192` | longest bearer token accepted |
+//! | `SMART_GUARD_MAX_BODY_BYTES` | `4194304` | largest `POST _search` body read |
+//! | `SMART_GUARD_RETRY_AFTER_SECS` | `5` | `Retry-After` on 503 answers |
+//!
+//! ## Responses
+//!
+//! | Situation | Status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | `GET`/`HEAD` `/metadata`, `/.well-known/smart-configuration` | passed through, no token needed | — |
+//! | no token, or another scheme | 401 | `Bearer realm="…"` |
+//! | malformed `Authorization`, two headers, token over the limit, `access_token` in query or body next to the header | 400 | `error="invalid_request"` |
+//! | malformed path (dot segments, percent-encoded path bytes, empty segments) | 400 | — |
+//! | not a FHIR interaction, or outside the base path | 404 | — |
+//! | `POST _search` body over the limit | 413 | — |
+//! | inactive, expired, unknown token; `iss`/`aud`/`nbf`/`token_type` checks fail | 401 | `error="invalid_token"` |
+//! | scopes do not cover the request | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
+//! | AS unreachable, slow, 5xx, garbage, or rejects our credentials | 503 + `Retry-After` | — |
+//!
+//! Every denial has a FHIR `OperationOutcome` body (`application/fhir+json`) and carries its
+//! [`AuthFailure`] in the response extensions.
+//!
+//! ## Base path and nesting
+//!
+//! With `SMART_GUARD_BASE_PATH=/fhir` the layer works both on the outer router and on a router
+//! nested at `/fhir` (axum strips the prefix; the guard reads the original URI). Requests
+//! outside the base path are refused with 404.
+//!
+//! # Security
+//!
+//! - Only `system/` scopes grant access (Backend Services). `patient/` and `user/` scopes and
+//!   granular (`?param=`) scopes are kept in the claims but grant nothing yet. Batch/transaction
+//!   bundles and `$operations` are denied; `_include`, `_revinclude`, chaining and `_has` need
+//!   `system/*` search.
+//! - `.layer` guards every route, including the router's fallback, so unknown paths are refused
+//!   before they reach a 404 handler. `.route_layer` keeps 404s as 404s but does not guard routes
+//!   added after the call: prefer `.layer`.
+//! - The token never appears in logs, `Debug` output or errors; the cache key is a keyed
+//!   BLAKE3 digest of the token with a per-process random key.
+//!
+//! ## Features
+//!
+//! - `axum` (default): [`VerifiedClaims`] is an axum extractor.
+//! - `client`: the client side of the flow (key pairs, JWKS, assertions, token requests).
+//! - `dev-server`: a development authorization server, for development and tests only.
+//! - `cli`: the `smart-guard` command-line tool.
+//!
+//! [tower]: https://docs.rs/tower
+
+mod authorize;
+mod bearer;
+mod claims;
+mod config;
+mod error;
+mod fhir_path;
+mod future;
+mod introspect;
+mod layer;
+mod rejection;
+mod resource_type;
+mod scope;
+mod service;
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "dev-server")]
+pub mod dev_server;
+
+pub use self::{
+    bearer::{BearerError, BearerToken, extract_bearer},
+    claims::VerifiedClaims,
+    config::{
+        ClientAuth, Config, ENV_BASE_PATH, ENV_CACHE_CAPACITY, ENV_CACHE_MAX_TTL_SECS,
+        ENV_CLIENT_AUTH, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS,
+        ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL,
+        ENV_MAX_BODY_BYTES, ENV_MAX_RESPONSE_BYTES, ENV_MAX_TOKEN_BYTES,
+        ENV_NEGATIVE_CACHE_CAPACITY, ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUIRE_EXP,
+        ENV_RETRY_AFTER_SECS, ENV_TIMEOUT_MS,
+    },
+    error::{ConfigError, IntrospectError, IntrospectErrorKind},
+    fhir_path::{ClassifyError, FhirRequest, Interaction, classify, classify_with},
+    future::ResponseFuture,
+    layer::SmartGuardLayer,
+    rejection::AuthFailure,
+    resource_type::ResourceType,
+    scope::{
+        InsufficientScope, Need, Permissions, ScopeContext, ScopeSet, ScopeSyntax, SmartScope,
+        TypeScope,
+    },
+    service::SmartGuard,
+};

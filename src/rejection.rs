@@ -1,0 +1,196 @@
+//! Denials as responses: status, `WWW-Authenticate` (RFC 6750 §3) and a FHIR `OperationOutcome`.
+
+use std::borrow::Cow;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::scope::InsufficientScope;
+
+/// Why the guard refused a request. A copy travels in the response's extensions.
+///
+/// ```
+/// # use http::Response;
+/// use smart_guard::AuthFailure;
+///
+/// fn was_scope_denial(response: &Response<String>) -> bool {
+///     response.extensions().get::<AuthFailure>() == Some(&AuthFailure::InsufficientScope)
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No credentials (or another auth scheme): 401 with a bare challenge.
+    MissingToken,
+    /// Malformed credentials, or a token in the query next to the header: 400 `invalid_request`.
+    InvalidRequest,
+    /// A malformed FHIR path (dot segments, percent-encoding, empty segments): 400.
+    MalformedPath,
+    /// Not a FHIR interaction, or outside the base path: 404.
+    NotFound,
+    /// A body the guard must read is over the limit: 413.
+    PayloadTooLarge,
+    /// Inactive, expired, unknown or locally rejected token: 401 `invalid_token`.
+    InvalidToken,
+    /// The token's scopes do not cover the request: 403 `insufficient_scope`.
+    InsufficientScope,
+    /// The authorization server could not answer: 503 with `Retry-After`.
+    Unavailable,
+}
+
+impl AuthFailure {
+    /// The HTTP status this failure is answered with.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest | Self::MalformedPath => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short lowercase name, used in tracing.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidRequest => "invalid_request",
+            Self::MalformedPath => "malformed_path",
+            Self::NotFound => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The FHIR `IssueType` code of the OperationOutcome.
+    fn issue_code(self) -> &'static str {
+        match self {
+            Self::MissingToken | Self::InvalidToken => "login",
+            Self::InvalidRequest | Self::MalformedPath => "invalid",
+            Self::NotFound => "not-found",
+            Self::PayloadTooLarge => "too-long",
+            Self::InsufficientScope => "forbidden",
+            Self::Unavailable => "transient",
+        }
+    }
+}
+
+/// A denial, ready to become a response.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    pub(crate) kind: AuthFailure,
+    detail: Cow<'static, str>,
+    scope: Option<InsufficientScope>,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: AuthFailure, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            scope: None,
+        }
+    }
+
+    pub(crate) fn insufficient_scope(missing: InsufficientScope) -> Self {
+        let detail = if missing.missing().is_empty() {
+            Cow::Borrowed("this interaction is not allowed by the guard")
+        } else {
+            Cow::Owned(format!(
+                "the access token's scopes do not cover this request; it would need: {}",
+                missing.scope_hint()
+            ))
+        };
+        Self {
+            kind: AuthFailure::InsufficientScope,
+            detail,
+            scope: Some(missing),
+        }
+    }
+}
+
+/// The precomputed challenge headers of one guard (they depend only on the realm).
+#[derive(Debug, Clone)]
+pub(crate) struct Challenges {
+    realm: String,
+    bare: HeaderValue,
+    invalid_request: HeaderValue,
+    invalid_token: HeaderValue,
+    insufficient_scope: HeaderValue,
+    retry_after: HeaderValue,
+}
+
+impl Challenges {
+    /// `realm` is checked by the config: printable ASCII without `"` or `\`.
+    pub(crate) fn new(realm: &str, retry_after_secs: u64) -> Self {
+        let value = |s: String| {
+            HeaderValue::try_from(s).expect("realm is printable ASCII (checked by Config)")
+        };
+        Self {
+            realm: realm.to_owned(),
+            bare: value(format!("Bearer realm=\"{realm}\"")),
+            invalid_request: value(format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_request\""
+            )),
+            invalid_token: value(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+            insufficient_scope: value(format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\""
+            )),
+            retry_after: HeaderValue::from(retry_after_secs),
+        }
+    }
+
+    fn challenge(&self, rejection: &Rejection) -> Option<HeaderValue> {
+        match rejection.kind {
+            AuthFailure::MissingToken => Some(self.bare.clone()),
+            AuthFailure::InvalidRequest => Some(self.invalid_request.clone()),
+            AuthFailure::InvalidToken => Some(self.invalid_token.clone()),
+            AuthFailure::InsufficientScope => match &rejection.scope {
+                Some(scope) if !scope.missing().is_empty() => HeaderValue::try_from(format!(
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    self.realm,
+                    scope.scope_hint()
+                ))
+                .ok(),
+                _ => Some(self.insufficient_scope.clone()),
+            },
+            AuthFailure::MalformedPath
+            | AuthFailure::NotFound
+            | AuthFailure::PayloadTooLarge
+            | AuthFailure::Unavailable => None,
+        }
+    }
+
+    /// Turns a rejection into its response.
+    pub(crate) fn respond<B: From<String>>(&self, rejection: Rejection) -> Response<B> {
+        let body = operation_outcome(rejection.kind.issue_code(), &rejection.detail);
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = rejection.kind.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/fhir+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.challenge(&rejection) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if rejection.kind == AuthFailure::Unavailable {
+            headers.insert(header::RETRY_AFTER, self.retry_after.clone());
+        }
+        response.extensions_mut().insert(rejection.kind);
+        response
+    }
+}
+
+fn operation_outcome(code: &str, diagnostics: &str) -> String {
+    serde_json::json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }]
+    })
+    .to_string()
+}

@@ -1,0 +1,113 @@
+//! FHIR R4 resource types.
+
+use std::fmt;
+
+#[path = "resource_type_list.rs"]
+mod list;
+
+use list::R4_RESOURCE_TYPES;
+
+/// A FHIR R4 resource type such as `Patient`, checked against the R4 list.
+///
+/// Stored as an index into a static table, so it is `Copy`, one byte wide and compares in O(1).
+///
+/// ```
+/// use smart_guard::ResourceType;
+///
+/// let patient = ResourceType::parse("Patient").unwrap();
+/// assert_eq!(patient.as_str(), "Patient");
+/// assert!(ResourceType::parse("patient").is_none(), "types are case-sensitive");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceType(u8);
+
+impl ResourceType {
+    /// Looks a type name up, case-sensitively; `None` if R4 has no such resource type.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        R4_RESOURCE_TYPES
+            .binary_search(&name)
+            .ok()
+            .map(|index| Self(u8::try_from(index).expect("fewer than 256 resource types")))
+    }
+
+    /// The type's name, e.g. `"Observation"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        R4_RESOURCE_TYPES[usize::from(self.0)]
+    }
+
+    /// Every R4 resource type, in name order.
+    pub fn all() -> impl ExactSizeIterator<Item = ResourceType> {
+        (0..R4_RESOURCE_TYPES.len())
+            .map(|index| Self(u8::try_from(index).expect("fewer than 256 resource types")))
+    }
+
+    /// Whether R4 defines a compartment for this type (Patient, Encounter, RelatedPerson,
+    /// Practitioner, Device), so that `/[type]/[id]/[other type]` is a compartment search.
+    #[must_use]
+    pub fn is_compartment(self) -> bool {
+        matches!(
+            self.as_str(),
+            "Patient" | "Encounter" | "RelatedPerson" | "Practitioner" | "Device"
+        )
+    }
+}
+
+impl fmt::Debug for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_type_round_trips_and_the_list_is_sorted() {
+        assert!(R4_RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));
+        for ty in ResourceType::all() {
+            assert_eq!(ResourceType::parse(ty.as_str()), Some(ty));
+        }
+    }
+
+    #[test]
+    fn unknown_and_wrongly_cased_names_are_not_types() {
+        for name in [
+            "",
+            "patient",
+            "PATIENT",
+            "Resource",
+            "DomainResource",
+            "Patient ",
+            "*",
+        ] {
+            assert_eq!(ResourceType::parse(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn the_five_r4_compartments_are_known() {
+        let compartments: Vec<_> = ResourceType::all()
+            .filter(|t| t.is_compartment())
+            .map(ResourceType::as_str)
+            .collect();
+        assert_eq!(
+            compartments,
+            [
+                "Device",
+                "Encounter",
+                "Patient",
+                "Practitioner",
+                "RelatedPerson"
+            ]
+        );
+    }
+}

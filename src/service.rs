@@ -1,0 +1,153 @@
+//! The guard as a tower `Service`: tower plumbing only; the decisions live in `authorize`.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::{
+    authorize::{Decision, Shared},
+    future::ResponseFuture,
+    rejection::{AuthFailure, Rejection},
+};
+
+/// Middleware that authenticates and authorizes each request before the inner service sees it.
+///
+/// Built by [`SmartGuardLayer`](crate::SmartGuardLayer). Denials are responses (`Ok`), never
+/// errors, so the error type stays the inner service's.
+#[derive(Clone, Debug)]
+pub struct SmartGuard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> SmartGuard<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the guard, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SmartGuard<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // Take the service that was driven to readiness; leave a fresh clone in its place.
+        let fresh = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        let shared = Arc::clone(&self.shared);
+        let span = tracing::debug_span!(
+            "smart_guard",
+            method = %request.method(),
+            decision = tracing::field::Empty,
+            client_id = tracing::field::Empty,
+            cache = tracing::field::Empty,
+        );
+        ResponseFuture::new(Box::pin(
+            async move {
+                let (mut parts, body) = request.into_parts();
+                let Some(relative) = shared.relative_path(&parts.uri, &parts.extensions) else {
+                    return Ok(deny(
+                        &shared,
+                        Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
+                    ));
+                };
+                let (body, body_bytes) =
+                    if Shared::needs_body(&parts.method, relative, &parts.headers) {
+                        match Limited::new(body, shared.max_body_bytes).collect().await {
+                            Ok(collected) => {
+                                let bytes = collected.to_bytes();
+                                (ReqBody::from(bytes.clone()), Some(bytes))
+                            }
+                            Err(error) => {
+                                let too_large = error.is::<http_body_util::LengthLimitError>();
+                                let rejection = if too_large {
+                                    Rejection::new(
+                                        AuthFailure::PayloadTooLarge,
+                                        "the request body is too large",
+                                    )
+                                } else {
+                                    Rejection::new(
+                                        AuthFailure::InvalidRequest,
+                                        "the request body could not be read",
+                                    )
+                                };
+                                return Ok(deny(&shared, rejection));
+                            }
+                        }
+                    } else {
+                        (body, None)
+                    };
+                let decision = shared
+                    .authorize(
+                        &parts.method,
+                        relative,
+                        parts.uri.query(),
+                        &parts.headers,
+                        body_bytes.as_deref(),
+                    )
+                    .await;
+                match decision {
+                    Ok(Decision::Public) => {
+                        tracing::Span::current().record("decision", "public");
+                        ready.call(Request::from_parts(parts, body)).await
+                    }
+                    Ok(Decision::Allow(claims)) => {
+                        tracing::Span::current().record("decision", "allow");
+                        if let Some(value) = parts.headers.get_mut(header::AUTHORIZATION) {
+                            value.set_sensitive(true);
+                        }
+                        parts.extensions.insert(claims);
+                        ready.call(Request::from_parts(parts, body)).await
+                    }
+                    Err(rejection) => Ok(deny(&shared, rejection)),
+                }
+            }
+            .instrument(span),
+        ))
+    }
+}
+
+fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
+    tracing::Span::current().record("decision", rejection.kind.as_str());
+    if rejection.kind == AuthFailure::Unavailable {
+        tracing::warn!("denied: authorization server unavailable");
+    } else {
+        tracing::debug!(reason = rejection.kind.as_str(), "denied");
+    }
+    shared.challenges.respond(rejection)
+}
