@@ -1,0 +1,311 @@
+//! Test support: a scriptable loopback introspection server that counts its calls, and a
+//! guarded FHIR app served on loopback.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Form, Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use serde_json::{Value, json};
+use smart_guard::{Config, SmartGuardLayer, VerifiedClaims};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub const RS_CLIENT_ID: &str = "fhir-rs";
+pub const RS_SECRET: &str = "rs-s3cret:with&odd=chars";
+
+/// How the mock AS behaves on the next calls.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answer from the token table (unknown tokens are inactive).
+    Normal,
+    /// Answer this status with an empty JSON object.
+    Status(u16),
+    /// Answer 200 with this raw body.
+    Raw(&'static str),
+    /// Wait, then answer normally.
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct AsState {
+    answers: HashMap<String, Value>,
+    behaviour: Option<Behaviour>,
+    last_form: Vec<(String, String)>,
+    last_authorization: Option<String>,
+}
+
+/// A loopback RFC 7662 endpoint with a call counter.
+pub struct MockAs {
+    pub addr: SocketAddr,
+    calls: Arc<AtomicUsize>,
+    state: Arc<Mutex<AsState>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MockAs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A typical active answer for `scope`, valid for five minutes.
+pub fn active(scope: &str) -> Value {
+    json!({
+        "active": true, "scope": scope, "client_id": "backend-app", "sub": "backend-app",
+        "exp": now() + 300, "iat": now(), "iss": "https://as.example", "token_type": "bearer",
+        "jti": "jti-1"
+    })
+}
+
+impl MockAs {
+    pub async fn start() -> Self {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(Mutex::new(AsState::default()));
+        let app = Router::new()
+            .route("/introspect", post(introspect))
+            .with_state((Arc::clone(&calls), Arc::clone(&state)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        Self {
+            addr,
+            calls,
+            state,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/introspect", self.addr)
+    }
+
+    pub fn answer(&self, token: &str, answer: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .insert(token.to_owned(), answer);
+    }
+
+    pub fn behave(&self, behaviour: Behaviour) {
+        self.state.lock().unwrap().behaviour = Some(behaviour);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn last_form(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().last_form.clone()
+    }
+
+    pub fn last_authorization(&self) -> Option<String> {
+        self.state.lock().unwrap().last_authorization.clone()
+    }
+
+    /// A guard configuration for this AS (basic auth, base path `/fhir`).
+    pub fn config(&self) -> Config {
+        Config::new(self.url().parse().expect("url"), RS_CLIENT_ID, RS_SECRET)
+            .with_base_path("/fhir")
+            .expect("base path")
+    }
+}
+
+type AsShared = (Arc<AtomicUsize>, Arc<Mutex<AsState>>);
+
+async fn introspect(
+    State((calls, state)): State<AsShared>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    calls.fetch_add(1, Ordering::SeqCst);
+    let behaviour = {
+        let mut s = state.lock().unwrap();
+        s.last_form = form.clone();
+        s.last_authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        s.behaviour.clone().unwrap_or(Behaviour::Normal)
+    };
+    match behaviour {
+        Behaviour::Normal => {}
+        Behaviour::Status(code) => {
+            return (StatusCode::from_u16(code).expect("status"), Json(json!({}))).into_response();
+        }
+        Behaviour::Raw(body) => return (StatusCode::OK, body).into_response(),
+        Behaviour::Delay(delay) => tokio::time::sleep(delay).await,
+    }
+    if !authenticated(&headers, &form) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone());
+    let answer = token
+        .and_then(|t| state.lock().unwrap().answers.get(&t).cloned())
+        .unwrap_or_else(|| json!({"active": false}));
+    Json(answer).into_response()
+}
+
+/// client_secret_basic (form-urlencoded then base64, RFC 6749 §2.3.1) or client_secret_post.
+fn authenticated(headers: &HeaderMap, form: &[(String, String)]) -> bool {
+    use base64::Engine as _;
+    if let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .unwrap_or_default();
+        let Some((id, secret)) = decoded.split_once(':') else {
+            return false;
+        };
+        let decode = |s: &str| {
+            form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        return decode(id) == RS_CLIENT_ID && decode(secret) == RS_SECRET;
+    }
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    get("client_id") == Some(RS_CLIENT_ID) && get("client_secret") == Some(RS_SECRET)
+}
+
+/// What the inner FHIR handler saw: echoes the claims as JSON.
+async fn echo_claims(claims: Option<VerifiedClaims>, body: axum::body::Bytes) -> Response {
+    let Some(claims) = claims else {
+        return Json(json!({ "public": true })).into_response();
+    };
+    Json(json!({
+        "client_id": claims.client_id(),
+        "sub": claims.sub(),
+        "scope": claims.scope(),
+        "scopes": claims.scopes().scopes().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "exp": claims.exp(),
+        "iss": claims.iss(),
+        "jti": claims.jti(),
+        "interaction": claims.request().interaction().as_str(),
+        "resource_type": claims.request().resource_type().map(|t| t.as_str()),
+        "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response()
+}
+
+/// A FHIR-shaped router whose every route echoes the claims.
+pub fn fhir_routes() -> Router {
+    Router::new()
+        .route(
+            "/metadata",
+            get(|| async { Json(json!({"resourceType": "CapabilityStatement"})) }),
+        )
+        .route("/", any(echo_claims))
+        .route("/{*rest}", any(echo_claims))
+}
+
+/// Serves `app` on loopback and returns its base URL (`http://127.0.0.1:port`).
+pub async fn serve(app: Router) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// The FHIR routes nested at `/fhir` with the guard on the outer router.
+pub async fn guarded(config: Config) -> (String, JoinHandle<()>) {
+    let layer = SmartGuardLayer::new(config).expect("layer");
+    serve(Router::new().nest("/fhir", fhir_routes()).layer(layer)).await
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Asserts a denial: status, challenge, OperationOutcome code.
+pub async fn assert_denied(
+    response: reqwest::Response,
+    status: u16,
+    challenge: Option<&str>,
+    issue_code: &str,
+) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let headers = response.headers().clone();
+    assert_eq!(
+        headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().expect("ascii")),
+        challenge,
+        "WWW-Authenticate"
+    );
+    assert_eq!(
+        headers
+            .get("content-type")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("application/fhir+json")
+    );
+    let body: Value = response.json().await.expect("json body");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(body["issue"][0]["code"], issue_code, "{body}");
+    body
+}
+
+/// Sends `GET {path}` byte for byte (no client-side URL normalization) and returns the status
+/// and body. `base` is `http://127.0.0.1:port`.
+pub async fn raw_get(base: &str, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").expect("http base");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
