@@ -48,7 +48,11 @@ pub struct AssertionSigner {
 impl AssertionSigner {
     /// A signer for `client_id` using `key`, with the default lifetime of four minutes.
     pub fn new(client_id: impl Into<String>, key: impl Into<Arc<KeyPair>>) -> Self {
-        Self { client_id: Arc::from(client_id.into()), key: key.into(), lifetime: DEFAULT_ASSERTION_LIFETIME }
+        Self {
+            client_id: Arc::from(client_id.into()),
+            key: key.into(),
+            lifetime: DEFAULT_ASSERTION_LIFETIME,
+        }
     }
 
     /// Sets how far in the future `exp` lies; values above five minutes are clamped to five minutes.
@@ -101,7 +105,11 @@ impl AssertionSigner {
         header.kid = Some(self.key.kid().to_owned());
         let jwt = jsonwebtoken::encode(&header, &claims, self.key.encoding_key())
             .map_err(|e| ClientError::new(ClientErrorKind::Signing).with_source(e))?;
-        Ok(ClientAssertion { jwt, header, claims })
+        Ok(ClientAssertion {
+            jwt,
+            header,
+            claims,
+        })
     }
 }
 
@@ -162,7 +170,10 @@ impl ClientAssertion {
 
     /// The two form parameters that carry this assertion: `client_assertion_type` and `client_assertion`.
     pub fn form_params(&self) -> [(&'static str, &str); 2] {
-        [("client_assertion_type", CLIENT_ASSERTION_TYPE), ("client_assertion", &self.jwt)]
+        [
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+            ("client_assertion", &self.jwt),
+        ]
     }
 }
 
@@ -177,7 +188,9 @@ impl fmt::Debug for ClientAssertion {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// 128 random bits, base64url without padding.
@@ -209,9 +222,15 @@ mod tests {
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
         assert_eq!(header.typ.as_deref(), Some("JWT"));
         let c = a.claims();
-        assert_eq!((c.iss.as_str(), c.sub.as_str(), c.aud.as_str()), ("client-1", "client-1", "https://as.example/token"));
+        assert_eq!(
+            (c.iss.as_str(), c.sub.as_str(), c.aud.as_str()),
+            ("client-1", "client-1", "https://as.example/token")
+        );
         assert_eq!(c.exp - c.iat, 240);
-        assert_eq!(URL_SAFE_NO_PAD.decode(&c.jti).map(|b| b.len()).ok(), Some(16));
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(&c.jti).map(|b| b.len()).ok(),
+            Some(16)
+        );
     }
 
     #[test]
@@ -223,20 +242,28 @@ mod tests {
             let a = signer.sign("aud").expect("sign");
             assert_eq!(a.claims().exp - a.claims().iat, 300, "lifetime is clamped");
             let dk = match alg {
-                SigningAlg::Rs384 => DecodingKey::from_rsa_components(jwk.n.as_deref().unwrap_or_default(), jwk.e.as_deref().unwrap_or_default()),
-                SigningAlg::Es384 => DecodingKey::from_ec_components(jwk.x.as_deref().unwrap_or_default(), jwk.y.as_deref().unwrap_or_default()),
+                SigningAlg::Rs384 => DecodingKey::from_rsa_components(
+                    jwk.n.as_deref().unwrap_or_default(),
+                    jwk.e.as_deref().unwrap_or_default(),
+                ),
+                SigningAlg::Es384 => DecodingKey::from_ec_components(
+                    jwk.x.as_deref().unwrap_or_default(),
+                    jwk.y.as_deref().unwrap_or_default(),
+                ),
             }
             .expect("decoding key");
             let mut v = Validation::new(alg.jwt_algorithm());
             v.set_audience(&["aud"]);
-            let data = jsonwebtoken::decode::<AssertionClaims>(a.as_str(), &dk, &v).expect("verifies");
+            let data =
+                jsonwebtoken::decode::<AssertionClaims>(a.as_str(), &dk, &v).expect("verifies");
             assert_eq!(&data.claims, a.claims());
         }
     }
 
     #[test]
     fn jti_is_fresh_every_time_and_debug_hides_the_jwt() {
-        let signer = AssertionSigner::new("c", KeyPair::generate(SigningAlg::Es384).expect("keygen"));
+        let signer =
+            AssertionSigner::new("c", KeyPair::generate(SigningAlg::Es384).expect("keygen"));
         let a = signer.sign("aud").expect("sign");
         let b = signer.sign("aud").expect("sign");
         assert_ne!(a.claims().jti, b.claims().jti);

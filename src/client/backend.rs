@@ -58,7 +58,11 @@ struct Cached {
 
 impl BackendServicesClient {
     /// A client that requests `scope` from `token_url`, authenticating with `signer`.
-    pub fn new(token_url: impl Into<String>, signer: AssertionSigner, scope: impl Into<String>) -> Self {
+    pub fn new(
+        token_url: impl Into<String>,
+        signer: AssertionSigner,
+        scope: impl Into<String>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 http: reqwest::Client::new(),
@@ -81,7 +85,9 @@ impl BackendServicesClient {
             cached: Mutex::new(None),
         });
         f(&mut inner);
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Uses the given `reqwest::Client` (to share a connection pool or set timeouts).
@@ -116,20 +122,37 @@ impl BackendServicesClient {
     pub async fn token_response(&self) -> Result<TokenResponse, ClientError> {
         // A tokio mutex held across the fetch: waiting callers reuse the fetched token.
         let mut cached = self.inner.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if Instant::now() < c.refresh_at {
-                return Ok(c.response.clone());
-            }
+        if let Some(c) = cached.as_ref()
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.response.clone());
         }
         *cached = None;
-        let response = request_token(&self.inner.http, &self.inner.token_url, &self.inner.signer, &self.inner.scope).await?;
+        let response = request_token(
+            &self.inner.http,
+            &self.inner.token_url,
+            &self.inner.signer,
+            &self.inner.scope,
+        )
+        .await?;
         if let Some(expires_in) = response.expires_in {
             let lifetime = Duration::from_secs(expires_in);
             let margin = self.inner.refresh_margin;
-            let reuse_for = if lifetime > margin * 2 { lifetime - margin } else { lifetime / 2 };
-            *cached = Some(Cached { response: response.clone(), refresh_at: Instant::now() + reuse_for });
+            let reuse_for = if lifetime > margin * 2 {
+                lifetime - margin
+            } else {
+                lifetime / 2
+            };
+            *cached = Some(Cached {
+                response: response.clone(),
+                refresh_at: Instant::now() + reuse_for,
+            });
         }
-        tracing::debug!(client_id = self.inner.signer.client_id(), scope = response.scope.as_deref(), "fetched access token");
+        tracing::debug!(
+            client_id = self.inner.signer.client_id(),
+            scope = response.scope.as_deref(),
+            "fetched access token"
+        );
         Ok(response)
     }
 

@@ -38,7 +38,12 @@ pub enum ClientErrorKind {
 
 impl ClientError {
     pub(crate) fn new(kind: ClientErrorKind) -> Self {
-        Self { kind, status: None, oauth: None, source: None }
+        Self {
+            kind,
+            status: None,
+            oauth: None,
+            source: None,
+        }
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
@@ -52,7 +57,12 @@ impl ClientError {
     }
 
     pub(crate) fn oauth(status: u16, error: OAuthError) -> Self {
-        Self { kind: ClientErrorKind::OAuth, status: Some(status), oauth: Some(error), source: None }
+        Self {
+            kind: ClientErrorKind::OAuth,
+            status: Some(status),
+            oauth: Some(error),
+            source: None,
+        }
     }
 
     /// The category of this error.
@@ -96,14 +106,18 @@ impl fmt::Display for ClientError {
                 Some(s) => write!(f, "server answered unexpected http status {s}"),
                 None => f.write_str("server answered unexpected http status"),
             },
-            ClientErrorKind::InvalidResponse => f.write_str("server answer is not a valid response"),
+            ClientErrorKind::InvalidResponse => {
+                f.write_str("server answer is not a valid response")
+            }
         }
     }
 }
 
 impl StdError for ClientError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
@@ -218,7 +232,8 @@ mod tests {
 
     #[test]
     fn an_oauth_error_body_parses_with_optional_fields() {
-        let e: OAuthError = serde_json::from_str(r#"{"error":"invalid_scope"}"#).expect("valid json");
+        let e: OAuthError =
+            serde_json::from_str(r#"{"error":"invalid_scope"}"#).expect("valid json");
         assert_eq!(e.error, OAuthErrorCode::InvalidScope);
         assert_eq!(e.error_description, None);
         let e = ClientError::oauth(400, e);

@@ -75,7 +75,11 @@ impl Jwk {
     /// `x`, `y`, in that order, no whitespace). `None` for other key types or when a member is missing.
     pub fn thumbprint(&self) -> Option<String> {
         let members: Vec<(&str, &str)> = match self.kty.as_str() {
-            "RSA" => vec![("e", self.e.as_deref()?), ("kty", "RSA"), ("n", self.n.as_deref()?)],
+            "RSA" => vec![
+                ("e", self.e.as_deref()?),
+                ("kty", "RSA"),
+                ("n", self.n.as_deref()?),
+            ],
             "EC" => vec![
                 ("crv", self.crv.as_deref()?),
                 ("kty", "EC"),
@@ -150,17 +154,46 @@ mod tests {
 
     #[test]
     fn thumbprint_ignores_optional_members_and_needs_required_ones() {
-        let base = Jwk { kty: "EC".into(), crv: Some("P-384".into()), x: Some("AA".into()), y: Some("AQ".into()), ..Jwk::default() };
-        let decorated = Jwk { kid: Some("k".into()), alg: Some("ES384".into()), key_use: Some("sig".into()), ..base.clone() };
+        let base = Jwk {
+            kty: "EC".into(),
+            crv: Some("P-384".into()),
+            x: Some("AA".into()),
+            y: Some("AQ".into()),
+            ..Jwk::default()
+        };
+        let decorated = Jwk {
+            kid: Some("k".into()),
+            alg: Some("ES384".into()),
+            key_use: Some("sig".into()),
+            ..base.clone()
+        };
         assert!(base.thumbprint().is_some());
         assert_eq!(base.thumbprint(), decorated.thumbprint());
-        assert_eq!(Jwk { y: None, ..base.clone() }.thumbprint(), None);
-        assert_eq!(Jwk { kty: "oct".into(), ..base }.thumbprint(), None);
+        assert_eq!(
+            Jwk {
+                y: None,
+                ..base.clone()
+            }
+            .thumbprint(),
+            None
+        );
+        assert_eq!(
+            Jwk {
+                kty: "oct".into(),
+                ..base
+            }
+            .thumbprint(),
+            None
+        );
     }
 
     #[test]
     fn find_refuses_an_ambiguous_kid() {
-        let k = Jwk { kty: "RSA".into(), kid: Some("a".into()), ..Jwk::default() };
+        let k = Jwk {
+            kty: "RSA".into(),
+            kid: Some("a".into()),
+            ..Jwk::default()
+        };
         assert!(Jwks::new(vec![k.clone()]).find("a").is_some());
         assert!(Jwks::new(vec![k.clone()]).find("b").is_none());
         assert!(Jwks::new(vec![k.clone(), k]).find("a").is_none());

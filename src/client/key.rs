@@ -60,7 +60,9 @@ impl FromStr for SigningAlg {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::from_name(s).ok_or_else(|| {
-            ClientError::new(ClientErrorKind::Key).with_source(format!("unsupported algorithm {s:?}, expected RS384 or ES384"))
+            ClientError::new(ClientErrorKind::Key).with_source(format!(
+                "unsupported algorithm {s:?}, expected RS384 or ES384"
+            ))
         })
     }
 }
@@ -89,14 +91,17 @@ impl KeyPair {
     ///
     /// [`ClientErrorKind::Key`] if the crypto library fails to generate the key.
     pub fn generate(alg: SigningAlg) -> Result<Self, ClientError> {
-        let key_err = |e: aws_lc_rs::error::Unspecified| ClientError::new(ClientErrorKind::Key).with_source(e.to_string());
+        let key_err = |e: aws_lc_rs::error::Unspecified| {
+            ClientError::new(ClientErrorKind::Key).with_source(e.to_string())
+        };
         let der = match alg {
             SigningAlg::Rs384 => {
                 let kp = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).map_err(key_err)?;
                 kp.as_der().map_err(key_err)?.as_ref().to_vec()
             }
             SigningAlg::Es384 => {
-                let kp = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map_err(key_err)?;
+                let kp =
+                    EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map_err(key_err)?;
                 kp.to_pkcs8v1().map_err(key_err)?.as_ref().to_vec()
             }
         };
@@ -132,10 +137,18 @@ impl KeyPair {
                 public.exponent().big_endian_without_leading_zero(),
                 SigningAlg::Rs384.as_str(),
             );
-            let spki: PublicKeyX509Der<'static> = public.as_der().map_err(|_| key_err("cannot encode the public key"))?;
+            let spki: PublicKeyX509Der<'static> = public
+                .as_der()
+                .map_err(|_| key_err("cannot encode the public key"))?;
             let encoding_key = EncodingKey::from_rsa_pem(pem.as_bytes())
                 .map_err(|e| ClientError::new(ClientErrorKind::Key).with_source(e))?;
-            return Ok(Self { alg: SigningAlg::Rs384, pkcs8_der: der.to_vec(), encoding_key, jwk, public_spki_der: spki.as_ref().to_vec() });
+            return Ok(Self {
+                alg: SigningAlg::Rs384,
+                pkcs8_der: der.to_vec(),
+                encoding_key,
+                jwk,
+                public_spki_der: spki.as_ref().to_vec(),
+            });
         }
         if let Ok(kp) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der) {
             let public = kp.public_key();
@@ -144,13 +157,27 @@ impl KeyPair {
             if point.len() != 97 || point[0] != 0x04 {
                 return Err(key_err("unexpected p-384 public point encoding"));
             }
-            let jwk = Jwk::ec("P-384", &point[1..49], &point[49..97], SigningAlg::Es384.as_str());
-            let spki: PublicKeyX509Der<'static> = public.as_der().map_err(|_| key_err("cannot encode the public key"))?;
-            let encoding_key =
-                EncodingKey::from_ec_der(der);
-            return Ok(Self { alg: SigningAlg::Es384, pkcs8_der: der.to_vec(), encoding_key, jwk, public_spki_der: spki.as_ref().to_vec() });
+            let jwk = Jwk::ec(
+                "P-384",
+                &point[1..49],
+                &point[49..97],
+                SigningAlg::Es384.as_str(),
+            );
+            let spki: PublicKeyX509Der<'static> = public
+                .as_der()
+                .map_err(|_| key_err("cannot encode the public key"))?;
+            let encoding_key = EncodingKey::from_ec_der(der);
+            return Ok(Self {
+                alg: SigningAlg::Es384,
+                pkcs8_der: der.to_vec(),
+                encoding_key,
+                jwk,
+                public_spki_der: spki.as_ref().to_vec(),
+            });
         }
-        Err(key_err("not a pkcs#8 rsa (>= 2048 bit) or p-384 private key"))
+        Err(key_err(
+            "not a pkcs#8 rsa (>= 2048 bit) or p-384 private key",
+        ))
     }
 
     /// The algorithm this key signs with.
@@ -225,11 +252,20 @@ fn pem_decode(pem: &str, label: &str) -> Result<Vec<u8>, ClientError> {
     let err = |msg: &'static str| ClientError::new(ClientErrorKind::Key).with_source(msg);
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
-    let start = pem.find(&begin).ok_or_else(|| err("no -----BEGIN PRIVATE KEY----- line (pkcs#8 pem expected)"))?;
+    let start = pem
+        .find(&begin)
+        .ok_or_else(|| err("no -----BEGIN PRIVATE KEY----- line (pkcs#8 pem expected)"))?;
     let body = &pem[start + begin.len()..];
-    let stop = body.find(&end).ok_or_else(|| err("no -----END PRIVATE KEY----- line"))?;
-    let b64: String = body[..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    STANDARD.decode(b64).map_err(|_| err("pem body is not valid base64"))
+    let stop = body
+        .find(&end)
+        .ok_or_else(|| err("no -----END PRIVATE KEY----- line"))?;
+    let b64: String = body[..stop]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    STANDARD
+        .decode(b64)
+        .map_err(|_| err("pem body is not valid base64"))
 }
 
 #[cfg(test)]
@@ -245,8 +281,14 @@ mod tests {
             let again = KeyPair::from_pkcs8_pem(&pem).expect("reload");
             assert_eq!(again.alg(), alg);
             assert_eq!(again.public_jwk(), key.public_jwk());
-            assert_eq!(key.kid(), key.public_jwk().thumbprint().expect("thumbprint"));
-            assert!(key.public_key_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+            assert_eq!(
+                key.kid(),
+                key.public_jwk().thumbprint().expect("thumbprint")
+            );
+            assert!(
+                key.public_key_pem()
+                    .starts_with("-----BEGIN PUBLIC KEY-----\n")
+            );
         }
     }
 
@@ -254,12 +296,21 @@ mod tests {
     fn jwk_members_match_the_key_type() {
         let rsa = KeyPair::generate(SigningAlg::Rs384).expect("keygen");
         let j = rsa.public_jwk();
-        assert_eq!((j.kty.as_str(), j.alg.as_deref(), j.key_use.as_deref()), ("RSA", Some("RS384"), Some("sig")));
+        assert_eq!(
+            (j.kty.as_str(), j.alg.as_deref(), j.key_use.as_deref()),
+            ("RSA", Some("RS384"), Some("sig"))
+        );
         assert_eq!(j.e.as_deref(), Some("AQAB"));
-        assert!(j.n.as_ref().is_some_and(|n| n.len() >= 342), "2048-bit modulus is 342 base64url chars");
+        assert!(
+            j.n.as_ref().is_some_and(|n| n.len() >= 342),
+            "2048-bit modulus is 342 base64url chars"
+        );
         let ec = KeyPair::generate(SigningAlg::Es384).expect("keygen");
         let j = ec.public_jwk();
-        assert_eq!((j.kty.as_str(), j.crv.as_deref(), j.alg.as_deref()), ("EC", Some("P-384"), Some("ES384")));
+        assert_eq!(
+            (j.kty.as_str(), j.crv.as_deref(), j.alg.as_deref()),
+            ("EC", Some("P-384"), Some("ES384"))
+        );
         assert_eq!(j.x.as_ref().map(String::len), Some(64));
         assert_eq!(j.y.as_ref().map(String::len), Some(64));
     }
@@ -276,7 +327,11 @@ mod tests {
 
     #[test]
     fn garbage_pem_is_a_key_error() {
-        for pem in ["", "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"] {
+        for pem in [
+            "",
+            "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
             let err = KeyPair::from_pkcs8_pem(pem).expect_err("must fail");
             assert_eq!(err.kind(), ClientErrorKind::Key);
         }

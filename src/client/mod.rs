@@ -36,8 +36,8 @@ mod key;
 mod token;
 
 pub use assertion::{
-    AssertionClaims, AssertionSigner, CLIENT_ASSERTION_TYPE, ClientAssertion, DEFAULT_ASSERTION_LIFETIME,
-    MAX_ASSERTION_LIFETIME,
+    AssertionClaims, AssertionSigner, CLIENT_ASSERTION_TYPE, ClientAssertion,
+    DEFAULT_ASSERTION_LIFETIME, MAX_ASSERTION_LIFETIME,
 };
 pub use backend::{BackendServicesClient, DEFAULT_REFRESH_MARGIN};
 pub use error::{ClientError, ClientErrorKind, OAuthError, OAuthErrorCode};
@@ -45,4 +45,5 @@ pub use jwk::{Jwk, Jwks};
 pub use key::{KeyPair, SigningAlg};
 pub use token::{AccessToken, GRANT_TYPE_CLIENT_CREDENTIALS, TokenResponse, request_token};
 
+#[cfg(feature = "dev-server")]
 pub(crate) use assertion::{random_b64url, unix_now};

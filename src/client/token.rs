@@ -109,7 +109,9 @@ pub(crate) fn parse_token_answer(status: u16, body: &[u8]) -> Result<TokenRespon
     if (200..300).contains(&status) {
         return serde_json::from_slice::<TokenResponse>(body).map_err(|e| {
             // serde_json errors name positions, never the token value.
-            ClientError::new(ClientErrorKind::InvalidResponse).with_status(status).with_source(e)
+            ClientError::new(ClientErrorKind::InvalidResponse)
+                .with_status(status)
+                .with_source(e)
         });
     }
     match serde_json::from_slice::<OAuthError>(body) {
@@ -138,13 +140,27 @@ mod tests {
         let e = parse_token_answer(401, body).expect_err("error");
         assert_eq!(e.kind(), ClientErrorKind::OAuth);
         assert_eq!(e.status(), Some(401));
-        assert_eq!(e.oauth_error().map(|o| &o.error), Some(&OAuthErrorCode::InvalidClient));
-        assert_eq!(e.to_string(), "server answered invalid_client: bad signature");
+        assert_eq!(
+            e.oauth_error().map(|o| &o.error),
+            Some(&OAuthErrorCode::InvalidClient)
+        );
+        assert_eq!(
+            e.to_string(),
+            "server answered invalid_client: bad signature"
+        );
     }
 
     #[test]
     fn non_json_answers_are_unexpected_or_invalid() {
-        assert_eq!(parse_token_answer(502, b"<html>").expect_err("error").kind(), ClientErrorKind::UnexpectedStatus);
-        assert_eq!(parse_token_answer(200, b"{}").expect_err("error").kind(), ClientErrorKind::InvalidResponse);
+        assert_eq!(
+            parse_token_answer(502, b"<html>")
+                .expect_err("error")
+                .kind(),
+            ClientErrorKind::UnexpectedStatus
+        );
+        assert_eq!(
+            parse_token_answer(200, b"{}").expect_err("error").kind(),
+            ClientErrorKind::InvalidResponse
+        );
     }
 }
