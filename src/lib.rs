@@ -111,9 +111,11 @@ mod fhir_path;
 mod future;
 mod introspect;
 mod layer;
+mod r4_data;
 mod rejection;
 mod resource_type;
 mod scope;
+mod search_params;
 mod service;
 
 #[cfg(feature = "client")]

@@ -1,11 +1,8 @@
-//! FHIR R4 resource types.
+//! FHIR R4 resource types, from the generated R4 (4.0.1) tables in `r4_data.rs`.
 
 use std::fmt;
 
-#[path = "resource_type_list.rs"]
-mod list;
-
-use list::R4_RESOURCE_TYPES;
+use crate::r4_data::{COMPARTMENTS, RESOURCE_TYPES as R4_RESOURCE_TYPES};
 
 /// A FHIR R4 resource type such as `Patient`, checked against the R4 list.
 ///
@@ -47,10 +44,17 @@ impl ResourceType {
     /// Practitioner, Device), so that `/[type]/[id]/[other type]` is a compartment search.
     #[must_use]
     pub fn is_compartment(self) -> bool {
-        matches!(
-            self.as_str(),
-            "Patient" | "Encounter" | "RelatedPerson" | "Practitioner" | "Device"
-        )
+        COMPARTMENTS.contains(&self.as_str())
+    }
+
+    /// The index of this type in the sorted R4 list (0 for `Account`).
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The type at `index` of the sorted R4 list.
+    pub(crate) fn from_index(index: usize) -> Option<Self> {
+        (index < R4_RESOURCE_TYPES.len()).then(|| Self(u8::try_from(index).unwrap_or(u8::MAX)))
     }
 }
 
@@ -90,6 +94,31 @@ mod tests {
             "*",
         ] {
             assert_eq!(ResourceType::parse(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn the_generated_list_holds_the_146_r4_types_and_no_r4b_or_r5_ones() {
+        assert_eq!(ResourceType::all().len(), 146);
+        for r4 in [
+            "Patient",
+            "Observation",
+            "Binary",
+            "Parameters",
+            "CatalogEntry",
+            "MedicinalProduct",
+        ] {
+            assert!(ResourceType::parse(r4).is_some(), "{r4}");
+        }
+        for later in [
+            "SubscriptionStatus",
+            "ActorDefinition",
+            "Citation",
+            "Ingredient",
+            "ClinicalUseDefinition",
+            "Transport",
+        ] {
+            assert_eq!(ResourceType::parse(later), None, "{later}");
         }
     }
 

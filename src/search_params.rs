@@ -1,0 +1,384 @@
+//! The R4 search parameters (generated from the official definitions, see `tools/gen_r4_data.py`)
+//! and the cross-type rules of SMART-NOTES §6.7-6.9: which other resource types a search touches
+//! through `_include`, `_revinclude`, chaining, `_has`, `_type` and `_list`.
+//!
+//! Pure logic. The common path (no parameter starting with `_` or containing `.`) allocates nothing.
+
+use std::borrow::Cow;
+
+use crate::{
+    r4_data::{COMMON_PARAMS, TYPE_PARAMS},
+    resource_type::ResourceType,
+    scope::TypeScope,
+};
+
+/// The FHIR search parameter types (`SearchParameter.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ParamKind {
+    Number,
+    Date,
+    String,
+    Token,
+    Reference,
+    Composite,
+    Quantity,
+    Uri,
+    Special,
+}
+
+/// One R4 search parameter of a type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SearchParam {
+    pub(crate) kind: ParamKind,
+    targets: [u64; 3],
+}
+
+impl SearchParam {
+    /// The target type when a reference parameter has exactly one.
+    pub(crate) fn single_target(self) -> Option<ResourceType> {
+        if self.targets.iter().map(|w| w.count_ones()).sum::<u32>() != 1 {
+            return None;
+        }
+        let (word, bits) = self.targets.iter().enumerate().find(|(_, w)| **w != 0)?;
+        ResourceType::from_index(word * 64 + bits.trailing_zeros() as usize)
+    }
+
+    /// Whether the reference parameter may point to `ty`.
+    pub(crate) fn targets(self, ty: ResourceType) -> bool {
+        let index = ty.index();
+        self.targets
+            .get(index / 64)
+            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+}
+
+/// The R4 definition of `code` on `ty` (type-specific first, then `Resource`/`DomainResource`).
+pub(crate) fn lookup(ty: ResourceType, code: &str) -> Option<SearchParam> {
+    let key = u8::try_from(ty.index()).ok()?;
+    if let Ok(i) = TYPE_PARAMS.binary_search_by(|(t, c, _, _)| (*t, *c).cmp(&(key, code))) {
+        let (_, _, kind, targets) = TYPE_PARAMS[i];
+        return Some(SearchParam { kind, targets });
+    }
+    COMMON_PARAMS
+        .binary_search_by(|(c, _)| (*c).cmp(code))
+        .ok()
+        .map(|i| SearchParam {
+            kind: COMMON_PARAMS[i].1,
+            targets: [0; 3],
+        })
+}
+
+/// Percent-decodes one `application/x-www-form-urlencoded` component (`+` is a space).
+/// Borrows when there is nothing to decode.
+pub(crate) fn decode(raw: &str) -> Cow<'_, str> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(raw);
+    }
+    let spaced: Cow<'_, str> = if raw.contains('+') {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    match percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy() {
+        Cow::Borrowed(b) => Cow::Owned(b.to_owned()),
+        Cow::Owned(o) => Cow::Owned(o),
+    }
+}
+
+/// Raw `name=value` pairs of a query string or form body, not yet decoded. Empty pairs are skipped.
+pub(crate) fn raw_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Whether a decoded parameter name may reach other types, so the full analysis must run.
+pub(crate) fn may_cross_types(name: &str) -> bool {
+    name.starts_with('_') || name.contains('.')
+}
+
+/// The searched types a parameter is evaluated against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Base<'a> {
+    /// A type-level (or compartment) search on one type.
+    One(ResourceType),
+    /// A system search over these `_type` entries (empty: every type, already needing `*`).
+    Types(&'a [ResourceType]),
+}
+
+impl Base<'_> {
+    fn for_each(self, mut f: impl FnMut(ResourceType)) {
+        match self {
+            Base::One(ty) => f(ty),
+            Base::Types(types) => types.iter().copied().for_each(f),
+        }
+    }
+}
+
+/// Calls `touch` with every type (or `*`) that the parameter `name=value` reaches besides the
+/// searched types, each needing `s`. `name` is decoded; `value` is raw (decoded here when needed).
+pub(crate) fn cross_types(
+    base: Base<'_>,
+    name: &str,
+    raw_value: &str,
+    touch: &mut dyn FnMut(TypeScope),
+) {
+    if !may_cross_types(name) {
+        return;
+    }
+    if let Some(modifier) = name.strip_prefix("_include") {
+        include(modifier, &decode(raw_value), false, touch);
+    } else if let Some(modifier) = name.strip_prefix("_revinclude") {
+        include(modifier, &decode(raw_value), true, touch);
+    } else if name.starts_with("_has:") {
+        base.for_each(|ty| has(ty, name, touch));
+    } else if name == "_type" {
+        // On a type search `_type` is odd, but count it: every listed type needs `s`.
+        for entry in decode(raw_value).split(',').filter(|e| !e.is_empty()) {
+            touch(type_or_wildcard(entry));
+        }
+    } else if name == "_list" {
+        touch(type_or_wildcard("List"));
+    } else if name == "_filter" || name == "_query" {
+        // `_filter` can chain anywhere; a named query does whatever the server defines.
+        touch(TypeScope::Wildcard);
+    } else if name == "_contained" {
+        if decode(raw_value) != "false" {
+            touch(TypeScope::Wildcard);
+        }
+    } else if name == "_sort" {
+        if raw_value.contains('.') {
+            touch(TypeScope::Wildcard);
+        }
+    } else if name.contains('.') {
+        base.for_each(|ty| chain(ty, name, touch));
+    }
+}
+
+fn type_or_wildcard(name: &str) -> TypeScope {
+    ResourceType::parse(name).map_or(TypeScope::Wildcard, TypeScope::Type)
+}
+
+/// `_include[:iterate]=Source:param[:Target]` or `_revinclude…`; `*` anywhere means any type.
+fn include(modifier: &str, value: &str, reverse: bool, touch: &mut dyn FnMut(TypeScope)) {
+    if !matches!(modifier, "" | ":iterate" | ":recurse") {
+        return touch(TypeScope::Wildcard);
+    }
+    let mut parts = value.split(':');
+    let (Some(source), Some(param), target, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return touch(TypeScope::Wildcard);
+    };
+    let Some(source) = ResourceType::parse(source) else {
+        return touch(TypeScope::Wildcard);
+    };
+    // The source type's resources are in the result for a reverse include, and for an
+    // iterated include they may be; count it in every case.
+    touch(TypeScope::Type(source));
+    if let Some(target) = target {
+        return touch(type_or_wildcard(target));
+    }
+    if reverse {
+        // The included resources are of the source type; the target is the searched type.
+        if param == "*" {
+            touch(TypeScope::Wildcard);
+        }
+        return;
+    }
+    match lookup(source, param).and_then(SearchParam::single_target) {
+        Some(target) => touch(TypeScope::Type(target)),
+        None => touch(TypeScope::Wildcard),
+    }
+}
+
+/// Follows a chain such as `subject:Patient.organization.name` from `ty`.
+fn chain(ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) {
+    let mut current = ty;
+    let mut links = name.split('.').peekable();
+    while let Some(link) = links.next() {
+        if links.peek().is_none() {
+            // The last link is an ordinary parameter of the current type.
+            return;
+        }
+        let (param, explicit) = match link.split_once(':') {
+            Some((param, ty)) => (param, Some(ty)),
+            None => (link, None),
+        };
+        let Some(def) = lookup(current, param).filter(|d| d.kind == ParamKind::Reference) else {
+            return touch(TypeScope::Wildcard);
+        };
+        let next = match explicit {
+            Some(explicit) => ResourceType::parse(explicit).filter(|t| def.targets(*t)),
+            None => def.single_target(),
+        };
+        let Some(next) = next else {
+            return touch(TypeScope::Wildcard);
+        };
+        touch(TypeScope::Type(next));
+        current = next;
+    }
+}
+
+/// `_has:Type:param:rest`: `Type` needs `s`, and `rest` is a parameter of `Type`.
+fn has(_ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) {
+    let mut parts = name.splitn(4, ':');
+    let (Some("_has"), Some(other), Some(_param), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return touch(TypeScope::Wildcard);
+    };
+    let Some(other) = ResourceType::parse(other) else {
+        return touch(TypeScope::Wildcard);
+    };
+    touch(TypeScope::Type(other));
+    if rest.is_empty() {
+        return touch(TypeScope::Wildcard);
+    }
+    cross_types(Base::One(other), rest, "", touch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(name: &str) -> ResourceType {
+        ResourceType::parse(name).expect("known type")
+    }
+
+    fn touched(base: &str, name: &str, value: &str) -> String {
+        let mut out = Vec::new();
+        cross_types(Base::One(ty(base)), name, value, &mut |t| {
+            out.push(t.to_string());
+        });
+        out.join(" ")
+    }
+
+    #[test]
+    fn the_generated_table_knows_reference_targets() {
+        let patient = lookup(ty("Observation"), "patient").expect("Observation.patient");
+        assert_eq!(patient.kind, ParamKind::Reference);
+        assert_eq!(patient.single_target(), Some(ty("Patient")));
+        let subject = lookup(ty("Observation"), "subject").expect("Observation.subject");
+        assert_eq!(subject.single_target(), None);
+        assert!(subject.targets(ty("Group")) && subject.targets(ty("Location")));
+        assert!(!subject.targets(ty("Observation")));
+        let id = lookup(ty("Observation"), "_id").expect("common _id");
+        assert_eq!(id.kind, ParamKind::Token);
+        assert_eq!(lookup(ty("Observation"), "nope"), None);
+        assert_eq!(
+            lookup(ty("Patient"), "general-practitioner").map(|d| d.kind),
+            Some(ParamKind::Reference)
+        );
+    }
+
+    #[test]
+    fn decoding_borrows_when_there_is_nothing_to_decode() {
+        assert!(matches!(decode("_include"), Cow::Borrowed("_include")));
+        assert_eq!(decode("%5Finclude"), "_include");
+        assert_eq!(decode("a+b%2Cc"), "a b,c");
+        assert_eq!(decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn cross_type_parameters_touch_their_types() {
+        for (base, name, value, expected) in [
+            ("Observation", "code", "1234", ""),
+            (
+                "Observation",
+                "_include",
+                "Observation:patient",
+                "Observation Patient",
+            ),
+            (
+                "Observation",
+                "_include",
+                "Observation:subject",
+                "Observation *",
+            ),
+            (
+                "Observation",
+                "_include",
+                "Observation:subject:Patient",
+                "Observation Patient",
+            ),
+            ("Observation", "_include", "*", "*"),
+            ("Observation", "_include", "Observation:*", "Observation *"),
+            ("Observation", "_include", "Nope:patient", "*"),
+            (
+                "Observation",
+                "_include",
+                "Observation:nope",
+                "Observation *",
+            ),
+            (
+                "Observation",
+                "_include:iterate",
+                "Patient:organization",
+                "Patient Organization",
+            ),
+            ("Observation", "_include:weird", "Observation:patient", "*"),
+            ("Patient", "_revinclude", "Provenance:target", "Provenance"),
+            (
+                "Patient",
+                "_revinclude:iterate",
+                "Provenance:target",
+                "Provenance",
+            ),
+            ("Patient", "_revinclude", "*", "*"),
+            ("Patient", "_revinclude", "Provenance:*", "Provenance *"),
+            ("Observation", "subject:Patient.name", "x", "Patient"),
+            ("Observation", "subject.name", "x", "*"),
+            ("Observation", "patient.name", "x", "Patient"),
+            (
+                "Observation",
+                "patient.organization.name",
+                "x",
+                "Patient Organization",
+            ),
+            ("Observation", "subject:Nope.name", "x", "*"),
+            ("Observation", "subject:Medication.code", "x", "*"),
+            ("Observation", "code.name", "x", "*"),
+            (
+                "Patient",
+                "_has:Observation:patient:code",
+                "1234",
+                "Observation",
+            ),
+            (
+                "Patient",
+                "_has:Observation:patient:_has:AuditEvent:entity:agent",
+                "x",
+                "Observation AuditEvent",
+            ),
+            (
+                "Patient",
+                "_has:Observation:patient:patient.name",
+                "x",
+                "Observation Patient",
+            ),
+            ("Patient", "_has:Nope:patient:code", "x", "*"),
+            ("Patient", "_has:Observation", "x", "*"),
+            (
+                "Observation",
+                "_type",
+                "Patient,Condition",
+                "Patient Condition",
+            ),
+            ("Observation", "_list", "42", "List"),
+            ("Observation", "_filter", "code eq x", "*"),
+            ("Observation", "_query", "custom", "*"),
+            ("Observation", "_contained", "true", "*"),
+            ("Observation", "_contained", "false", ""),
+            ("Observation", "_sort", "-date", ""),
+            ("Observation", "_sort", "patient.name", "*"),
+            ("Observation", "_summary", "count", ""),
+        ] {
+            assert_eq!(
+                touched(base, name, value),
+                expected,
+                "{base}?{name}={value}"
+            );
+        }
+    }
+}
