@@ -205,10 +205,12 @@ pub(crate) async fn authenticate_caller(
         ));
     }
     if let Some(creds) = basic {
-        let (id, secret) = parse_basic(creds).ok_or_else(|| {
+        let (decoded, raw) = parse_basic(creds).ok_or_else(|| {
             OAuthErrorResponse::invalid_client("malformed basic credentials").with_basic_challenge()
         })?;
-        return check_secret(shared, &id, &secret)
+        // RFC 6749 §2.3.1 form-encodes id and secret; many clients do not, so accept both forms.
+        return check_secret(shared, &decoded.0, &decoded.1)
+            .or_else(|_| check_secret(shared, &raw.0, &raw.1))
             .map_err(OAuthErrorResponse::with_basic_challenge);
     }
     if let Some(secret) = post {
@@ -273,18 +275,21 @@ fn check_secret(
     }
 }
 
-/// `base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
-fn parse_basic(creds: &str) -> Option<(String, String)> {
+type Credentials = (String, String);
+
+/// `base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1): the form-decoded pair and the
+/// raw pair.
+fn parse_basic(creds: &str) -> Option<(Credentials, Credentials)> {
     let decoded = String::from_utf8(STANDARD.decode(creds).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     let unescape = |s: &str| {
-        form_urlencoded::parse(format!("v={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|_| s.to_owned())
     };
-    let id = unescape(id).unwrap_or_default();
-    let secret = unescape(secret).unwrap_or_default();
-    (!id.is_empty()).then_some((id, secret))
+    let raw = (id.to_owned(), secret.to_owned());
+    (!id.is_empty()).then(|| ((unescape(id), unescape(secret)), raw))
 }
 
 #[cfg(test)]
@@ -294,9 +299,18 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         let creds = STANDARD.encode("fhir%3Aserver:s%20e+c");
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
         assert_eq!(
             parse_basic(&creds),
-            Some(("fhir:server".to_owned(), "s e c".to_owned()))
+            Some((
+                pair("fhir:server", "s e c"),
+                pair("fhir%3Aserver", "s%20e+c")
+            ))
+        );
+        let raw = STANDARD.encode("rs:a&b=c:d");
+        assert_eq!(
+            parse_basic(&raw),
+            Some((pair("rs", "a&b=c:d"), pair("rs", "a&b=c:d")))
         );
         assert_eq!(parse_basic("!!"), None);
         assert_eq!(parse_basic(&STANDARD.encode("no-colon")), None);
