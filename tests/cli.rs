@@ -1,0 +1,351 @@
+//! The `smart-guard` binary: keygen output, token and introspect against a dev AS, the dev-server
+//! command with a clients file, and the demo.
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use smart_guard::client::{AssertionSigner, Jwks, KeyPair, request_token};
+use smart_guard::dev_server::{
+    ClientRegistration, DevServer, JwksSource, ResourceServerRegistration,
+};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_smart-guard");
+
+/// A fresh scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("smart-guard-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SMART_GUARD_CLIENT_SECRET")
+        .envs(envs.iter().copied())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run smart-guard")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+async fn keygen(dir: &Path, alg: &str) -> (Output, Jwks) {
+    let out = dir.to_str().expect("utf-8 path");
+    let output = run(&["keygen", "--alg", alg, "--out", out], &[]).await;
+    assert!(output.status.success(), "keygen {alg}: {output:?}");
+    let jwks: Jwks = serde_json::from_value(stdout_json(&output)).expect("stdout is a JWKS");
+    (output, jwks)
+}
+
+#[tokio::test]
+async fn keygen_prints_a_jwks_whose_kid_is_the_rfc7638_thumbprint() {
+    for (alg, kty) in [("RS384", "RSA"), ("ES384", "EC")] {
+        let scratch = Scratch::new(&format!("keygen-{alg}"));
+        let (_, jwks) = keygen(scratch.path(), alg).await;
+        assert_eq!(jwks.keys.len(), 1);
+        let jwk = &jwks.keys[0];
+        assert_eq!(jwk.kty, kty);
+        assert_eq!(jwk.alg.as_deref(), Some(alg));
+        assert_eq!(jwk.key_use.as_deref(), Some("sig"));
+        assert!(jwk.kid.is_some());
+        assert_eq!(
+            jwk.kid,
+            jwk.thumbprint(),
+            "{alg}: kid is the RFC 7638 thumbprint"
+        );
+
+        let written: Jwks = serde_json::from_str(
+            &std::fs::read_to_string(scratch.path().join("jwks.json")).expect("jwks.json"),
+        )
+        .expect("jwks.json parses");
+        assert_eq!(written, jwks);
+        let key_path = scratch.path().join("private-key.pem");
+        let pem = std::fs::read_to_string(&key_path).expect("private-key.pem");
+        let key = KeyPair::from_pkcs8_pem(&pem).expect("key loads");
+        assert_eq!(Some(key.kid()), jwk.kid.as_deref());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&key_path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{alg}: private key is owner-only");
+        }
+    }
+}
+
+#[tokio::test]
+async fn keygen_refuses_to_overwrite_a_private_key_without_force() {
+    let scratch = Scratch::new("keygen-force");
+    let (_, first) = keygen(scratch.path(), "ES384").await;
+    let out = scratch.path().to_str().expect("utf-8 path");
+    let again = run(&["keygen", "--alg", "ES384", "--out", out], &[]).await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{again:?}"
+    );
+    let pem = std::fs::read_to_string(scratch.path().join("private-key.pem")).expect("pem");
+    assert_eq!(
+        Some(KeyPair::from_pkcs8_pem(&pem).expect("key").kid()),
+        first.keys[0].kid.as_deref(),
+        "the old key is untouched"
+    );
+    let forced = run(&["keygen", "--alg", "ES384", "--out", out, "--force"], &[]).await;
+    assert!(forced.status.success(), "{forced:?}");
+    assert_ne!(
+        stdout_json(&forced)["keys"][0]["kid"],
+        json!(first.keys[0].kid)
+    );
+}
+
+#[tokio::test]
+async fn keygen_rejects_other_algorithms() {
+    let scratch = Scratch::new("keygen-alg");
+    let out = scratch.path().to_str().expect("utf-8 path");
+    let output = run(&["keygen", "--alg", "RS256", "--out", out], &[]).await;
+    assert!(!output.status.success());
+    assert!(!scratch.path().join("private-key.pem").exists());
+}
+
+#[tokio::test]
+async fn token_and_introspect_commands_work_against_a_dev_server() {
+    let scratch = Scratch::new("token");
+    let (_, jwks) = keygen(scratch.path(), "RS384").await;
+    let server = DevServer::builder()
+        .with_client(
+            ClientRegistration::new("cli-client", JwksSource::inline(jwks))
+                .with_scopes(["system/Patient.rs"]),
+        )
+        .with_resource_server(ResourceServerRegistration::with_secret("rs", "cli s3cret"))
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("dev server");
+    let key = scratch.path().join("private-key.pem");
+    let key = key.to_str().expect("utf-8 path");
+    let token_url = server.token_url().to_owned();
+    let args = [
+        "token",
+        "--token-url",
+        &token_url,
+        "--client-id",
+        "cli-client",
+        "--key",
+        key,
+        "--scope",
+        "system/Patient.rs system/Observation.rs",
+    ];
+    let output = run(&args, &[]).await;
+    assert!(output.status.success(), "{output:?}");
+    let answer = stdout_json(&output);
+    assert_eq!(answer["token_type"], "bearer");
+    assert_eq!(answer["expires_in"], 300);
+    assert_eq!(answer["scope"], "system/Patient.rs");
+    let token = answer["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    assert_eq!(server.tokens_issued(), 1);
+
+    for auth in ["basic", "post"] {
+        let output = run(
+            &[
+                "introspect",
+                "--url",
+                server.introspection_url(),
+                "--client-id",
+                "rs",
+                "--auth",
+                auth,
+                &token,
+            ],
+            &[("SMART_GUARD_CLIENT_SECRET", "cli s3cret")],
+        )
+        .await;
+        assert!(output.status.success(), "{auth}: {output:?}");
+        let answer = stdout_json(&output);
+        assert_eq!(answer["active"], true, "{auth}");
+        assert_eq!(answer["client_id"], "cli-client");
+        assert_eq!(answer["scope"], "system/Patient.rs");
+    }
+    let output = run(
+        &[
+            "introspect",
+            "--url",
+            server.introspection_url(),
+            "--client-id",
+            "rs",
+            &token,
+        ],
+        &[("SMART_GUARD_CLIENT_SECRET", "wrong")],
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid_client"),
+        "{output:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("wrong"),
+        "no secret in errors"
+    );
+    assert_eq!(server.introspection_count(), 3);
+}
+
+#[tokio::test]
+async fn token_command_reports_an_oauth_error_and_fails() {
+    let scratch = Scratch::new("token-error");
+    let (_, jwks) = keygen(scratch.path(), "ES384").await;
+    let server = DevServer::builder()
+        .with_client(
+            ClientRegistration::new("cli-client", JwksSource::inline(jwks))
+                .with_scopes(["system/Patient.rs"]),
+        )
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("dev server");
+    let key = scratch.path().join("private-key.pem");
+    let output = run(
+        &[
+            "token",
+            "--token-url",
+            server.token_url(),
+            "--client-id",
+            "cli-client",
+            "--key",
+            key.to_str().expect("utf-8 path"),
+            "--scope",
+            "system/Encounter.rs",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"invalid_scope\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn dev_server_command_serves_the_clients_of_a_json_file() {
+    let scratch = Scratch::new("dev-server");
+    let key = KeyPair::generate(smart_guard::client::SigningAlg::Es384).expect("keygen");
+    std::fs::create_dir_all(scratch.path()).expect("mkdir");
+    let clients = scratch.path().join("clients.json");
+    let file = json!({
+        "token_lifetime_secs": 120,
+        "clients": [{ "client_id": "file-client", "scope": "system/Patient.rs system/Observation.rs", "jwks": key.jwks() }],
+        "resource_servers": [{ "client_id": "rs", "client_secret": "s" }]
+    });
+    std::fs::write(&clients, file.to_string()).expect("write clients file");
+    let mut child = Command::new(BIN)
+        .args([
+            "dev-server",
+            "--clients",
+            clients.to_str().expect("utf-8"),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dev-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .expect("dev-server starts in time")
+        .expect("read")
+        .expect("a line");
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("base url in the first line")
+        .to_owned();
+    assert!(first.contains("development and testing only"), "{first}");
+
+    let http = reqwest::Client::builder().no_proxy().build().expect("http");
+    let config: Value = http
+        .get(format!("{base}/.well-known/smart-configuration"))
+        .send()
+        .await
+        .expect("discovery")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        config["scopes_supported"],
+        json!(["system/Observation.rs", "system/Patient.rs"])
+    );
+    let token_url = config["token_endpoint"].as_str().expect("token endpoint");
+    let token = request_token(
+        &http,
+        token_url,
+        &AssertionSigner::new("file-client", key),
+        "system/Patient.rs",
+    )
+    .await
+    .expect("token from the file's client");
+    assert_eq!(token.expires_in, Some(120));
+    child.kill().await.expect("kill");
+}
+
+#[tokio::test]
+async fn demo_runs_every_step_and_exits_0() {
+    let output = run(&["demo"], &[]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "\"kty\": \"EC\"",
+        "signature: <elided>",
+        "(43 chars, elided)",
+        "403 Forbidden",
+        "insufficient_scope",
+        "401 Unauthorized",
+        "invalid_token",
+        "all 9 checks passed",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("✗"));
+}
