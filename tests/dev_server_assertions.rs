@@ -199,6 +199,8 @@ async fn every_bad_assertion_is_401_invalid_client() {
         c["sub"] = json!("nobody");
         f.rsa_assertion(&c)
     };
+    let mut foreign_jku = header(Algorithm::RS384, &kid);
+    foreign_jku.jku = Some("https://attacker.example/jwks.json".to_owned());
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "wrong kid",
@@ -255,6 +257,11 @@ async fn every_bad_assertion_is_401_invalid_client() {
         ),
         ("tampered signature", tampered, "signature"),
         ("not a jwt", "garbage".to_owned(), "well-formed"),
+        (
+            "jku other than a registered jwks url",
+            sign(&f.rsa, &foreign_jku, &claims()),
+            "jku",
+        ),
     ];
     for (case, assertion, reason) in &cases {
         let answer = f.token_with(assertion, ALLOWED).await;
@@ -504,4 +511,47 @@ async fn an_unreachable_jwks_url_is_401_invalid_client() {
         err.oauth_error().map(|e| e.error.as_str()),
         Some("invalid_client")
     );
+}
+
+#[tokio::test]
+async fn a_jku_equal_to_the_registered_jwks_url_is_accepted() {
+    let key = KeyPair::generate(SigningAlg::Rs384).expect("keygen");
+    let (url, hits, task) = jwks_host(
+        serde_json::to_value(key.jwks()).expect("jwks json"),
+        "max-age=60",
+    )
+    .await;
+    let server = DevServer::builder()
+        .with_client(
+            ClientRegistration::new(CLIENT, JwksSource::url(url.clone()))
+                .with_scope_string(ALLOWED),
+        )
+        .with_http_client(reqwest::Client::builder().no_proxy().build().expect("http"))
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("dev server");
+    let http = reqwest::Client::builder().no_proxy().build().expect("http");
+    for (jku, expected) in [(url.as_str(), 200), ("http://127.0.0.1:9/other.json", 401)] {
+        let mut h = header(Algorithm::RS384, key.kid());
+        h.jku = Some(jku.to_owned());
+        let assertion = sign(&key, &h, &good_claims(server.token_url()));
+        let response = http
+            .post(server.token_url())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", ALLOWED),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(response.status().as_u16(), expected, "jku {jku}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the foreign jku was never fetched"
+    );
+    task.abort();
 }

@@ -54,6 +54,14 @@ impl AssertionVerifier {
             .ok_or_else(|| reject("client assertion header has no kid"))?;
         let iss = unverified_iss(jwt).ok_or_else(|| reject("client assertion has no iss"))?;
         let source = keys_for(&iss).ok_or_else(|| reject("unknown client"))?;
+        // SMART: an optional `jku` must be the JWKS URL registered for the client; never fetch it.
+        if let Some(jku) = header.jku.as_deref()
+            && !matches!(&source, JwksSource::Url(url) if url == jku)
+        {
+            return Err(reject(
+                "client assertion jku is not the registered jwks url",
+            ));
+        }
         let jwks = self.jwks.resolve(&source).await.map_err(|e| {
             tracing::warn!(client_id = %iss, error = %e.0, "cannot resolve client jwks");
             reject("client keys are unavailable")

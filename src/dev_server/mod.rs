@@ -18,7 +18,8 @@
 //! The assertion must have `alg` RS384 or ES384 (never `none`, HS*, or an `alg` other than the key's),
 //! a `kid` naming a registered key, a valid signature, `iss` = `sub` = a registered `client_id`,
 //! `aud` = the token URL, `exp` present, in the future and at most five minutes ahead, and a `jti`
-//! not seen before within the assertion's lifetime. Granted scopes are the requested scopes that
+//! not seen before within the assertion's lifetime. A `jku` header, if present, must equal the
+//! client's registered JWKS URL (it is never fetched otherwise). Granted scopes are the requested scopes that
 //! are also allowed for the client (exact string match); an empty result is `invalid_scope`. Tokens
 //! are 256-bit random strings stored only as keyed BLAKE3 digests; `expires_in` is 300 s by default.
 //! Errors follow RFC 6749 §5.2: `invalid_client` (401), `invalid_request`, `invalid_scope`,
