@@ -63,8 +63,7 @@ mod store;
 mod token;
 
 pub use registry::{
-    ClientRegistration, ClientsFile, ClientsFileError, JwksSource, ResourceServerAuth,
-    ResourceServerRegistration,
+    ClientRegistration, ClientsFile, ClientsFileError, JwksSource, ResourceServerRegistration,
 };
 pub use server::{
     DEFAULT_TOKEN_LIFETIME, DevServer, DevServerBuilder, INTROSPECTION_PATH, REVOCATION_PATH,

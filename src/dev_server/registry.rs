@@ -79,8 +79,7 @@ impl ClientRegistration {
 
 /// How a resource server authenticates to the introspection (and revocation) endpoint.
 #[derive(Clone)]
-#[non_exhaustive]
-pub enum ResourceServerAuth {
+pub(crate) enum ResourceServerAuth {
     /// A shared secret, sent with `client_secret_basic` or `client_secret_post`; only its BLAKE3
     /// digest is kept.
     Secret(blake3::Hash),
