@@ -436,7 +436,7 @@ async fn demo() -> Result<(), BoxError> {
         discovery["token_endpoint"], discovery["capabilities"]
     );
 
-    let fhir = start_guarded_fhir(&server, &rs_secret).await?;
+    let fhir = start_guarded_fhir(&http, &server, &rs_secret).await?;
     println!(
         "   FHIR server: {fhir} (SmartGuardLayer introspects as \"{DEMO_RS}\", cache max TTL 1 s)"
     );
@@ -620,10 +620,16 @@ fn header_text(headers: &reqwest::header::HeaderMap) -> String {
         .to_owned()
 }
 
-async fn start_guarded_fhir(server: &DevServer, rs_secret: &str) -> Result<String, BoxError> {
+async fn start_guarded_fhir(
+    http: &reqwest::Client,
+    server: &DevServer,
+    rs_secret: &str,
+) -> Result<String, BoxError> {
+    // Everything is on loopback: the demo's proxy-free client keeps HTTP(S)_PROXY out of the way.
     let config = Config::new(server.introspection_url().parse()?, DEMO_RS, rs_secret)
         .with_base_path("/fhir")?
-        .with_max_ttl(Duration::from_secs(1));
+        .with_max_ttl(Duration::from_secs(1))
+        .with_http_client(http.clone());
     let app = axum::Router::new()
         .nest("/fhir", FhirStore::with_samples().router())
         .layer(SmartGuardLayer::new(config)?);
