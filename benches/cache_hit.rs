@@ -1,1 +1,260 @@
-fn main() {}
+//! The cache-hit path: the whole layer on a hit next to the inner service alone, the parts of the
+//! hit path alone, the miss path against a loopback AS, and a burst of concurrent first requests.
+//!
+//! `cargo bench --bench cache_hit`; see BENCHMARKS.md for figures.
+
+#![allow(missing_docs)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{convert::Infallible, hint::black_box, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header::AUTHORIZATION};
+use http_body_util::Full;
+use smart_guard::{ScopeSet, SmartGuardLayer, classify};
+use support::{MockAs, active};
+use tower::{Layer, ServiceExt, service_fn};
+
+/// Ten granted scopes, as a typical backend client has.
+const SCOPES: &str = "system/Patient.rs system/Observation.rs system/Condition.rs \
+    system/Encounter.rs system/MedicationRequest.rs system/AllergyIntolerance.rs \
+    system/Procedure.rs system/Immunization.rs system/DiagnosticReport.rs system/Practitioner.read";
+
+/// An opaque 43-byte token (256 random bits, base64url).
+fn short_token() -> String {
+    "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo".to_owned()
+}
+
+/// A 1 KB (1024-byte) JWT-shaped token.
+fn long_token() -> String {
+    let part = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
+    let token = format!("eyJhbGciOiJSUzM4NCJ9.{}.{}", part(600, 'a'), part(402, 'b'));
+    assert_eq!(token.len(), 1024, "1 KB");
+    token
+}
+
+type Body = Full<Bytes>;
+
+async fn inner(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+}
+
+fn request(token: &str) -> Request<Body> {
+    Request::builder()
+        .uri("/Patient/123")
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::default())
+        .expect("request")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn hit_path(c: &mut Criterion) {
+    let rt = runtime();
+    let auth = rt.block_on(MockAs::start());
+    let (short, long) = (short_token(), long_token());
+    auth.answer(&short, active(SCOPES));
+    auth.answer(&long, active(SCOPES));
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    )
+    .with_max_ttl(Duration::from_secs(3600));
+    let guard = SmartGuardLayer::new(config)
+        .expect("layer")
+        .layer(service_fn(inner));
+    rt.block_on(async {
+        for token in [&short, &long] {
+            let response = guard
+                .clone()
+                .oneshot(request(token))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status(), 200);
+        }
+    });
+    assert_eq!(auth.calls(), 2, "warm: the timed loop never reaches the AS");
+
+    let bare = service_fn(inner);
+    let mut group = c.benchmark_group("hit_path");
+    group.bench_function("baseline_inner_only", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                bare.clone()
+                    .oneshot(request(&short))
+                    .await
+                    .expect("infallible"),
+            )
+        });
+    });
+    for (name, token) in [("layer_hit_43B", &short), ("layer_hit_1KB", &long)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let response = guard
+                    .clone()
+                    .oneshot(request(token))
+                    .await
+                    .expect("infallible");
+                debug_assert_eq!(response.status(), 200);
+                black_box(response)
+            });
+        });
+    }
+    group.finish();
+    assert_eq!(auth.calls(), 2, "no AS call while timing");
+}
+
+fn parts(c: &mut Criterion) {
+    let (short, long) = (short_token(), long_token());
+    let mut group = c.benchmark_group("parts");
+    for (name, token) in [("43B", &short), ("1KB", &long)] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::try_from(format!("Bearer {token}")).expect("value"),
+        );
+        group.bench_function(format!("bearer_extract_{name}"), |b| {
+            b.iter(|| {
+                black_box(smart_guard::extract_bearer(black_box(&headers), None, 8192).is_ok())
+            });
+        });
+        let key: [u8; 32] = rand::random();
+        group.bench_function(format!("digest_blake3_keyed_{name}"), |b| {
+            b.iter(|| black_box(blake3::keyed_hash(&key, black_box(token.as_bytes()))));
+        });
+    }
+    group.bench_function("classify_read", |b| {
+        b.iter(|| {
+            black_box(classify(
+                &Method::GET,
+                black_box("/Patient/123"),
+                None,
+                None,
+            ))
+        });
+    });
+    group.bench_function("classify_search", |b| {
+        b.iter(|| {
+            black_box(classify(
+                &Method::GET,
+                black_box("/Observation"),
+                Some("patient=123&code=8867-4&_count=50"),
+                None,
+            ))
+        });
+    });
+    let scopes = ScopeSet::parse(SCOPES);
+    let read = classify(&Method::GET, "/Practitioner/1", None, None).expect("read");
+    group.bench_function("permits_10_scopes", |b| {
+        b.iter(|| black_box(scopes.permits(black_box(read.needs())).is_ok()));
+    });
+    group.bench_function("scope_parse_10", |b| {
+        b.iter(|| black_box(ScopeSet::parse(black_box(SCOPES))));
+    });
+    let rt = runtime();
+    let cache: moka::future::Cache<[u8; 32], Arc<String>> =
+        moka::future::Cache::builder().max_capacity(100_000).build();
+    let key: [u8; 32] = rand::random();
+    rt.block_on(cache.insert(key, Arc::new("claims".into())));
+    group.bench_function("moka_get_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cache.get(black_box(&key)).await) });
+    });
+    group.finish();
+}
+
+fn miss_path(c: &mut Criterion) {
+    let rt = runtime();
+    let auth = rt.block_on(MockAs::start());
+    auth.answer_unknown(active(SCOPES));
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    );
+    let guard = SmartGuardLayer::new(config)
+        .expect("layer")
+        .layer(service_fn(inner));
+    let mut counter = 0u64;
+    let mut group = c.benchmark_group("miss_path");
+    group.bench_function("loopback_introspection", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                counter += 1;
+                request(&format!("fresh-token-{counter}"))
+            },
+            |req| {
+                let guard = guard.clone();
+                async move { black_box(guard.oneshot(req).await.expect("infallible")) }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+    assert_eq!(
+        auth.calls() as u64,
+        counter,
+        "every timed request was a miss"
+    );
+}
+
+fn burst(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let auth = rt.block_on(MockAs::start());
+    auth.answer_unknown(active(SCOPES));
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    );
+    let guard = SmartGuardLayer::new(config)
+        .expect("layer")
+        .layer(service_fn(inner));
+    let fire = |token: String| {
+        let guard = guard.clone();
+        async move {
+            let handles: Vec<_> = (0..100)
+                .map(|_| tokio::spawn(guard.clone().oneshot(request(&token))))
+                .collect();
+            for handle in handles {
+                let response = handle.await.expect("join").expect("infallible");
+                assert_eq!(response.status(), 200);
+            }
+        }
+    };
+    // Setup check: 100 concurrent first requests with one token make one AS call.
+    rt.block_on(fire("burst-check".into()));
+    assert_eq!(
+        auth.calls(),
+        1,
+        "100 concurrent misses coalesce into one call"
+    );
+    let mut counter = 0u64;
+    c.bench_function("burst_100_concurrent_first_requests", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                counter += 1;
+                format!("burst-{counter}")
+            },
+            &fire,
+            BatchSize::SmallInput,
+        );
+    });
+    assert_eq!(auth.calls() as u64, counter + 1, "one call per burst");
+}
+
+criterion_group!(benches, hit_path, parts, miss_path, burst);
+criterion_main!(benches);

@@ -42,6 +42,7 @@ pub enum Behaviour {
 #[derive(Default)]
 struct AsState {
     answers: HashMap<String, Value>,
+    default_answer: Option<Value>,
     behaviour: Option<Behaviour>,
     last_form: Vec<(String, String)>,
     last_authorization: Option<String>,
@@ -109,6 +110,11 @@ impl MockAs {
             .insert(token.to_owned(), answer);
     }
 
+    /// The answer for tokens not in the table (default: `{"active":false}`).
+    pub fn answer_unknown(&self, answer: Value) {
+        self.state.lock().unwrap().default_answer = Some(answer);
+    }
+
     pub fn behave(&self, behaviour: Behaviour) {
         self.state.lock().unwrap().behaviour = Some(behaviour);
     }
@@ -169,9 +175,13 @@ async fn introspect(
         .iter()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.clone());
-    let answer = token
-        .and_then(|t| state.lock().unwrap().answers.get(&t).cloned())
-        .unwrap_or_else(|| json!({"active": false}));
+    let answer = {
+        let s = state.lock().unwrap();
+        token
+            .and_then(|t| s.answers.get(&t).cloned())
+            .or_else(|| s.default_answer.clone())
+            .unwrap_or_else(|| json!({"active": false}))
+    };
     Json(answer).into_response()
 }
 
