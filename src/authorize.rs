@@ -1,13 +1,13 @@
 //! The pipeline, free of tower: path → public? → bearer → classify → introspect → scopes.
 
-use http::{Extensions, HeaderMap, Method, Uri, header};
+use http::{Extensions, HeaderMap, Method, Uri};
 
 use crate::{
     bearer::{self, BearerError},
     claims::VerifiedClaims,
     config::Config,
     error::ConfigError,
-    fhir_path::{self, ClassifyError},
+    fhir_path::{self, ClassifyError, Incoming, Policy},
     introspect::{Introspector, Lookup},
     rejection::{AuthFailure, Challenges, Rejection},
 };
@@ -29,11 +29,13 @@ pub(crate) struct Shared {
     base_path: String,
     max_token_bytes: usize,
     pub(crate) max_body_bytes: usize,
+    policy: Policy,
 }
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
         Ok(Self {
+            policy: Policy::from_config(&config),
             introspector: Introspector::new(&config, config.http_client.clone())?,
             challenges: Challenges::new(&config.realm, config.retry_after.as_secs()),
             base_path: config.base_path,
@@ -71,18 +73,10 @@ impl Shared {
     }
 
     /// Whether the guard must read the body to classify the request: a form-encoded
-    /// `POST …/_search`, whose body parameters count like query parameters.
+    /// `POST …/_search` (its parameters count like query parameters), a JSON `POST /` (batch or
+    /// transaction) and a `POST …/$export` (its `_type`).
     pub(crate) fn needs_body(method: &Method, relative_path: &str, headers: &HeaderMap) -> bool {
-        method == Method::POST
-            && (relative_path.ends_with("/_search") || relative_path == "_search")
-            && headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| {
-                    ct.get(..33).is_some_and(|p| {
-                        p.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                    })
-                })
+        fhir_path::reads_body(method, relative_path, headers)
     }
 
     /// Decides on one request. `form_body` is the body when [`Self::needs_body`] said so.
@@ -94,9 +88,11 @@ impl Shared {
         headers: &HeaderMap,
         form_body: Option<&[u8]>,
     ) -> Result<Decision, Rejection> {
-        let if_none_exist = headers.contains_key("if-none-exist");
-        let classified =
-            fhir_path::classify_with(method, relative_path, query, form_body, if_none_exist);
+        let mut incoming = Incoming::new(method, relative_path).with_headers(headers, form_body);
+        if let Some(query) = query {
+            incoming = incoming.with_query(query);
+        }
+        let classified = self.policy.classify(&incoming);
         if classified
             .as_ref()
             .is_ok_and(|r| r.interaction().is_public())
@@ -119,10 +115,14 @@ impl Shared {
                 "access_token in the body next to an Authorization header",
             ));
         }
-        let request = classified.map_err(|e| match e {
+        let mut request = classified.map_err(|e| match e {
             ClassifyError::MalformedPath => Rejection::new(
                 AuthFailure::MalformedPath,
                 "malformed FHIR path: dot segments, percent-encoded path bytes and empty segments are refused",
+            ),
+            ClassifyError::MalformedBody => Rejection::new(
+                AuthFailure::InvalidRequest,
+                "the request body cannot be checked: not JSON, nested too deeply, or not UTF-8",
             ),
             _ => Rejection::new(AuthFailure::NotFound, "not a FHIR interaction this server understands"),
         })?;
@@ -155,14 +155,20 @@ impl Shared {
             span.record("client_id", client_id);
         }
 
-        let verdict = if request.is_never_allowed() {
-            Err(crate::scope::InsufficientScope::unconditional())
-        } else {
-            info.scopes.permits(request.needs())
-        };
-        if let Err(missing) = verdict {
+        if let Err(missing) = info.scopes.authorize(&mut request, &incoming) {
+            tracing::debug!(
+                interaction = %request.interaction(),
+                needs = %request.audit(&info.scopes),
+                denied = %missing,
+                "insufficient scope"
+            );
             return Err(Rejection::insufficient_scope(missing));
         }
+        tracing::debug!(
+            interaction = %request.interaction(),
+            granted = %request.audit(&info.scopes),
+            "authorized"
+        );
         Ok(Decision::Allow(VerifiedClaims::new(info, request)))
     }
 }

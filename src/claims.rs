@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::{fhir_path::FhirRequest, introspect::response::TokenInfo, scope::ScopeSet};
+use crate::{
+    fhir_path::{FhirRequest, Grant},
+    introspect::response::TokenInfo,
+    scope::{ScopeSet, SmartScope},
+};
 
 /// What the guard verified about a request, put into its extensions. Cheap to clone (one `Arc`).
 ///
@@ -35,6 +39,16 @@ impl VerifiedClaims {
     #[must_use]
     pub fn request(&self) -> &FhirRequest {
         &self.request
+    }
+
+    /// Which granted scope met each need of the request (the audit trail), with the batch entry
+    /// index for batches and transactions.
+    pub fn grants(&self) -> impl Iterator<Item = (Grant, &SmartScope)> + '_ {
+        let scopes = self.token.scopes.scopes();
+        self.request
+            .grants()
+            .into_iter()
+            .filter_map(move |grant| scopes.get(grant.scope).map(|scope| (grant, scope)))
     }
 
     /// The granted scopes, parsed.

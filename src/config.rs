@@ -1,11 +1,15 @@
 //! Configuration: built in code with [`Config::new`] and `with_*` setters, or read from
 //! `SMART_GUARD_*` environment variables with [`Config::from_env`].
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use reqwest::Url;
 
-use crate::error::ConfigError;
+use crate::{
+    error::ConfigError,
+    fhir_path::{DEFAULT_MAX_JSON_DEPTH, allowed_operations_of, bulk_paths_of},
+    operations::{BulkPath, OperationRule},
+};
 
 /// `SMART_GUARD_INTROSPECTION_URL`: the RFC 7662 introspection endpoint (required).
 pub const ENV_INTROSPECTION_URL: &str = "SMART_GUARD_INTROSPECTION_URL";
@@ -43,10 +47,20 @@ pub const ENV_REALM: &str = "SMART_GUARD_REALM";
 pub const ENV_BASE_PATH: &str = "SMART_GUARD_BASE_PATH";
 /// `SMART_GUARD_MAX_TOKEN_BYTES`: longest bearer token accepted (default 8192).
 pub const ENV_MAX_TOKEN_BYTES: &str = "SMART_GUARD_MAX_TOKEN_BYTES";
-/// `SMART_GUARD_MAX_BODY_BYTES`: largest `POST _search` body read (default 4194304).
+/// `SMART_GUARD_MAX_BODY_BYTES`: largest body the guard reads: a `POST _search` form, a batch or
+/// transaction Bundle, a `$export` Parameters body (default 4194304).
 pub const ENV_MAX_BODY_BYTES: &str = "SMART_GUARD_MAX_BODY_BYTES";
 /// `SMART_GUARD_RETRY_AFTER_SECS`: `Retry-After` on 503 answers (default 5).
 pub const ENV_RETRY_AFTER_SECS: &str = "SMART_GUARD_RETRY_AFTER_SECS";
+/// `SMART_GUARD_ALLOWED_OPERATIONS`: `$operations` allowed besides `$export` and `$everything`,
+/// with the scopes each needs, e.g. `POST ValueSet/$expand=ValueSet.r; */[id]/$meta=[type].r`
+/// (default: none).
+pub const ENV_ALLOWED_OPERATIONS: &str = "SMART_GUARD_ALLOWED_OPERATIONS";
+/// `SMART_GUARD_BULK_PATHS`: bulk-data status and file URL prefixes and the scopes they need,
+/// e.g. `/$export-poll-status; GET /bulk-files=*.rs` (default: none, so they are denied).
+pub const ENV_BULK_PATHS: &str = "SMART_GUARD_BULK_PATHS";
+/// `SMART_GUARD_MAX_JSON_DEPTH`: deepest nesting of a batch or `$export` JSON body (default 64).
+pub const ENV_MAX_JSON_DEPTH: &str = "SMART_GUARD_MAX_JSON_DEPTH";
 
 /// How the resource server authenticates to the introspection endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -125,6 +139,9 @@ pub struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) retry_after: Duration,
     pub(crate) http_client: Option<reqwest::Client>,
+    pub(crate) allowed_operations: Arc<[OperationRule]>,
+    pub(crate) bulk_paths: Arc<[BulkPath]>,
+    pub(crate) max_json_depth: usize,
 }
 
 impl Config {
@@ -156,6 +173,9 @@ impl Config {
             max_body_bytes: 4 * 1024 * 1024,
             retry_after: Duration::from_secs(5),
             http_client: None,
+            allowed_operations: Arc::new([]),
+            bulk_paths: Arc::new([]),
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
         }
     }
 
@@ -265,6 +285,15 @@ impl Config {
         if let Some(v) = get(ENV_RETRY_AFTER_SECS) {
             config.retry_after = Duration::from_secs(positive(ENV_RETRY_AFTER_SECS, &v)?);
         }
+        if let Some(v) = get(ENV_ALLOWED_OPERATIONS) {
+            config.allowed_operations = allowed_operations_of(ENV_ALLOWED_OPERATIONS, &v)?;
+        }
+        if let Some(v) = get(ENV_BULK_PATHS) {
+            config.bulk_paths = bulk_paths_of(ENV_BULK_PATHS, &v)?;
+        }
+        if let Some(v) = get(ENV_MAX_JSON_DEPTH) {
+            config.max_json_depth = usize_of(ENV_MAX_JSON_DEPTH, &v)?;
+        }
         Ok(config)
     }
 
@@ -356,9 +385,40 @@ impl Config {
         self
     }
 
-    /// The largest `POST _search` body read, in bytes; larger bodies are refused with 413.
+    /// The largest body the guard reads (`POST _search` form, batch or transaction Bundle,
+    /// `$export` Parameters), in bytes; larger bodies are refused with 413.
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Allow-lists `$operations` with the scopes each needs (the `SMART_GUARD_ALLOWED_OPERATIONS`
+    /// syntax, see the crate docs), replacing the current list. `$export`, `$everything` and
+    /// `$graphql` have fixed rules and cannot be listed.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first bad rule.
+    pub fn with_allowed_operations(mut self, rules: &str) -> Result<Self, ConfigError> {
+        self.allowed_operations = allowed_operations_of("allowed_operations", rules)?;
+        Ok(self)
+    }
+
+    /// Configures bulk-data status and file URL prefixes and the scopes they need (the
+    /// `SMART_GUARD_BULK_PATHS` syntax), replacing the current list. Unconfigured ones are denied.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first bad rule.
+    pub fn with_bulk_paths(mut self, rules: &str) -> Result<Self, ConfigError> {
+        self.bulk_paths = bulk_paths_of("bulk_paths", rules)?;
+        Ok(self)
+    }
+
+    /// The deepest nesting of objects and arrays accepted in a batch or `$export` JSON body;
+    /// deeper bodies are refused with 400.
+    pub fn with_max_json_depth(mut self, depth: usize) -> Self {
+        self.max_json_depth = depth;
         self
     }
 
@@ -585,6 +645,49 @@ mod tests {
             let text = err.to_string();
             assert!(text.starts_with(&format!("{var} is invalid: ")), "{text}");
         }
+    }
+
+    #[test]
+    fn authorization_policy_variables_are_read_and_checked() {
+        let config = config_from(&[
+            (
+                ENV_ALLOWED_OPERATIONS,
+                "POST ValueSet/$expand=ValueSet.r; */[id]/$meta=[type].r",
+            ),
+            (ENV_BULK_PATHS, "/$export-poll-status; GET /bulk-files=*.rs"),
+            (ENV_MAX_JSON_DEPTH, "32"),
+        ])
+        .expect("valid");
+        assert_eq!(config.allowed_operations.len(), 2);
+        assert_eq!(config.bulk_paths.len(), 2);
+        assert_eq!(config.max_json_depth, 32);
+        let defaults = config_from(&[]).expect("valid");
+        assert!(defaults.allowed_operations.is_empty() && defaults.bulk_paths.is_empty());
+        assert_eq!(defaults.max_json_depth, 64);
+        for (var, value) in [
+            (ENV_ALLOWED_OPERATIONS, "ValueSet/$expand"),
+            (ENV_ALLOWED_OPERATIONS, "$export=*.rs"),
+            (ENV_BULK_PATHS, "bulk-files"),
+            (ENV_MAX_JSON_DEPTH, "0"),
+        ] {
+            let text = config_from(&[(var, value)]).expect_err(var).to_string();
+            assert!(text.starts_with(&format!("{var} is invalid: ")), "{text}");
+        }
+        let built = config_from(&[])
+            .expect("valid")
+            .with_allowed_operations("$convert=*.r")
+            .expect("valid rule")
+            .with_bulk_paths("/status")
+            .expect("valid path")
+            .with_max_json_depth(8);
+        assert_eq!(built.allowed_operations.len(), 1);
+        assert_eq!(built.max_json_depth, 8);
+        assert!(
+            config_from(&[])
+                .expect("valid")
+                .with_bulk_paths("nope")
+                .is_err()
+        );
     }
 
     #[test]

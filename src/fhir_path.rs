@@ -1,14 +1,22 @@
-//! Classify a FHIR REST request (method, path, query) into an interaction and the scopes it needs.
+//! Classify a FHIR REST request (method, path, query, body) into an interaction and the scopes it
+//! needs.
 //!
-//! Rules: SMART-NOTES §4 (rows 1-21 and 28) and the path traps of §6. Pure logic: no I/O, no tower.
+//! Rules: SMART-NOTES §4 (every row), §5 (bulk export) and the traps of §6. Pure logic: no I/O,
+//! no tower. The common path (a read, or a search without cross-type parameters) allocates
+//! nothing.
 
 use std::{fmt, sync::Arc};
 
-use http::Method;
+use http::{HeaderMap, Method, header};
 
 use crate::{
+    bundle::{self, BundleError, BundleKind},
+    config::Config,
+    error::ConfigError,
+    operations::{self, BulkPath, Level, OperationRule},
     resource_type::ResourceType,
-    scope::{Need, Permissions, TypeScope},
+    scope::{Need, Permissions, ScopeSet, TypeScope},
+    search_params::{self, Base},
 };
 
 /// A FHIR RESTful interaction, as the guard classified it.
@@ -51,9 +59,13 @@ pub enum Interaction {
     Delete,
     /// `DELETE /[type]?…`.
     ConditionalDelete,
-    /// `POST /` with a batch or transaction Bundle (not yet authorized: always denied).
+    /// `POST /` with a batch or transaction Bundle: every entry is checked as if sent alone.
     BatchOrTransaction,
-    /// `$operation` at any level (not yet authorized: always denied).
+    /// A bulk-data kick-off: `$export` at system, `Patient` or `Group/[id]` level.
+    Export,
+    /// A configured bulk-data status, cancel or file URL.
+    BulkStatus,
+    /// Any other `$operation` (allowed only when allow-listed; `$everything` needs `*`).
     Operation,
 }
 
@@ -81,6 +93,8 @@ impl Interaction {
             Self::Delete => "delete",
             Self::ConditionalDelete => "conditional-delete",
             Self::BatchOrTransaction => "batch-or-transaction",
+            Self::Export => "bulk-export",
+            Self::BulkStatus => "bulk-status",
             Self::Operation => "operation",
         }
     }
@@ -98,12 +112,55 @@ impl fmt::Display for Interaction {
     }
 }
 
+/// What a request needs. Leading needs (`FhirRequest::primary`) may be met by granular scopes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Needs {
+pub(crate) enum Needs {
     Nothing,
     One(Need),
     Many(Arc<[Need]>),
-    Never,
+    /// No scope can authorize this request; the reason goes into the 403 diagnostics.
+    Never(&'static str),
+    Bundle(Arc<BundleNeeds>),
+}
+
+/// A batch or transaction: its entries, each classified alone, and the union of their needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BundleNeeds {
+    pub(crate) kind: BundleKind,
+    pub(crate) entries: Box<[BundleEntry]>,
+    union: Box<[Need]>,
+}
+
+/// One classified entry and the query string its granular check reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BundleEntry {
+    pub(crate) request: FhirRequest,
+    pub(crate) query: Option<Box<str>>,
+}
+
+/// Which granted scope met each letter of each need: indices into `ScopeSet::scopes`, per
+/// letter in `cruds` order; `NO_GRANT` where the letter was not needed.
+pub(crate) type LetterGrants = [u16; 5];
+pub(crate) const NO_GRANT: u16 = u16::MAX;
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Grants {
+    /// Not authorized yet, or nothing was needed.
+    #[default]
+    None,
+    One(LetterGrants),
+    Many(Arc<[LetterGrants]>),
+}
+
+/// Which granted scope met (part of) one need: the audit record of an allowed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The batch or transaction entry the need belongs to; `None` for the request itself.
+    pub entry: Option<usize>,
+    /// The need, reduced to the letters this scope met.
+    pub need: Need,
+    /// The index of the scope in [`ScopeSet::scopes`](crate::ScopeSet::scopes).
+    pub scope: usize,
 }
 
 /// A classified FHIR request: its interaction, its resource type and what scopes it needs.
@@ -121,7 +178,13 @@ enum Needs {
 pub struct FhirRequest {
     interaction: Interaction,
     resource_type: Option<ResourceType>,
-    needs: Needs,
+    pub(crate) needs: Needs,
+    /// How many leading needs a granular (constrained) scope may meet: the searched types of a
+    /// search. Zero for every other interaction.
+    pub(crate) primary: u8,
+    /// Whether the body's form parameters count as search parameters (`POST _search`).
+    pub(crate) form_params: bool,
+    pub(crate) grants: Grants,
 }
 
 impl FhirRequest {
@@ -130,15 +193,26 @@ impl FhirRequest {
             interaction,
             resource_type,
             needs,
+            primary: 0,
+            form_params: false,
+            grants: Grants::None,
         }
     }
 
     fn one(interaction: Interaction, ty: ResourceType, letters: Permissions) -> Self {
-        let need = Need {
-            resource: TypeScope::Type(ty),
-            permissions: letters,
-        };
-        Self::new(interaction, Some(ty), Needs::One(need))
+        Self::new(
+            interaction,
+            Some(ty),
+            Needs::One(need(TypeScope::Type(ty), letters)),
+        )
+    }
+
+    fn never(
+        interaction: Interaction,
+        resource_type: Option<ResourceType>,
+        why: &'static str,
+    ) -> Self {
+        Self::new(interaction, resource_type, Needs::Never(why))
     }
 
     /// The interaction.
@@ -148,26 +222,143 @@ impl FhirRequest {
     }
 
     /// The resource type in the path (for a compartment search, the searched type; `None` for
-    /// system-level interactions and `*`).
+    /// system-level interactions, batches and `*`).
     #[must_use]
     pub fn resource_type(&self) -> Option<ResourceType> {
         self.resource_type
     }
 
-    /// What the request needs: each entry is letters on a type (or on `*`), all required.
+    /// What the request needs: each entry is letters on a type (or on `*`), all required. For a
+    /// batch or transaction, the union of its entries' needs.
     #[must_use]
     pub fn needs(&self) -> &[Need] {
         match &self.needs {
-            Needs::Nothing | Needs::Never => &[],
+            Needs::Nothing | Needs::Never(_) => &[],
             Needs::One(need) => std::slice::from_ref(need),
             Needs::Many(needs) => needs,
+            Needs::Bundle(bundle) => &bundle.union,
         }
     }
 
-    /// Whether no scope can authorize this request (interactions the guard does not yet allow).
+    /// Every resource type (or `*`) the request touches, each once, in the order first needed.
+    pub fn resource_types(&self) -> impl Iterator<Item = TypeScope> + '_ {
+        let needs = self.needs();
+        needs
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| !needs[..*i].iter().any(|m| m.resource == n.resource))
+            .map(|(_, n)| n.resource)
+    }
+
+    /// Whether no scope can authorize this request (GraphQL, operations that are not
+    /// allow-listed, other Bundle types, …). A batch is never-allowed only as a whole.
     #[must_use]
     pub fn is_never_allowed(&self) -> bool {
-        matches!(self.needs, Needs::Never)
+        matches!(self.needs, Needs::Never(_))
+    }
+
+    /// Why no scope can authorize this request, when [`Self::is_never_allowed`].
+    #[must_use]
+    pub fn denial_reason(&self) -> Option<&'static str> {
+        match self.needs {
+            Needs::Never(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// The entries of a batch or transaction, each classified as if sent alone; empty otherwise.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = &FhirRequest> + '_ {
+        let entries: &[BundleEntry] = match &self.needs {
+            Needs::Bundle(bundle) => &bundle.entries,
+            _ => &[],
+        };
+        entries.iter().map(|e| &e.request)
+    }
+
+    /// Which granted scope met each need, once the request was authorized (see
+    /// [`ScopeSet::authorize`](crate::ScopeSet::authorize)); entries of a batch carry their index.
+    #[must_use]
+    pub fn grants(&self) -> Vec<Grant> {
+        let mut out = Vec::new();
+        self.push_grants(None, &mut out);
+        if let Needs::Bundle(bundle) = &self.needs {
+            for (index, entry) in bundle.entries.iter().enumerate() {
+                entry.request.push_grants(Some(index), &mut out);
+            }
+        }
+        out
+    }
+
+    fn push_grants(&self, entry: Option<usize>, out: &mut Vec<Grant>) {
+        let letters: &[LetterGrants] = match &self.grants {
+            Grants::None => return,
+            Grants::One(one) => std::slice::from_ref(one),
+            Grants::Many(many) => many,
+        };
+        for (need, by) in self.needs().iter().zip(letters) {
+            let start = out.len();
+            for (letter, scope) in Permissions::EACH.iter().zip(by) {
+                if *scope == NO_GRANT {
+                    continue;
+                }
+                let scope = usize::from(*scope);
+                match out[start..].iter_mut().find(|g| g.scope == scope) {
+                    Some(grant) => grant.need.permissions |= *letter,
+                    None => out.push(Grant {
+                        entry,
+                        need: self::need(need.resource, *letter),
+                        scope,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl FhirRequest {
+    /// A token-free, one-line description for logs: the interaction's types, needs and the scopes
+    /// that met them (`Observation.s<-system/Observation.rs`). Formatting costs nothing until used.
+    pub fn audit<'a>(&'a self, scopes: &'a ScopeSet) -> Audit<'a> {
+        Audit {
+            request: self,
+            scopes,
+        }
+    }
+}
+
+/// The log line of [`FhirRequest::audit`].
+#[derive(Clone, Copy, Debug)]
+pub struct Audit<'a> {
+    request: &'a FhirRequest,
+    scopes: &'a ScopeSet,
+}
+
+impl fmt::Display for Audit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let request = self.request;
+        write!(f, "{} needs [", request.interaction)?;
+        for (i, need) in request.needs().iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{}.{}", need.resource, need.permissions)?;
+        }
+        if let Some(why) = request.denial_reason() {
+            write!(f, "] never: {why}")?;
+            return Ok(());
+        }
+        f.write_str("] granted [")?;
+        for (i, grant) in request.grants().iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            f.write_str(sep)?;
+            if let Some(entry) = grant.entry {
+                write!(f, "#{entry}:")?;
+            }
+            write!(f, "{}.{}<-", grant.need.resource, grant.need.permissions)?;
+            match self.scopes.scopes().get(grant.scope) {
+                Some(scope) => write!(f, "{scope}")?,
+                None => f.write_str("?")?,
+            }
+        }
+        f.write_str("]")
     }
 }
 
@@ -180,6 +371,9 @@ pub enum ClassifyError {
     MalformedPath,
     /// Not a FHIR R4 interaction: unknown type, bad id, undefined method and path pair. Answered 404.
     Undefined,
+    /// A body the guard must read is not what it should be: a batch that is not JSON or nests
+    /// too deeply, a search form that is not UTF-8. Answered 400.
+    MalformedBody,
 }
 
 impl fmt::Display for ClassifyError {
@@ -187,163 +381,785 @@ impl fmt::Display for ClassifyError {
         f.write_str(match self {
             Self::MalformedPath => "malformed FHIR path",
             Self::Undefined => "not a FHIR interaction this server understands",
+            Self::MalformedBody => "malformed request body",
         })
     }
 }
 
 impl std::error::Error for ClassifyError {}
 
-/// Classifies a request.
+/// What the classifier looks at in a request: method, path relative to the FHIR base, query,
+/// and the few headers and the body that change the interaction.
 ///
-/// `path` is relative to the FHIR base (`""`, `"/"` or `"/Patient/1"`), still percent-encoded;
-/// `query` is the raw query string; `form_body` is the form-encoded body of a `POST …/_search`,
-/// whose parameters count like query parameters. `if_none_exist` tells whether a create carries
-/// an `If-None-Exist` header.
+/// ```
+/// use http::Method;
+/// use smart_guard::{Incoming, Policy};
 ///
-/// # Errors
-///
-/// [`ClassifyError`] for paths that are malformed or not FHIR interactions.
-pub fn classify(
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    form_body: Option<&[u8]>,
-) -> Result<FhirRequest, ClassifyError> {
-    classify_with(method, path, query, form_body, false)
+/// let body = br#"{"resourceType":"Bundle","type":"batch","entry":[
+///     {"request":{"method":"GET","url":"Patient/1"}}]}"#;
+/// let incoming = Incoming::new(&Method::POST, "/").with_body("application/fhir+json", body);
+/// let request = Policy::default().classify(&incoming).unwrap();
+/// assert_eq!(request.entries().len(), 1);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    content_type: Option<&'a str>,
+    body: Option<&'a [u8]>,
+    if_none_exist: Option<&'a str>,
 }
 
-/// Like [`classify`], telling whether the request carries an `If-None-Exist` header.
-///
-/// # Errors
-///
-/// [`ClassifyError`] for paths that are malformed or not FHIR interactions.
-pub fn classify_with(
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    form_body: Option<&[u8]>,
-    if_none_exist: bool,
-) -> Result<FhirRequest, ClassifyError> {
-    use Interaction as I;
-
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let mut raw = [""; 5];
-    let mut len = 0;
-    if !path.is_empty() {
-        for segment in path.split('/') {
-            check_segment(segment)?;
-            if len == raw.len() {
-                return Err(ClassifyError::Undefined);
-            }
-            raw[len] = segment;
-            len += 1;
+impl<'a> Incoming<'a> {
+    /// A request with this method and path (relative to the FHIR base, still percent-encoded).
+    #[must_use]
+    pub fn new(method: &'a Method, path: &'a str) -> Self {
+        Self {
+            method,
+            path,
+            query: None,
+            content_type: None,
+            body: None,
+            if_none_exist: None,
         }
     }
-    let segments = &raw[..len];
-    let query = query.filter(|q| !q.is_empty());
-    let params = Params { query, form_body };
-    let method = if method == Method::HEAD {
-        &Method::GET
-    } else {
-        method
-    };
-    let get = method == Method::GET;
-    let post = method == Method::POST;
 
-    let request = match segments {
-        [] if get => search_system(&params)?,
-        [] if post => FhirRequest::new(I::BatchOrTransaction, None, Needs::Never),
-        ["metadata"] if get => FhirRequest::new(I::Capabilities, None, Needs::Nothing),
-        [".well-known", "smart-configuration"] if get => {
-            FhirRequest::new(I::SmartConfiguration, None, Needs::Nothing)
-        }
-        ["_history"] if get => FhirRequest::new(
-            I::HistorySystem,
-            None,
-            Needs::One(Need {
-                resource: TypeScope::Wildcard,
-                permissions: Permissions::SEARCH,
-            }),
-        ),
-        ["_search"] if post => search_system(&params)?,
-        [op] if is_operation(op) => FhirRequest::new(I::Operation, None, Needs::Never),
-        [ty] => {
-            let ty = resource_type(ty)?;
-            let conditional = query.is_some();
-            let s = Permissions::SEARCH;
-            match method {
-                m if m == Method::GET => search_type(I::SearchType, ty, &params),
-                m if m == Method::POST && if_none_exist => {
-                    FhirRequest::one(I::ConditionalCreate, ty, Permissions::CREATE | s)
-                }
-                m if m == Method::POST => FhirRequest::one(I::Create, ty, Permissions::CREATE),
-                m if m == Method::PUT && conditional => {
-                    FhirRequest::one(I::ConditionalUpdate, ty, Permissions::UPDATE | s)
-                }
-                m if m == Method::PATCH && conditional => {
-                    FhirRequest::one(I::ConditionalPatch, ty, Permissions::UPDATE | s)
-                }
-                m if m == Method::DELETE && conditional => {
-                    FhirRequest::one(I::ConditionalDelete, ty, Permissions::DELETE | s)
-                }
-                _ => return Err(ClassifyError::Undefined),
-            }
-        }
-        [ty, "_history"] if get => {
-            FhirRequest::one(I::HistoryType, resource_type(ty)?, Permissions::SEARCH)
-        }
-        [ty, "_search"] if post => search_type(I::SearchType, resource_type(ty)?, &params),
-        [ty, op] if is_operation(op) => {
-            FhirRequest::new(I::Operation, Some(resource_type(ty)?), Needs::Never)
-        }
-        [ty, id] => {
-            let ty = resource_type(ty)?;
-            resource_id(id)?;
-            match method {
-                m if m == Method::GET => FhirRequest::one(I::Read, ty, Permissions::READ),
-                m if m == Method::PUT => FhirRequest::one(I::Update, ty, Permissions::UPDATE),
-                m if m == Method::PATCH => FhirRequest::one(I::Patch, ty, Permissions::UPDATE),
-                m if m == Method::DELETE => FhirRequest::one(I::Delete, ty, Permissions::DELETE),
-                _ => return Err(ClassifyError::Undefined),
-            }
-        }
-        [ty, id, "_history"] if get => {
-            let ty = resource_type(ty)?;
-            resource_id(id)?;
-            FhirRequest::one(I::HistoryInstance, ty, Permissions::READ)
-        }
-        [ty, id, "_history", vid] if get => {
-            let ty = resource_type(ty)?;
-            resource_id(id)?;
-            resource_id(vid)?;
-            FhirRequest::one(I::Vread, ty, Permissions::READ)
-        }
-        [ty, id, op] if is_operation(op) => {
-            let ty = resource_type(ty)?;
-            resource_id(id)?;
-            FhirRequest::new(I::Operation, Some(ty), Needs::Never)
-        }
-        [compartment, id, target] if get => {
-            let compartment = resource_type(compartment)?;
-            resource_id(id)?;
-            if !compartment.is_compartment() {
-                return Err(ClassifyError::Undefined);
-            }
-            if *target == "*" {
-                let mut request = search_type(I::SearchCompartment, compartment, &params);
-                request.resource_type = None;
-                request.needs = Needs::One(Need {
-                    resource: TypeScope::Wildcard,
-                    permissions: Permissions::SEARCH,
-                });
-                request
+    /// The request's `Content-Type`, `If-None-Exist` and (when read) body, from its headers.
+    #[must_use]
+    pub fn with_headers(mut self, headers: &'a HeaderMap, body: Option<&'a [u8]>) -> Self {
+        self.content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        self.body = body;
+        self.if_none_exist = headers
+            .get("if-none-exist")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        self
+    }
+
+    /// The raw query string (without `?`).
+    #[must_use]
+    pub fn with_query(mut self, query: &'a str) -> Self {
+        self.query = Some(query);
+        self
+    }
+
+    /// A body and its `Content-Type`: a form for `POST _search`, JSON for a batch or `$export`.
+    #[must_use]
+    pub fn with_body(mut self, content_type: &'a str, body: &'a [u8]) -> Self {
+        self.content_type = Some(content_type);
+        self.body = Some(body);
+        self
+    }
+
+    /// The value of an `If-None-Exist` header (a conditional create).
+    #[must_use]
+    pub fn with_if_none_exist(mut self, query: &'a str) -> Self {
+        self.if_none_exist = Some(query);
+        self
+    }
+
+    fn body_kind(&self) -> Option<BodyKind> {
+        body_kind(self.content_type)
+    }
+
+    /// The search parameters of the request: the query and, when `form_params`, the form body.
+    pub(crate) fn params(&self, form_params: bool) -> Params<'a> {
+        Params {
+            query: self.query.filter(|q| !q.is_empty()),
+            form: if form_params {
+                self.body.and_then(|b| std::str::from_utf8(b).ok())
             } else {
-                search_type(I::SearchCompartment, resource_type(target)?, &params)
+                None
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyKind {
+    Form,
+    Json,
+}
+
+fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
+    let essence = content_type?.split(';').next()?.trim();
+    if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Some(BodyKind::Form)
+    } else if [
+        "application/fhir+json",
+        "application/json",
+        "application/json+fhir",
+    ]
+    .iter()
+    .any(|t| essence.eq_ignore_ascii_case(t))
+    {
+        Some(BodyKind::Json)
+    } else {
+        None
+    }
+}
+
+/// Whether the guard must read the body to classify the request: a form-encoded
+/// `POST …/_search`, a JSON `POST /` (batch or transaction), a JSON or form `POST …/$export`.
+#[must_use]
+pub(crate) fn reads_body(method: &Method, relative_path: &str, headers: &HeaderMap) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let path = relative_path.strip_prefix('/').unwrap_or(relative_path);
+    let kind = body_kind(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let last = path.rsplit('/').next().unwrap_or(path);
+    match kind {
+        Some(BodyKind::Form) => last == "_search" || last == "$export",
+        Some(BodyKind::Json) => path.is_empty() || last == "$export",
+        None => false,
+    }
+}
+
+/// The search parameters of a request: query string plus, for `POST _search`, the form body.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Params<'a> {
+    pub(crate) query: Option<&'a str>,
+    pub(crate) form: Option<&'a str>,
+}
+
+impl<'a> Params<'a> {
+    /// Raw (still encoded) `name=value` pairs, query first.
+    pub(crate) fn raw_pairs(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let query = self.query.into_iter().flat_map(search_params::raw_pairs);
+        let form = self.form.into_iter().flat_map(search_params::raw_pairs);
+        query.chain(form)
+    }
+}
+
+/// The operator's authorization policy: allow-listed operations, bulk-data status and file URLs,
+/// the server's own base URL (for absolute urls in batches) and the JSON nesting limit.
+///
+/// The default allows no operation but `$export` and `$everything` (fixed rules), no bulk
+/// status URL, no absolute batch url, and nests JSON 64 deep.
+///
+/// ```
+/// use http::Method;
+/// use smart_guard::{Incoming, Interaction, Policy};
+///
+/// let policy = Policy::default()
+///     .with_allowed_operations("POST ValueSet/$expand=ValueSet.r")
+///     .unwrap();
+/// let request = policy.classify(&Incoming::new(&Method::POST, "/ValueSet/$expand")).unwrap();
+/// assert_eq!(request.interaction(), Interaction::Operation);
+/// assert!(!request.is_never_allowed());
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Policy {
+    operations: Arc<[OperationRule]>,
+    bulk_paths: Arc<[BulkPath]>,
+    base_url: Option<Arc<str>>,
+    max_json_depth: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            operations: Arc::new([]),
+            bulk_paths: Arc::new([]),
+            base_url: None,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+        }
+    }
+}
+
+/// The default nesting limit of JSON bodies the guard parses.
+pub(crate) const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+
+impl Policy {
+    /// The policy a [`Config`] describes.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            operations: config.allowed_operations.clone(),
+            bulk_paths: config.bulk_paths.clone(),
+            base_url: config
+                .expected_audience
+                .as_deref()
+                .map(|a| Arc::from(a.trim_end_matches('/'))),
+            max_json_depth: config.max_json_depth,
+        }
+    }
+
+    /// Allow-lists operations, in the syntax of `SMART_GUARD_ALLOWED_OPERATIONS` (see the crate
+    /// docs), replacing the current list.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first bad rule.
+    pub fn with_allowed_operations(mut self, rules: &str) -> Result<Self, ConfigError> {
+        self.operations = parse_operations("allowed_operations", rules)?;
+        Ok(self)
+    }
+
+    /// Configures bulk-data status and file URL prefixes, in the syntax of
+    /// `SMART_GUARD_BULK_PATHS`, replacing the current list.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first bad rule.
+    pub fn with_bulk_paths(mut self, rules: &str) -> Result<Self, ConfigError> {
+        self.bulk_paths = parse_bulk_paths("bulk_paths", rules)?;
+        Ok(self)
+    }
+
+    /// This server's FHIR base URL: absolute batch entry urls under it are checked as relative
+    /// ones; every other absolute url is denied.
+    pub fn with_base_url(mut self, base_url: &str) -> Self {
+        self.base_url = Some(Arc::from(base_url.trim_end_matches('/')));
+        self
+    }
+
+    /// The deepest nesting of objects and arrays accepted in JSON bodies (400 beyond).
+    pub fn with_max_json_depth(mut self, depth: usize) -> Self {
+        self.max_json_depth = depth;
+        self
+    }
+
+    /// Classifies a request.
+    ///
+    /// # Errors
+    ///
+    /// [`ClassifyError`] for paths that are malformed or not FHIR interactions, and for bodies
+    /// the guard must read but cannot.
+    pub fn classify(&self, incoming: &Incoming<'_>) -> Result<FhirRequest, ClassifyError> {
+        self.classify_at(incoming, false)
+    }
+
+    fn classify_at(
+        &self,
+        incoming: &Incoming<'_>,
+        in_bundle: bool,
+    ) -> Result<FhirRequest, ClassifyError> {
+        use Interaction as I;
+
+        let path = incoming.path;
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let mut raw = [""; 5];
+        let mut len = 0;
+        let mut too_long = false;
+        if !path.is_empty() {
+            for segment in path.split('/') {
+                check_segment(segment)?;
+                match raw.get_mut(len) {
+                    Some(slot) => *slot = segment,
+                    None => too_long = true,
+                }
+                len += 1;
             }
         }
-        _ => return Err(ClassifyError::Undefined),
+        let segments = &raw[..len.min(raw.len())];
+        let method = if incoming.method == Method::HEAD {
+            &Method::GET
+        } else {
+            incoming.method
+        };
+        let get = method == Method::GET;
+        let post = method == Method::POST;
+        let public = matches!(
+            segments,
+            ["metadata"] | [".well-known", "smart-configuration"]
+        );
+        if !public && let Some(bulk) = self.bulk_paths.iter().find(|b| b.matches(method, path)) {
+            return Ok(FhirRequest::new(I::BulkStatus, None, many(bulk.needs())));
+        }
+        if too_long {
+            return Err(ClassifyError::Undefined);
+        }
+        let body_kind = incoming.body_kind();
+        let form = post && body_kind == Some(BodyKind::Form) && incoming.body.is_some();
+        let params = Params {
+            query: incoming.query.filter(|q| !q.is_empty()),
+            form: if form {
+                Some(
+                    incoming
+                        .body
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .ok_or(ClassifyError::MalformedBody)?,
+                )
+            } else {
+                None
+            },
+        };
+        let query_only = Params {
+            form: None,
+            ..params
+        };
+
+        let request = match segments {
+            [] if get => search_system(&query_only)?,
+            [] if post && in_bundle => FhirRequest::never(
+                I::BatchOrTransaction,
+                None,
+                "a batch or transaction inside a bundle is not allowed",
+            ),
+            [] if post => self.bundle(incoming)?,
+            ["metadata"] if get => FhirRequest::new(I::Capabilities, None, Needs::Nothing),
+            [".well-known", "smart-configuration"] if get => {
+                FhirRequest::new(I::SmartConfiguration, None, Needs::Nothing)
+            }
+            ["_history"] if get => FhirRequest::new(
+                I::HistorySystem,
+                None,
+                Needs::One(need(TypeScope::Wildcard, Permissions::SEARCH)),
+            ),
+            ["_search"] if post && in_bundle => return Err(ClassifyError::Undefined),
+            ["_search"] if post => {
+                let mut request = search_system(&params)?;
+                request.form_params = form;
+                request
+            }
+            [op] if is_operation(op) => self.operation(incoming, &params, Level::System, op),
+            [ty] => {
+                let ty = resource_type(ty)?;
+                let conditional = query_only.query.is_some();
+                let cs = Permissions::CREATE | Permissions::SEARCH;
+                let us = Permissions::UPDATE | Permissions::SEARCH;
+                let ds = Permissions::DELETE | Permissions::SEARCH;
+                match method {
+                    m if m == Method::GET => search(
+                        I::SearchType,
+                        Some(ty),
+                        &[need_s(ty)],
+                        Base::One(ty),
+                        &query_only,
+                    ),
+                    m if m == Method::POST => match incoming.if_none_exist {
+                        Some(condition) => {
+                            let condition = Params {
+                                query: Some(condition),
+                                form: None,
+                            };
+                            conditional_write(I::ConditionalCreate, ty, cs, &condition)
+                        }
+                        None => FhirRequest::one(I::Create, ty, Permissions::CREATE),
+                    },
+                    m if m == Method::PUT && conditional => {
+                        conditional_write(I::ConditionalUpdate, ty, us, &query_only)
+                    }
+                    m if m == Method::PATCH && conditional => {
+                        conditional_write(I::ConditionalPatch, ty, us, &query_only)
+                    }
+                    m if m == Method::DELETE && conditional => {
+                        conditional_write(I::ConditionalDelete, ty, ds, &query_only)
+                    }
+                    _ => return Err(ClassifyError::Undefined),
+                }
+            }
+            [ty, "_history"] if get => {
+                FhirRequest::one(I::HistoryType, resource_type(ty)?, Permissions::SEARCH)
+            }
+            [_, "_search"] if post && in_bundle => return Err(ClassifyError::Undefined),
+            [ty, "_search"] if post => {
+                let ty = resource_type(ty)?;
+                let mut request = search(
+                    I::SearchType,
+                    Some(ty),
+                    &[need_s(ty)],
+                    Base::One(ty),
+                    &params,
+                );
+                request.form_params = form;
+                request
+            }
+            [ty, op] if is_operation(op) => {
+                let ty = resource_type(ty)?;
+                self.operation(incoming, &params, Level::Type(Some(ty)), op)
+            }
+            [ty, id] => {
+                let ty = resource_type(ty)?;
+                resource_id(id)?;
+                match method {
+                    m if m == Method::GET => FhirRequest::one(I::Read, ty, Permissions::READ),
+                    m if m == Method::PUT => FhirRequest::one(I::Update, ty, Permissions::UPDATE),
+                    m if m == Method::PATCH => FhirRequest::one(I::Patch, ty, Permissions::UPDATE),
+                    m if m == Method::DELETE => {
+                        FhirRequest::one(I::Delete, ty, Permissions::DELETE)
+                    }
+                    _ => return Err(ClassifyError::Undefined),
+                }
+            }
+            [ty, id, "_history"] if get => {
+                let ty = resource_type(ty)?;
+                resource_id(id)?;
+                FhirRequest::one(I::HistoryInstance, ty, Permissions::READ)
+            }
+            [ty, id, "_history", vid] if get => {
+                let ty = resource_type(ty)?;
+                resource_id(id)?;
+                resource_id(vid)?;
+                FhirRequest::one(I::Vread, ty, Permissions::READ)
+            }
+            [ty, id, op] if is_operation(op) => {
+                let ty = resource_type(ty)?;
+                resource_id(id)?;
+                self.operation(incoming, &params, Level::Instance(Some(ty)), op)
+            }
+            [compartment, id, target] if get => {
+                resource_id(id)?;
+                if !resource_type(compartment)?.is_compartment() {
+                    return Err(ClassifyError::Undefined);
+                }
+                if *target == "*" {
+                    let wildcard = need(TypeScope::Wildcard, Permissions::SEARCH);
+                    search(
+                        I::SearchCompartment,
+                        None,
+                        &[wildcard],
+                        Base::Types(&[]),
+                        &query_only,
+                    )
+                } else {
+                    let ty = resource_type(target)?;
+                    search(
+                        I::SearchCompartment,
+                        Some(ty),
+                        &[need_s(ty)],
+                        Base::One(ty),
+                        &query_only,
+                    )
+                }
+            }
+            _ => return Err(ClassifyError::Undefined),
+        };
+        Ok(request)
+    }
+
+    /// `$export` (§5), `$everything` (row 25), `$graphql` (row 27) and the allow-list (row 24).
+    fn operation(
+        &self,
+        incoming: &Incoming<'_>,
+        params: &Params<'_>,
+        level: Level,
+        segment: &str,
+    ) -> FhirRequest {
+        let name = &segment[1..];
+        let path_type = match level {
+            Level::System => None,
+            Level::Type(ty) | Level::Instance(ty) => ty,
+        };
+        let method = incoming.method;
+        let get_or_post = method == Method::GET || method == Method::HEAD || method == Method::POST;
+        match name {
+            "graphql" => FhirRequest::never(
+                Interaction::Operation,
+                path_type,
+                "GraphQL is not allowed: the types a query touches cannot be known",
+            ),
+            "export" if !get_or_post => FhirRequest::never(
+                Interaction::Export,
+                path_type,
+                "$export is started with GET or POST",
+            ),
+            "export" => self.export(incoming, params, level),
+            "everything" => everything(level, get_or_post),
+            _ => match self
+                .operations
+                .iter()
+                .find(|r| r.matches(method, level, name))
+            {
+                Some(rule) => FhirRequest::new(
+                    Interaction::Operation,
+                    path_type,
+                    collect(rule.needs(path_type)),
+                ),
+                None => FhirRequest::never(
+                    Interaction::Operation,
+                    path_type,
+                    "this operation is not allow-listed (SMART_GUARD_ALLOWED_OPERATIONS)",
+                ),
+            },
+        }
+    }
+
+    /// Bulk kick-off, SMART-NOTES §5 rules 1-5: `rs` on every exported type, `*` without `_type`;
+    /// `Patient/$export` adds Patient, `Group/[id]/$export` adds Group and Patient.
+    fn export(&self, incoming: &Incoming<'_>, params: &Params<'_>, level: Level) -> FhirRequest {
+        let rs = Permissions::READ | Permissions::SEARCH;
+        let patient = ResourceType::parse("Patient");
+        let group = ResourceType::parse("Group");
+        let mut needs: Vec<Need> = Vec::new();
+        let (resource_type, population): (Option<ResourceType>, &[Option<ResourceType>]) =
+            match level {
+                Level::System => (None, &[]),
+                Level::Type(ty) if ty == patient => (ty, &[patient]),
+                Level::Instance(ty) if ty == group => (ty, &[group, patient]),
+                _ => {
+                    return FhirRequest::never(
+                        Interaction::Export,
+                        None,
+                        "$export is defined at system, Patient and Group/[id] level only",
+                    );
+                }
+            };
+        for ty in population.iter().flatten() {
+            push_unique(&mut needs, need(TypeScope::Type(*ty), rs));
+        }
+        let add_types = |value: &str, needs: &mut Vec<Need>| {
+            let mut any = false;
+            for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                any = true;
+                let resource =
+                    ResourceType::parse(entry).map_or(TypeScope::Wildcard, TypeScope::Type);
+                push_unique(needs, need(resource, rs));
+            }
+            any
+        };
+        let types_in = |text: Option<&str>, needs: &mut Vec<Need>| {
+            let mut any = false;
+            for (name, value) in text.into_iter().flat_map(search_params::raw_pairs) {
+                if search_params::decode(name) == "_type" {
+                    any |= add_types(&search_params::decode(value), needs);
+                }
+            }
+            any
+        };
+        let in_query = types_in(params.query, &mut needs);
+        // A POST kick-off is read from its body: query `_type`s only add needs there.
+        let listed = if incoming.method != Method::POST {
+            in_query
+        } else if params.form.is_some() {
+            types_in(params.form, &mut needs)
+        } else {
+            let body = incoming
+                .body
+                .filter(|_| incoming.body_kind() == Some(BodyKind::Json))
+                .filter(|b| !bundle::too_deep(b, self.max_json_depth));
+            let parameters = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+            let mut any = false;
+            let parameter_list = parameters
+                .as_ref()
+                .filter(|p| p["resourceType"] == "Parameters")
+                .and_then(|p| p["parameter"].as_array());
+            for parameter in parameter_list.into_iter().flatten() {
+                if parameter["name"] == "_type" {
+                    match parameter["valueString"].as_str() {
+                        Some(value) => any |= add_types(value, &mut needs),
+                        None => push_unique(&mut needs, need(TypeScope::Wildcard, rs)),
+                    }
+                }
+            }
+            any
+        };
+        if !listed {
+            push_unique(&mut needs, need(TypeScope::Wildcard, rs));
+        }
+        FhirRequest::new(Interaction::Export, resource_type, many(&needs))
+    }
+
+    /// `POST /` with a batch or transaction Bundle: each entry classified as if sent alone.
+    fn bundle(&self, incoming: &Incoming<'_>) -> Result<FhirRequest, ClassifyError> {
+        let body = match (incoming.body_kind(), incoming.body) {
+            (Some(BodyKind::Json), Some(body)) => body,
+            _ => {
+                return Ok(FhirRequest::never(
+                    Interaction::BatchOrTransaction,
+                    None,
+                    "POST to the base needs a JSON batch or transaction Bundle",
+                ));
+            }
+        };
+        let (kind, raw) = match bundle::parse(body, self.max_json_depth) {
+            Ok(parsed) => parsed,
+            Err(BundleError::Malformed) => return Err(ClassifyError::MalformedBody),
+            Err(BundleError::NotABundle | BundleError::WrongType) => {
+                return Ok(FhirRequest::never(
+                    Interaction::BatchOrTransaction,
+                    None,
+                    "only batch and transaction Bundles may be posted to the base",
+                ));
+            }
+        };
+        if raw.is_empty() {
+            return Ok(FhirRequest::never(
+                Interaction::BatchOrTransaction,
+                None,
+                "an empty batch or transaction is not allowed",
+            ));
+        }
+        let mut entries = Vec::with_capacity(raw.len());
+        let mut union: Vec<Need> = Vec::new();
+        for entry in &raw {
+            let classified = self.entry(entry);
+            for n in classified.request.needs() {
+                merge(&mut union, *n);
+            }
+            entries.push(classified);
+        }
+        let needs = BundleNeeds {
+            kind,
+            entries: entries.into_boxed_slice(),
+            union: union.into_boxed_slice(),
+        };
+        Ok(FhirRequest::new(
+            Interaction::BatchOrTransaction,
+            None,
+            Needs::Bundle(Arc::new(needs)),
+        ))
+    }
+
+    fn entry(&self, raw: &bundle::RawEntry) -> BundleEntry {
+        let denied = |why: &'static str| BundleEntry {
+            request: FhirRequest::never(Interaction::BatchOrTransaction, None, why),
+            query: None,
+        };
+        if raw.malformed {
+            return denied("the entry has no valid request (method, url)");
+        }
+        if raw.nested_bundle {
+            return denied("nested bundles are not allowed");
+        }
+        let (Some(method), Some(url)) = (raw.method.as_deref(), raw.url.as_deref()) else {
+            return denied("the entry has no request method or url");
+        };
+        let method = match method {
+            "GET" => Method::GET,
+            "HEAD" => Method::HEAD,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "DELETE" => Method::DELETE,
+            "PATCH" => Method::PATCH,
+            _ => {
+                return denied(
+                    "the entry's request method is not GET, HEAD, POST, PUT, DELETE or PATCH",
+                );
+            }
+        };
+        let Some(relative) = self.relative_url(url) else {
+            return denied("absolute entry urls must point to this server's base");
+        };
+        if relative.contains('#') {
+            return denied("entry urls cannot carry a fragment");
+        }
+        let (path, query) = match relative.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (relative, None),
+        };
+        let mut incoming = Incoming::new(&method, path);
+        if let Some(query) = query {
+            incoming = incoming.with_query(query);
+        }
+        if let Some(condition) = raw.if_none_exist.as_deref() {
+            if method != Method::POST {
+                return denied("ifNoneExist is only defined for a create");
+            }
+            incoming = incoming.with_if_none_exist(condition);
+        }
+        let mut request = match self.classify_at(&incoming, true) {
+            Ok(request) if request.interaction().is_public() => {
+                return denied("capability requests are not batch entries");
+            }
+            Ok(request) => request,
+            Err(ClassifyError::MalformedPath) => return denied("the entry url is malformed"),
+            Err(_) => return denied("the entry url is not a FHIR interaction"),
+        };
+        if !raw.conditional_references.is_empty() && !request.is_never_allowed() {
+            // A conditional reference runs a search on its type (SMART-NOTES §6.11).
+            let mut needs: Vec<Need> = request.needs().to_vec();
+            for reference in &raw.conditional_references {
+                let (ty, query) = reference.split_once('?').unwrap_or((reference, ""));
+                let Some(ty) = ResourceType::parse(ty) else {
+                    push_unique(&mut needs, need(TypeScope::Wildcard, Permissions::SEARCH));
+                    continue;
+                };
+                push_unique(&mut needs, need_s(ty));
+                let condition = Params {
+                    query: Some(query),
+                    form: None,
+                };
+                cross_type_needs(Base::One(ty), &condition, &mut needs);
+            }
+            request.needs = many(&needs);
+        }
+        BundleEntry {
+            request,
+            query: query.filter(|q| !q.is_empty()).map(Box::from),
+        }
+    }
+
+    /// An entry url relative to the base; absolute ones only under [`Self::with_base_url`].
+    fn relative_url<'u>(&self, url: &'u str) -> Option<&'u str> {
+        let scheme_end = url.find(':');
+        let is_absolute = scheme_end.is_some_and(|i| {
+            url[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+                && !url[..i].contains('?')
+                && !url[..i].contains('/')
+        });
+        if !is_absolute && !url.starts_with("//") {
+            return Some(url);
+        }
+        let base = self.base_url.as_deref()?;
+        let rest = url.strip_prefix(base)?;
+        (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some(rest)
+    }
+}
+
+fn parse_operations(var: &'static str, rules: &str) -> Result<Arc<[OperationRule]>, ConfigError> {
+    operations::parse_operations(rules)
+        .map(Arc::from)
+        .map_err(|reason| ConfigError::Invalid { var, reason })
+}
+
+fn parse_bulk_paths(var: &'static str, rules: &str) -> Result<Arc<[BulkPath]>, ConfigError> {
+    operations::parse_bulk_paths(rules)
+        .map(Arc::from)
+        .map_err(|reason| ConfigError::Invalid { var, reason })
+}
+
+/// Parses `SMART_GUARD_ALLOWED_OPERATIONS` for [`Config`].
+pub(crate) fn allowed_operations_of(
+    var: &'static str,
+    rules: &str,
+) -> Result<Arc<[OperationRule]>, ConfigError> {
+    parse_operations(var, rules)
+}
+
+/// Parses `SMART_GUARD_BULK_PATHS` for [`Config`].
+pub(crate) fn bulk_paths_of(
+    var: &'static str,
+    rules: &str,
+) -> Result<Arc<[BulkPath]>, ConfigError> {
+    parse_bulk_paths(var, rules)
+}
+
+/// `$everything`: R4 defines it on `Patient` (type and instance) and `Encounter/[id]`; it crosses
+/// every type of the compartment, so it needs `*` `rs` (SMART-NOTES §4 row 25, §6.15).
+fn everything(level: Level, get_or_post: bool) -> FhirRequest {
+    let patient = ResourceType::parse("Patient");
+    let encounter = ResourceType::parse("Encounter");
+    let rs = Permissions::READ | Permissions::SEARCH;
+    let (ty, own) = match level {
+        Level::Instance(ty) if get_or_post && (ty == patient || ty == encounter) => {
+            (ty, Permissions::READ)
+        }
+        Level::Type(ty) if get_or_post && ty == patient => (ty, Permissions::SEARCH),
+        Level::System | Level::Type(_) | Level::Instance(_) => {
+            return FhirRequest::never(
+                Interaction::Operation,
+                None,
+                "$everything is defined on Patient and Encounter/[id], with GET or POST",
+            );
+        }
     };
-    Ok(request)
+    let mut needs = Vec::with_capacity(2);
+    if let Some(ty) = ty {
+        needs.push(need(TypeScope::Type(ty), own));
+    }
+    needs.push(need(TypeScope::Wildcard, rs));
+    FhirRequest::new(Interaction::Operation, ty, many(&needs))
 }
 
 /// Rejects the path traps of SMART-NOTES §6: empty segments (`//`, trailing `/`), `.` and `..`,
@@ -380,97 +1196,183 @@ fn resource_id(segment: &str) -> Result<(), ClassifyError> {
     }
 }
 
-/// The search parameters of a request: query string plus, for `POST _search`, the form body.
-struct Params<'a> {
-    query: Option<&'a str>,
-    form_body: Option<&'a [u8]>,
-}
-
-impl Params<'_> {
-    fn for_each(&self, mut f: impl FnMut(&str, &str)) {
-        if let Some(query) = self.query {
-            for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-                f(&name, &value);
-            }
-        }
-        if let Some(body) = self.form_body {
-            for (name, value) in form_urlencoded::parse(body) {
-                f(&name, &value);
-            }
-        }
-    }
-
-    /// Whether any parameter reaches other resource types (`_include`, `_revinclude`, chaining,
-    /// `_has`). Until those are mapped to their target types, such a search needs `*`.
-    fn crosses_types(&self) -> bool {
-        let mut crosses = false;
-        self.for_each(|name, _| {
-            crosses |= name.starts_with("_include")
-                || name.starts_with("_revinclude")
-                || name.starts_with("_has")
-                || name.contains('.');
-        });
-        crosses
+const fn need(resource: TypeScope, permissions: Permissions) -> Need {
+    Need {
+        resource,
+        permissions,
     }
 }
 
-fn search_type(interaction: Interaction, ty: ResourceType, params: &Params<'_>) -> FhirRequest {
-    if params.crosses_types() {
-        let needs: Arc<[Need]> = Arc::new([
-            Need {
-                resource: TypeScope::Type(ty),
-                permissions: Permissions::SEARCH,
-            },
-            Need {
-                resource: TypeScope::Wildcard,
-                permissions: Permissions::SEARCH,
-            },
-        ]);
-        return FhirRequest::new(interaction, Some(ty), Needs::Many(needs));
-    }
-    FhirRequest::one(interaction, ty, Permissions::SEARCH)
+const fn need_s(ty: ResourceType) -> Need {
+    need(TypeScope::Type(ty), Permissions::SEARCH)
 }
 
-/// System search: `s` on every `_type` entry; with no `_type` (or a cross-type parameter), `*`.
-fn search_system(params: &Params<'_>) -> Result<FhirRequest, ClassifyError> {
-    let wildcard = Need {
-        resource: TypeScope::Wildcard,
-        permissions: Permissions::SEARCH,
-    };
-    let mut types: Vec<Need> = Vec::new();
-    let mut saw_type_param = false;
-    let mut unknown = false;
-    params.for_each(|name, value| {
-        if name != "_type" {
-            return;
-        }
-        saw_type_param = true;
-        for entry in value.split(',').filter(|e| !e.is_empty()) {
-            match ResourceType::parse(entry) {
-                Some(ty) => {
-                    let need = Need {
-                        resource: TypeScope::Type(ty),
-                        permissions: Permissions::SEARCH,
-                    };
-                    if !types.contains(&need) {
-                        types.push(need);
-                    }
-                }
-                None => unknown = true,
-            }
-        }
-    });
-    if unknown {
-        return Err(ClassifyError::Undefined);
+fn push_unique(needs: &mut Vec<Need>, need: Need) {
+    if !needs.contains(&need) {
+        needs.push(need);
     }
-    if !saw_type_param || types.is_empty() || params.crosses_types() {
-        types.push(wildcard);
+}
+
+/// Adds `need`, merging its letters into an existing need on the same type.
+fn merge(needs: &mut Vec<Need>, need: Need) {
+    match needs.iter_mut().find(|n| n.resource == need.resource) {
+        Some(existing) => existing.permissions |= need.permissions,
+        None => needs.push(need),
     }
-    let needs = match types.as_slice() {
+}
+
+fn many(needs: &[Need]) -> Needs {
+    match needs {
+        [] => Needs::Nothing,
         [one] => Needs::One(*one),
-        _ => Needs::Many(types.into()),
+        _ => Needs::Many(Arc::from(needs)),
+    }
+}
+
+fn collect(needs: impl Iterator<Item = Need>) -> Needs {
+    let mut out = Vec::new();
+    for n in needs {
+        push_unique(&mut out, n);
+    }
+    many(&out)
+}
+
+/// Appends the `s` needs of every other type the parameters reach (SMART-NOTES §6.7-6.9).
+fn cross_type_needs(base: Base<'_>, params: &Params<'_>, needs: &mut Vec<Need>) {
+    for (raw_name, raw_value) in params.raw_pairs() {
+        let name = search_params::decode(raw_name);
+        if matches!(base, Base::Types(_)) && name == "_type" {
+            continue;
+        }
+        search_params::cross_types(base, &name, raw_value, &mut |resource| {
+            push_unique(needs, need(resource, Permissions::SEARCH));
+        });
+    }
+}
+
+/// A search: `primary` needs first (a granular scope may meet them), then the other types the
+/// parameters reach.
+fn search(
+    interaction: Interaction,
+    ty: Option<ResourceType>,
+    primary: &[Need],
+    base: Base<'_>,
+    params: &Params<'_>,
+) -> FhirRequest {
+    let any_cross = params
+        .raw_pairs()
+        .any(|(raw_name, _)| search_params::may_cross_types(&search_params::decode(raw_name)));
+    let mut request = if any_cross {
+        // Kept apart from the primary needs even when equal: a granular scope may meet a
+        // primary need but never what an include or chain brings in.
+        let mut cross = Vec::new();
+        cross_type_needs(base, params, &mut cross);
+        let mut needs = primary.to_vec();
+        needs.extend(cross);
+        FhirRequest::new(interaction, ty, many(&needs))
+    } else {
+        FhirRequest::new(interaction, ty, many(primary))
     };
-    Ok(FhirRequest::new(Interaction::SearchSystem, None, needs))
+    request.primary = u8::try_from(primary.len()).unwrap_or(0);
+    request
+}
+
+/// Conditional create, update, patch and delete: the letters plus `s` on the type, and `s` on
+/// every type the condition's parameters reach. Never met by granular scopes.
+fn conditional_write(
+    interaction: Interaction,
+    ty: ResourceType,
+    letters: Permissions,
+    condition: &Params<'_>,
+) -> FhirRequest {
+    let mut request = search(
+        interaction,
+        Some(ty),
+        &[need(TypeScope::Type(ty), letters)],
+        Base::One(ty),
+        condition,
+    );
+    request.primary = 0;
+    request
+}
+
+/// System search: `s` on every `_type` entry; with no `_type`, `*`.
+fn search_system(params: &Params<'_>) -> Result<FhirRequest, ClassifyError> {
+    let mut types: Vec<ResourceType> = Vec::new();
+    for (raw_name, raw_value) in params.raw_pairs() {
+        if search_params::decode(raw_name) != "_type" {
+            continue;
+        }
+        for entry in search_params::decode(raw_value)
+            .split(',')
+            .filter(|e| !e.is_empty())
+        {
+            let ty = ResourceType::parse(entry).ok_or(ClassifyError::Undefined)?;
+            if !types.contains(&ty) {
+                types.push(ty);
+            }
+        }
+    }
+    let primary: Vec<Need> = if types.is_empty() {
+        vec![need(TypeScope::Wildcard, Permissions::SEARCH)]
+    } else {
+        types.iter().map(|ty| need_s(*ty)).collect()
+    };
+    let mut request = search(
+        Interaction::SearchSystem,
+        None,
+        &primary,
+        Base::Types(&types),
+        params,
+    );
+    if types.is_empty() {
+        request.primary = 0;
+    }
+    Ok(request)
+}
+
+/// Classifies a request.
+///
+/// `path` is relative to the FHIR base (`""`, `"/"` or `"/Patient/1"`), still percent-encoded;
+/// `query` is the raw query string; `form_body` is the form-encoded body of a `POST …/_search`,
+/// whose parameters count like query parameters. Uses the default [`Policy`]; see
+/// [`Policy::classify`] for batches, operations and bulk status URLs.
+///
+/// # Errors
+///
+/// [`ClassifyError`] for paths that are malformed or not FHIR interactions.
+pub fn classify(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    form_body: Option<&[u8]>,
+) -> Result<FhirRequest, ClassifyError> {
+    classify_with(method, path, query, form_body, false)
+}
+
+/// Like [`classify`], telling whether the request carries an `If-None-Exist` header.
+///
+/// # Errors
+///
+/// [`ClassifyError`] for paths that are malformed or not FHIR interactions.
+pub fn classify_with(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    form_body: Option<&[u8]>,
+    if_none_exist: bool,
+) -> Result<FhirRequest, ClassifyError> {
+    let mut incoming = Incoming::new(method, path);
+    if let Some(query) = query {
+        incoming = incoming.with_query(query);
+    }
+    if let Some(body) = form_body {
+        incoming = incoming.with_body("application/x-www-form-urlencoded", body);
+    }
+    if if_none_exist {
+        incoming = incoming.with_if_none_exist("");
+    }
+    Policy::default().classify(&incoming)
 }
 
 #[cfg(test)]
@@ -493,7 +1395,8 @@ mod tests {
     #[test]
     fn notes_section_4_rows_1_to_21_and_28() {
         use Interaction as I;
-        let cases: &[(&str, &str, Option<&str>, bool, I, &str)] = &[
+        type Row<'a> = (&'a str, &'a str, Option<&'a str>, bool, I, &'a str);
+        let cases: &[Row<'_>] = &[
             ("GET", "/metadata", None, false, I::Capabilities, ""),
             (
                 "HEAD",
@@ -645,14 +1548,14 @@ mod tests {
             ),
             ("POST", "", None, false, I::BatchOrTransaction, "never"),
             ("POST", "/", None, false, I::BatchOrTransaction, "never"),
-            ("GET", "/$export", None, false, I::Operation, "never"),
+            ("GET", "/$export", None, false, I::Export, "*.rs"),
             (
                 "GET",
                 "/Patient/$export",
-                None,
+                Some("_type=Observation"),
                 false,
-                I::Operation,
-                "never",
+                I::Export,
+                "Patient.rs Observation.rs",
             ),
             (
                 "GET",
@@ -660,9 +1563,10 @@ mod tests {
                 None,
                 false,
                 I::Operation,
-                "never",
+                "Patient.r *.rs",
             ),
             ("POST", "/$graphql", None, false, I::Operation, "never"),
+            ("GET", "/$validate", None, false, I::Operation, "never"),
         ];
         for (method, path, query, ine, interaction, needs) in cases {
             let method = Method::from_bytes(method.as_bytes()).expect("method");
@@ -675,6 +1579,22 @@ mod tests {
             );
             assert_eq!(needs_string(&request), *needs, "{method} {path} {query:?}");
         }
+    }
+
+    #[test]
+    fn the_unconstrained_path_does_not_allocate_its_needs() {
+        let request = classify(
+            &Method::GET,
+            "/Observation",
+            Some("code=http%3A%2F%2Floinc.org%7C1&_count=5"),
+            None,
+        )
+        .expect("search");
+        assert!(matches!(request.needs, Needs::One(_)));
+        assert_eq!(request.primary, 1);
+        let read = classify(&Method::GET, "/Patient/1", None, None).expect("read");
+        assert!(matches!(read.needs, Needs::One(_)));
+        assert_eq!(read.primary, 0);
     }
 
     #[test]
@@ -756,21 +1676,67 @@ mod tests {
     }
 
     #[test]
-    fn cross_type_search_parameters_need_the_wildcard_for_now() {
-        for query in [
-            "_include=Observation:patient",
-            "_revinclude=Provenance:target",
-            "_include:iterate=Observation:subject",
-            "subject:Patient.name=x",
-            "_has:Observation:patient:code=1",
+    fn cross_type_search_parameters_need_search_on_every_type_they_reach() {
+        for (query, needs) in [
+            ("_include=Observation:patient", "Observation.s Patient.s"),
+            (
+                "_revinclude=Provenance:target",
+                "Observation.s Provenance.s",
+            ),
+            (
+                "_include:iterate=Observation:subject",
+                "Observation.s Observation.s *.s",
+            ),
+            ("subject:Patient.name=x", "Observation.s Patient.s"),
+            (
+                "_has:Observation:patient:code=1",
+                "Observation.s Observation.s",
+            ),
+            (
+                "%5Finclude=Observation%3Apatient",
+                "Observation.s Patient.s",
+            ),
         ] {
             let request = classify(&Method::GET, "/Observation", Some(query), None).expect(query);
-            assert_eq!(needs_string(&request), "Observation.s *.s", "{query}");
+            assert_eq!(needs_string(&request), needs, "{query}");
+            assert_eq!(request.primary, 1, "{query}");
         }
         let body = b"_include=Observation:patient";
         let request =
             classify(&Method::POST, "/Observation/_search", None, Some(body)).expect("post search");
-        assert_eq!(needs_string(&request), "Observation.s *.s");
+        assert_eq!(needs_string(&request), "Observation.s Patient.s");
+        assert!(request.form_params);
+    }
+
+    #[test]
+    fn reads_body_only_for_form_searches_json_batches_and_export() {
+        let mut form = HeaderMap::new();
+        form.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .expect("value"),
+        );
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            "application/fhir+json".parse().expect("value"),
+        );
+        for (method, path, headers, reads) in [
+            (Method::POST, "/Observation/_search", &form, true),
+            (Method::POST, "/_search", &form, true),
+            (Method::POST, "/Observation/_search", &json, false),
+            (Method::POST, "", &json, true),
+            (Method::POST, "/", &json, true),
+            (Method::POST, "/", &form, false),
+            (Method::POST, "/$export", &json, true),
+            (Method::POST, "/Group/1/$export", &form, true),
+            (Method::POST, "/Patient", &json, false),
+            (Method::GET, "/", &json, false),
+            (Method::PUT, "/Observation/_search", &form, false),
+        ] {
+            assert_eq!(reads_body(&method, path, headers), reads, "{method} {path}");
+        }
     }
 
     #[test]

@@ -55,8 +55,29 @@
 //! | `SMART_GUARD_REALM` | `fhir` | `realm` of `WWW-Authenticate` challenges |
 //! | `SMART_GUARD_BASE_PATH` | root | FHIR base path, e.g. `/fhir` |
 //! | `SMART_GUARD_MAX_TOKEN_BYTES` | `8192` | longest bearer token accepted |
-//! | `SMART_GUARD_MAX_BODY_BYTES` | `4194304` | largest `POST _search` body read |
+//! | `SMART_GUARD_MAX_BODY_BYTES` | `4194304` | largest body the guard reads (`POST _search` form, batch/transaction Bundle, `$export` Parameters) |
+//! | `SMART_GUARD_MAX_JSON_DEPTH` | `64` | deepest nesting of a JSON body the guard reads |
+//! | `SMART_GUARD_ALLOWED_OPERATIONS` | none | `$operations` allowed besides `$export`/`$everything`, see below |
+//! | `SMART_GUARD_BULK_PATHS` | none | bulk-data status and file URL prefixes, see below |
 //! | `SMART_GUARD_RETRY_AFTER_SECS` | `5` | `Retry-After` on 503 answers |
+//!
+//! ## Operations and bulk-data URLs
+//!
+//! `SMART_GUARD_ALLOWED_OPERATIONS` and `SMART_GUARD_BULK_PATHS` (and
+//! [`Config::with_allowed_operations`], [`Config::with_bulk_paths`]) take `;`-separated rules:
+//!
+//! ```text
+//! rule  = [ METHODS " " ] target [ "=" needs ]      METHODS = GET,POST,PUT,PATCH,DELETE (HEAD = GET)
+//! needs = need *( "," need )                        need    = ( Type / "*" / "[type]" ) "." cruds-letters
+//! ```
+//!
+//! An operation target is `$op`, `Type/$op`, `*/$op`, `Type/[id]/$op` or `*/[id]/$op`; methods
+//! default to `GET,POST`, needs are required, and `[type]` is the type in the request path:
+//! `POST ValueSet/$expand=ValueSet.r; */[id]/$meta=[type].r`. A bulk target is a path prefix
+//! under the base, matched on whole segments; methods default to `GET,DELETE` and needs to
+//! `*.rs` (what an export without `_type` needs, since the guard does not know which export a
+//! status URL belongs to): `/$export-poll-status; GET /bulk-files=*.rs`. Unconfigured status
+//! and file URLs are refused.
 //!
 //! ## Responses
 //!
@@ -67,9 +88,11 @@
 //! | malformed `Authorization`, two headers, token over the limit, `access_token` in query or body next to the header | 400 | `error="invalid_request"` |
 //! | malformed path (dot segments, percent-encoded path bytes, empty segments) | 400 | — |
 //! | not a FHIR interaction, or outside the base path | 404 | — |
-//! | `POST _search` body over the limit | 413 | — |
+//! | a body the guard reads is over the limit | 413 | — |
+//! | a batch or `$export` body that is not JSON or nests too deeply; a search form that is not UTF-8 | 400 | `error="invalid_request"` |
 //! | inactive, expired, unknown token; `iss`/`aud`/`nbf`/`token_type` checks fail | 401 | `error="invalid_token"` |
-//! | scopes do not cover the request | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
+//! | scopes do not cover the request (for a batch: any entry; the diagnostics name each entry index) | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
+//! | GraphQL, an operation that is not allow-listed, another Bundle type, a nested bundle | 403 | `error="insufficient_scope"` (no scope would help) |
 //! | AS unreachable, slow, 5xx, garbage, or rejects our credentials | 503 + `Retry-After` | — |
 //!
 //! Every denial has a FHIR `OperationOutcome` body (`application/fhir+json`) and carries its
@@ -83,10 +106,22 @@
 //!
 //! # Security
 //!
-//! - Only `system/` scopes grant access (Backend Services). `patient/` and `user/` scopes and
-//!   granular (`?param=`) scopes are kept in the claims but grant nothing yet. Batch/transaction
-//!   bundles and `$operations` are denied; `_include`, `_revinclude`, chaining and `_has` need
-//!   `system/*` search.
+//! - Only `system/` scopes grant access (Backend Services). `patient/` and `user/` scopes are
+//!   kept in the claims but grant nothing. A granular scope (`system/Observation.rs?category=x`)
+//!   only meets the `s` of a search on its type that restates every constraint (same name, no
+//!   modifier, same value after percent-decoding, no comma-OR); never reads, writes, history or
+//!   `$export`.
+//! - Searches need `s` on every type they reach: `_include`/`_revinclude` (with `:iterate`),
+//!   chains, `_has`, `_type`, `_list`, conditional references. Where the type cannot be known
+//!   (a multi-target parameter without an explicit type, `*`, `_filter`) they need `system/*.s`.
+//!   Targets come from the R4 search parameter definitions (`tools/gen_r4_data.py`).
+//! - `POST /` must carry a JSON `batch` or `transaction` Bundle; each entry is checked as if sent
+//!   alone and one denied entry denies the request. Absolute entry urls are allowed only under
+//!   `SMART_GUARD_EXPECTED_AUDIENCE` (this server's base URL); nested bundles are denied.
+//! - `$export` (system, `Patient`, `Group/[id]`) needs `system/` `rs` on every `_type` (or
+//!   `system/*.rs` without `_type`), plus Patient (and Group) `rs`. `$everything` needs
+//!   `system/*.rs`. GraphQL is denied. Other operations are denied unless allow-listed.
+//! - Method-override headers and `_method` are ignored: the real method is authorized.
 //! - `.layer` guards every route, including the router's fallback, so unknown paths are refused
 //!   before they reach a 404 handler. `.route_layer` keeps 404s as 404s but does not guard routes
 //!   added after the call: prefer `.layer`.
@@ -104,6 +139,7 @@
 
 mod authorize;
 mod bearer;
+mod bundle;
 mod claims;
 mod config;
 mod error;
@@ -111,6 +147,8 @@ mod fhir_path;
 mod future;
 mod introspect;
 mod layer;
+mod operations;
+#[rustfmt::skip] // generated by tools/gen_r4_data.py
 mod r4_data;
 mod rejection;
 mod resource_type;
@@ -127,15 +165,18 @@ pub use self::{
     bearer::{BearerError, BearerToken, extract_bearer},
     claims::VerifiedClaims,
     config::{
-        ClientAuth, Config, ENV_BASE_PATH, ENV_CACHE_CAPACITY, ENV_CACHE_MAX_TTL_SECS,
-        ENV_CLIENT_AUTH, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS,
-        ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL,
-        ENV_MAX_BODY_BYTES, ENV_MAX_RESPONSE_BYTES, ENV_MAX_TOKEN_BYTES,
-        ENV_NEGATIVE_CACHE_CAPACITY, ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUIRE_EXP,
-        ENV_RETRY_AFTER_SECS, ENV_TIMEOUT_MS,
+        ClientAuth, Config, ENV_ALLOWED_OPERATIONS, ENV_BASE_PATH, ENV_BULK_PATHS,
+        ENV_CACHE_CAPACITY, ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_AUTH, ENV_CLIENT_ID,
+        ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS, ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE,
+        ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL, ENV_MAX_BODY_BYTES, ENV_MAX_JSON_DEPTH,
+        ENV_MAX_RESPONSE_BYTES, ENV_MAX_TOKEN_BYTES, ENV_NEGATIVE_CACHE_CAPACITY,
+        ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUIRE_EXP, ENV_RETRY_AFTER_SECS, ENV_TIMEOUT_MS,
     },
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
-    fhir_path::{ClassifyError, FhirRequest, Interaction, classify, classify_with},
+    fhir_path::{
+        Audit, ClassifyError, FhirRequest, Grant, Incoming, Interaction, Policy, classify,
+        classify_with,
+    },
     future::ResponseFuture,
     layer::SmartGuardLayer,
     rejection::AuthFailure,

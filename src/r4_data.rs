@@ -181,342 +181,207 @@ pub(crate) const COMMON_PARAMS: [(&str, ParamKind); 9] = [
 
 /// Search parameters per type: (type index, code, kind, target types as a bit set over
 /// `RESOURCE_TYPES`), sorted by (type index, code). Non-reference parameters have no targets.
-pub(crate) const TYPE_PARAMS: [(u8, &str, ParamKind, [u64; 3]); 1699] = [
-    (0, "identifier", Token, [0x0, 0x0, 0x0]),        // Account
-    (0, "name", String, [0x0, 0x0, 0x0]),             // Account
+pub(crate) static TYPE_PARAMS: [(u8, &str, ParamKind, [u64; 3]); 1699] = [
+    (0, "identifier", Token, [0x0, 0x0, 0x0]), // Account
+    (0, "name", String, [0x0, 0x0, 0x0]), // Account
     (0, "owner", Reference, [0x0, 0x800000000, 0x0]), // Account -> Organization
     (0, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Account -> Patient
-    (0, "period", Date, [0x0, 0x0, 0x0]),             // Account
-    (0, "status", Token, [0x0, 0x0, 0x0]),            // Account
-    (
-        0,
-        "subject",
-        Reference,
-        [0x800000400000000, 0x184800000040, 0x0],
-    ), // Account -> 7 types
-    (0, "type", Token, [0x0, 0x0, 0x0]),              // Account
-    (
-        1,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ActivityDefinition -> 145 types
-    (1, "context", Token, [0x0, 0x0, 0x0]),           // ActivityDefinition
+    (0, "period", Date, [0x0, 0x0, 0x0]), // Account
+    (0, "status", Token, [0x0, 0x0, 0x0]), // Account
+    (0, "subject", Reference, [0x800000400000000, 0x184800000040, 0x0]), // Account -> 7 types
+    (0, "type", Token, [0x0, 0x0, 0x0]), // Account
+    (1, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ActivityDefinition -> 145 types
+    (1, "context", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
     (1, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ActivityDefinition
-    (1, "context-type", Token, [0x0, 0x0, 0x0]),      // ActivityDefinition
+    (1, "context-type", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
     (1, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ActivityDefinition
     (1, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ActivityDefinition
-    (1, "date", Date, [0x0, 0x0, 0x0]),               // ActivityDefinition
-    (
-        1,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ActivityDefinition -> 145 types
-    (
-        1,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ActivityDefinition -> 145 types
-    (1, "description", String, [0x0, 0x0, 0x0]),      // ActivityDefinition
-    (1, "effective", Date, [0x0, 0x0, 0x0]),          // ActivityDefinition
-    (1, "identifier", Token, [0x0, 0x0, 0x0]),        // ActivityDefinition
-    (1, "jurisdiction", Token, [0x0, 0x0, 0x0]),      // ActivityDefinition
-    (1, "name", String, [0x0, 0x0, 0x0]),             // ActivityDefinition
-    (
-        1,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ActivityDefinition -> 145 types
-    (1, "publisher", String, [0x0, 0x0, 0x0]),        // ActivityDefinition
-    (1, "status", Token, [0x0, 0x0, 0x0]),            // ActivityDefinition
-    (
-        1,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ActivityDefinition -> 145 types
-    (1, "title", String, [0x0, 0x0, 0x0]),            // ActivityDefinition
-    (1, "topic", Token, [0x0, 0x0, 0x0]),             // ActivityDefinition
-    (1, "url", Uri, [0x0, 0x0, 0x0]),                 // ActivityDefinition
-    (1, "version", Token, [0x0, 0x0, 0x0]),           // ActivityDefinition
-    (2, "actuality", Token, [0x0, 0x0, 0x0]),         // AdverseEvent
-    (2, "category", Token, [0x0, 0x0, 0x0]),          // AdverseEvent
-    (2, "date", Date, [0x0, 0x0, 0x0]),               // AdverseEvent
-    (2, "event", Token, [0x0, 0x0, 0x0]),             // AdverseEvent
-    (2, "location", Reference, [0x0, 0x40, 0x0]),     // AdverseEvent -> Location
+    (1, "date", Date, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ActivityDefinition -> 145 types
+    (1, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ActivityDefinition -> 145 types
+    (1, "description", String, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "effective", Date, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "identifier", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "name", String, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ActivityDefinition -> 145 types
+    (1, "publisher", String, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "status", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ActivityDefinition -> 145 types
+    (1, "title", String, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "topic", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "url", Uri, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (1, "version", Token, [0x0, 0x0, 0x0]), // ActivityDefinition
+    (2, "actuality", Token, [0x0, 0x0, 0x0]), // AdverseEvent
+    (2, "category", Token, [0x0, 0x0, 0x0]), // AdverseEvent
+    (2, "date", Date, [0x0, 0x0, 0x0]), // AdverseEvent
+    (2, "event", Token, [0x0, 0x0, 0x0]), // AdverseEvent
+    (2, "location", Reference, [0x0, 0x40, 0x0]), // AdverseEvent -> Location
     (2, "recorder", Reference, [0x0, 0x2184000000000, 0x0]), // AdverseEvent -> 4 types
     (2, "resultingcondition", Reference, [0x8000000, 0x0, 0x0]), // AdverseEvent -> Condition
-    (2, "seriousness", Token, [0x0, 0x0, 0x0]),       // AdverseEvent
-    (2, "severity", Token, [0x0, 0x0, 0x0]),          // AdverseEvent
+    (2, "seriousness", Token, [0x0, 0x0, 0x0]), // AdverseEvent
+    (2, "severity", Token, [0x0, 0x0, 0x0]), // AdverseEvent
     (2, "study", Reference, [0x0, 0x20000000000000, 0x0]), // AdverseEvent -> ResearchStudy
-    (
-        2,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x2084000000000, 0x0],
-    ), // AdverseEvent -> 4 types
-    (
-        2,
-        "substance",
-        Reference,
-        [0x2000000400000000, 0x200000008c00, 0x4],
-    ), // AdverseEvent -> 7 types
+    (2, "subject", Reference, [0x200000000000000, 0x2084000000000, 0x0]), // AdverseEvent -> 4 types
+    (2, "substance", Reference, [0x2000000400000000, 0x200000008c00, 0x4]), // AdverseEvent -> 7 types
     (3, "asserter", Reference, [0x0, 0x2184000000000, 0x0]), // AllergyIntolerance -> 4 types
-    (3, "category", Token, [0x0, 0x0, 0x0]),          // AllergyIntolerance
-    (3, "clinical-status", Token, [0x0, 0x0, 0x0]),   // AllergyIntolerance
-    (3, "code", Token, [0x0, 0x0, 0x0]),              // AllergyIntolerance
-    (3, "criticality", Token, [0x0, 0x0, 0x0]),       // AllergyIntolerance
-    (3, "date", Date, [0x0, 0x0, 0x0]),               // AllergyIntolerance
-    (3, "identifier", Token, [0x0, 0x0, 0x0]),        // AllergyIntolerance
-    (3, "last-date", Date, [0x0, 0x0, 0x0]),          // AllergyIntolerance
-    (3, "manifestation", Token, [0x0, 0x0, 0x0]),     // AllergyIntolerance
-    (3, "onset", Date, [0x0, 0x0, 0x0]),              // AllergyIntolerance
+    (3, "category", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "clinical-status", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "code", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "criticality", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "date", Date, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "identifier", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "last-date", Date, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "manifestation", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "onset", Date, [0x0, 0x0, 0x0]), // AllergyIntolerance
     (3, "patient", Reference, [0x0, 0x4000000000, 0x0]), // AllergyIntolerance -> Patient
     (3, "recorder", Reference, [0x0, 0x2184000000000, 0x0]), // AllergyIntolerance -> 4 types
-    (3, "route", Token, [0x0, 0x0, 0x0]),             // AllergyIntolerance
-    (3, "severity", Token, [0x0, 0x0, 0x0]),          // AllergyIntolerance
-    (3, "type", Token, [0x0, 0x0, 0x0]),              // AllergyIntolerance
+    (3, "route", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "severity", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
+    (3, "type", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
     (3, "verification-status", Token, [0x0, 0x0, 0x0]), // AllergyIntolerance
-    (
-        4,
-        "actor",
-        Reference,
-        [0x800000400000000, 0x2184000000040, 0x0],
-    ), // Appointment -> 7 types
-    (4, "appointment-type", Token, [0x0, 0x0, 0x0]),  // Appointment
+    (4, "actor", Reference, [0x800000400000000, 0x2184000000040, 0x0]), // Appointment -> 7 types
+    (4, "appointment-type", Token, [0x0, 0x0, 0x0]), // Appointment
     (4, "based-on", Reference, [0x0, 0x800000000000000, 0x0]), // Appointment -> ServiceRequest
-    (4, "date", Date, [0x0, 0x0, 0x0]),               // Appointment
-    (4, "identifier", Token, [0x0, 0x0, 0x0]),        // Appointment
-    (4, "location", Reference, [0x0, 0x40, 0x0]),     // Appointment -> Location
-    (4, "part-status", Token, [0x0, 0x0, 0x0]),       // Appointment
+    (4, "date", Date, [0x0, 0x0, 0x0]), // Appointment
+    (4, "identifier", Token, [0x0, 0x0, 0x0]), // Appointment
+    (4, "location", Reference, [0x0, 0x40, 0x0]), // Appointment -> Location
+    (4, "part-status", Token, [0x0, 0x0, 0x0]), // Appointment
     (4, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Appointment -> Patient
     (4, "practitioner", Reference, [0x0, 0x80000000000, 0x0]), // Appointment -> Practitioner
-    (4, "reason-code", Token, [0x0, 0x0, 0x0]),       // Appointment
-    (
-        4,
-        "reason-reference",
-        Reference,
-        [0x8000000008000000, 0x200080000000, 0x0],
-    ), // Appointment -> 4 types
-    (4, "service-category", Token, [0x0, 0x0, 0x0]),  // Appointment
-    (4, "service-type", Token, [0x0, 0x0, 0x0]),      // Appointment
+    (4, "reason-code", Token, [0x0, 0x0, 0x0]), // Appointment
+    (4, "reason-reference", Reference, [0x8000000008000000, 0x200080000000, 0x0]), // Appointment -> 4 types
+    (4, "service-category", Token, [0x0, 0x0, 0x0]), // Appointment
+    (4, "service-type", Token, [0x0, 0x0, 0x0]), // Appointment
     (4, "slot", Reference, [0x0, 0x1000000000000000, 0x0]), // Appointment -> Slot
-    (4, "specialty", Token, [0x0, 0x0, 0x0]),         // Appointment
-    (4, "status", Token, [0x0, 0x0, 0x0]),            // Appointment
-    (
-        4,
-        "supporting-info",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Appointment -> 145 types
-    (
-        5,
-        "actor",
-        Reference,
-        [0x800000400000000, 0x2184000000040, 0x0],
-    ), // AppointmentResponse -> 7 types
-    (5, "appointment", Reference, [0x10, 0x0, 0x0]),  // AppointmentResponse -> Appointment
-    (5, "identifier", Token, [0x0, 0x0, 0x0]),        // AppointmentResponse
-    (5, "location", Reference, [0x0, 0x40, 0x0]),     // AppointmentResponse -> Location
-    (5, "part-status", Token, [0x0, 0x0, 0x0]),       // AppointmentResponse
+    (4, "specialty", Token, [0x0, 0x0, 0x0]), // Appointment
+    (4, "status", Token, [0x0, 0x0, 0x0]), // Appointment
+    (4, "supporting-info", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Appointment -> 145 types
+    (5, "actor", Reference, [0x800000400000000, 0x2184000000040, 0x0]), // AppointmentResponse -> 7 types
+    (5, "appointment", Reference, [0x10, 0x0, 0x0]), // AppointmentResponse -> Appointment
+    (5, "identifier", Token, [0x0, 0x0, 0x0]), // AppointmentResponse
+    (5, "location", Reference, [0x0, 0x40, 0x0]), // AppointmentResponse -> Location
+    (5, "part-status", Token, [0x0, 0x0, 0x0]), // AppointmentResponse
     (5, "patient", Reference, [0x0, 0x4000000000, 0x0]), // AppointmentResponse -> Patient
     (5, "practitioner", Reference, [0x0, 0x80000000000, 0x0]), // AppointmentResponse -> Practitioner
-    (6, "action", Token, [0x0, 0x0, 0x0]),                     // AuditEvent
-    (6, "address", String, [0x0, 0x0, 0x0]),                   // AuditEvent
+    (6, "action", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "address", String, [0x0, 0x0, 0x0]), // AuditEvent
     (6, "agent", Reference, [0x400000000, 0x2184800000000, 0x0]), // AuditEvent -> 6 types
-    (6, "agent-name", String, [0x0, 0x0, 0x0]),                // AuditEvent
-    (6, "agent-role", Token, [0x0, 0x0, 0x0]),                 // AuditEvent
-    (6, "altid", Token, [0x0, 0x0, 0x0]),                      // AuditEvent
-    (6, "date", Date, [0x0, 0x0, 0x0]),                        // AuditEvent
-    (
-        6,
-        "entity",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // AuditEvent -> 145 types
-    (6, "entity-name", String, [0x0, 0x0, 0x0]),               // AuditEvent
-    (6, "entity-role", Token, [0x0, 0x0, 0x0]),                // AuditEvent
-    (6, "entity-type", Token, [0x0, 0x0, 0x0]),                // AuditEvent
-    (6, "outcome", Token, [0x0, 0x0, 0x0]),                    // AuditEvent
-    (6, "patient", Reference, [0x0, 0x4000000000, 0x0]),       // AuditEvent -> Patient
-    (6, "policy", Uri, [0x0, 0x0, 0x0]),                       // AuditEvent
-    (6, "site", Token, [0x0, 0x0, 0x0]),                       // AuditEvent
+    (6, "agent-name", String, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "agent-role", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "altid", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "date", Date, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "entity", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // AuditEvent -> 145 types
+    (6, "entity-name", String, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "entity-role", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "entity-type", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "outcome", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "patient", Reference, [0x0, 0x4000000000, 0x0]), // AuditEvent -> Patient
+    (6, "policy", Uri, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "site", Token, [0x0, 0x0, 0x0]), // AuditEvent
     (6, "source", Reference, [0x400000000, 0x2184800000000, 0x0]), // AuditEvent -> 6 types
-    (6, "subtype", Token, [0x0, 0x0, 0x0]),                    // AuditEvent
-    (6, "type", Token, [0x0, 0x0, 0x0]),                       // AuditEvent
-    (7, "author", Reference, [0x0, 0x2184800000000, 0x0]),     // Basic -> 5 types
-    (7, "code", Token, [0x0, 0x0, 0x0]),                       // Basic
-    (7, "created", Date, [0x0, 0x0, 0x0]),                     // Basic
-    (7, "identifier", Token, [0x0, 0x0, 0x0]),                 // Basic
-    (7, "patient", Reference, [0x0, 0x4000000000, 0x0]),       // Basic -> Patient
-    (
-        7,
-        "subject",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Basic -> 145 types
-    (10, "identifier", Token, [0x0, 0x0, 0x0]),                // BodyStructure
-    (10, "location", Token, [0x0, 0x0, 0x0]),                  // BodyStructure
-    (10, "morphology", Token, [0x0, 0x0, 0x0]),                // BodyStructure
-    (10, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // BodyStructure -> Patient
-    (11, "composition", Reference, [0x2000000, 0x0, 0x0]),     // Bundle -> Composition
-    (11, "identifier", Token, [0x0, 0x0, 0x0]),                // Bundle
-    (11, "message", Reference, [0x0, 0x8000000, 0x0]),         // Bundle -> MessageHeader
-    (11, "timestamp", Date, [0x0, 0x0, 0x0]),                  // Bundle
-    (11, "type", Token, [0x0, 0x0, 0x0]),                      // Bundle
-    (12, "context", Token, [0x0, 0x0, 0x0]),                   // CapabilityStatement
-    (12, "context-quantity", Quantity, [0x0, 0x0, 0x0]),       // CapabilityStatement
-    (12, "context-type", Token, [0x0, 0x0, 0x0]),              // CapabilityStatement
+    (6, "subtype", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (6, "type", Token, [0x0, 0x0, 0x0]), // AuditEvent
+    (7, "author", Reference, [0x0, 0x2184800000000, 0x0]), // Basic -> 5 types
+    (7, "code", Token, [0x0, 0x0, 0x0]), // Basic
+    (7, "created", Date, [0x0, 0x0, 0x0]), // Basic
+    (7, "identifier", Token, [0x0, 0x0, 0x0]), // Basic
+    (7, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Basic -> Patient
+    (7, "subject", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Basic -> 145 types
+    (10, "identifier", Token, [0x0, 0x0, 0x0]), // BodyStructure
+    (10, "location", Token, [0x0, 0x0, 0x0]), // BodyStructure
+    (10, "morphology", Token, [0x0, 0x0, 0x0]), // BodyStructure
+    (10, "patient", Reference, [0x0, 0x4000000000, 0x0]), // BodyStructure -> Patient
+    (11, "composition", Reference, [0x2000000, 0x0, 0x0]), // Bundle -> Composition
+    (11, "identifier", Token, [0x0, 0x0, 0x0]), // Bundle
+    (11, "message", Reference, [0x0, 0x8000000, 0x0]), // Bundle -> MessageHeader
+    (11, "timestamp", Date, [0x0, 0x0, 0x0]), // Bundle
+    (11, "type", Token, [0x0, 0x0, 0x0]), // Bundle
+    (12, "context", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "context-type", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
     (12, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // CapabilityStatement
-    (12, "context-type-value", Composite, [0x0, 0x0, 0x0]),    // CapabilityStatement
-    (12, "date", Date, [0x0, 0x0, 0x0]),                       // CapabilityStatement
-    (12, "description", String, [0x0, 0x0, 0x0]),              // CapabilityStatement
-    (12, "fhirversion", Token, [0x0, 0x0, 0x0]),               // CapabilityStatement
-    (12, "format", Token, [0x0, 0x0, 0x0]),                    // CapabilityStatement
+    (12, "context-type-value", Composite, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "date", Date, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "description", String, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "fhirversion", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "format", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
     (12, "guide", Reference, [0x0, 0x1, 0x0]), // CapabilityStatement -> ImplementationGuide
     (12, "jurisdiction", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
-    (12, "mode", Token, [0x0, 0x0, 0x0]),      // CapabilityStatement
-    (12, "name", String, [0x0, 0x0, 0x0]),     // CapabilityStatement
+    (12, "mode", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "name", String, [0x0, 0x0, 0x0]), // CapabilityStatement
     (12, "publisher", String, [0x0, 0x0, 0x0]), // CapabilityStatement
-    (12, "resource", Token, [0x0, 0x0, 0x0]),  // CapabilityStatement
-    (
-        12,
-        "resource-profile",
-        Reference,
-        [0x0, 0x8000000000000000, 0x0],
-    ), // CapabilityStatement -> StructureDefinition
+    (12, "resource", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "resource-profile", Reference, [0x0, 0x8000000000000000, 0x0]), // CapabilityStatement -> StructureDefinition
     (12, "security-service", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
     (12, "software", String, [0x0, 0x0, 0x0]), // CapabilityStatement
-    (12, "status", Token, [0x0, 0x0, 0x0]),    // CapabilityStatement
-    (
-        12,
-        "supported-profile",
-        Reference,
-        [0x0, 0x8000000000000000, 0x0],
-    ), // CapabilityStatement -> StructureDefinition
-    (12, "title", String, [0x0, 0x0, 0x0]),    // CapabilityStatement
-    (12, "url", Uri, [0x0, 0x0, 0x0]),         // CapabilityStatement
-    (12, "version", Token, [0x0, 0x0, 0x0]),   // CapabilityStatement
+    (12, "status", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "supported-profile", Reference, [0x0, 0x8000000000000000, 0x0]), // CapabilityStatement -> StructureDefinition
+    (12, "title", String, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "url", Uri, [0x0, 0x0, 0x0]), // CapabilityStatement
+    (12, "version", Token, [0x0, 0x0, 0x0]), // CapabilityStatement
     (13, "activity-code", Token, [0x0, 0x0, 0x0]), // CarePlan
     (13, "activity-date", Date, [0x0, 0x0, 0x0]), // CarePlan
-    (
-        13,
-        "activity-reference",
-        Reference,
-        [0x2000800010, 0x804000040004000, 0x20800],
-    ), // CarePlan -> 9 types
+    (13, "activity-reference", Reference, [0x2000800010, 0x804000040004000, 0x20800]), // CarePlan -> 9 types
     (13, "based-on", Reference, [0x2000, 0x0, 0x0]), // CarePlan -> CarePlan
     (13, "care-team", Reference, [0x4000, 0x0, 0x0]), // CarePlan -> CareTeam
-    (13, "category", Token, [0x0, 0x0, 0x0]),  // CarePlan
+    (13, "category", Token, [0x0, 0x0, 0x0]), // CarePlan
     (13, "condition", Reference, [0x8000000, 0x0, 0x0]), // CarePlan -> Condition
-    (13, "date", Date, [0x0, 0x0, 0x0]),       // CarePlan
+    (13, "date", Date, [0x0, 0x0, 0x0]), // CarePlan
     (13, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // CarePlan -> Encounter
     (13, "goal", Reference, [0x80000000000000, 0x0, 0x0]), // CarePlan -> Goal
     (13, "identifier", Token, [0x0, 0x0, 0x0]), // CarePlan
-    (
-        13,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x840200000080, 0x0],
-    ), // CarePlan -> 5 types
+    (13, "instantiates-canonical", Reference, [0x2, 0x840200000080, 0x0]), // CarePlan -> 5 types
     (13, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // CarePlan
-    (13, "intent", Token, [0x0, 0x0, 0x0]),    // CarePlan
+    (13, "intent", Token, [0x0, 0x0, 0x0]), // CarePlan
     (13, "part-of", Reference, [0x2000, 0x0, 0x0]), // CarePlan -> CarePlan
     (13, "patient", Reference, [0x0, 0x4000000000, 0x0]), // CarePlan -> Patient
-    (
-        13,
-        "performer",
-        Reference,
-        [0x800000400004000, 0x2184800000000, 0x0],
-    ), // CarePlan -> 8 types
+    (13, "performer", Reference, [0x800000400004000, 0x2184800000000, 0x0]), // CarePlan -> 8 types
     (13, "replaces", Reference, [0x2000, 0x0, 0x0]), // CarePlan -> CarePlan
-    (13, "status", Token, [0x0, 0x0, 0x0]),    // CarePlan
-    (
-        13,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // CarePlan -> 2 types
-    (14, "category", Token, [0x0, 0x0, 0x0]),  // CareTeam
-    (14, "date", Date, [0x0, 0x0, 0x0]),       // CareTeam
+    (13, "status", Token, [0x0, 0x0, 0x0]), // CarePlan
+    (13, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // CarePlan -> 2 types
+    (14, "category", Token, [0x0, 0x0, 0x0]), // CareTeam
+    (14, "date", Date, [0x0, 0x0, 0x0]), // CareTeam
     (14, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // CareTeam -> Encounter
     (14, "identifier", Token, [0x0, 0x0, 0x0]), // CareTeam
     (14, "participant", Reference, [0x4000, 0x2184800000000, 0x0]), // CareTeam -> 6 types
     (14, "patient", Reference, [0x0, 0x4000000000, 0x0]), // CareTeam -> Patient
-    (14, "status", Token, [0x0, 0x0, 0x0]),    // CareTeam
-    (
-        14,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // CareTeam -> 2 types
+    (14, "status", Token, [0x0, 0x0, 0x0]), // CareTeam
+    (14, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // CareTeam -> 2 types
     (16, "account", Reference, [0x1, 0x0, 0x0]), // ChargeItem -> Account
-    (16, "code", Token, [0x0, 0x0, 0x0]),      // ChargeItem
+    (16, "code", Token, [0x0, 0x0, 0x0]), // ChargeItem
     (16, "context", Reference, [0x880000000000, 0x0, 0x0]), // ChargeItem -> 2 types
     (16, "entered-date", Date, [0x0, 0x0, 0x0]), // ChargeItem
-    (
-        16,
-        "enterer",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // ChargeItem -> 6 types
+    (16, "enterer", Reference, [0x400000000, 0x2184800000000, 0x0]), // ChargeItem -> 6 types
     (16, "factor-override", Number, [0x0, 0x0, 0x0]), // ChargeItem
     (16, "identifier", Token, [0x0, 0x0, 0x0]), // ChargeItem
     (16, "occurrence", Date, [0x0, 0x0, 0x0]), // ChargeItem
     (16, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ChargeItem -> Patient
-    (
-        16,
-        "performer-actor",
-        Reference,
-        [0x400004000, 0x2184800000000, 0x0],
-    ), // ChargeItem -> 7 types
+    (16, "performer-actor", Reference, [0x400004000, 0x2184800000000, 0x0]), // ChargeItem -> 7 types
     (16, "performer-function", Token, [0x0, 0x0, 0x0]), // ChargeItem
-    (
-        16,
-        "performing-organization",
-        Reference,
-        [0x0, 0x800000000, 0x0],
-    ), // ChargeItem -> Organization
+    (16, "performing-organization", Reference, [0x0, 0x800000000, 0x0]), // ChargeItem -> Organization
     (16, "price-override", Quantity, [0x0, 0x0, 0x0]), // ChargeItem
     (16, "quantity", Quantity, [0x0, 0x0, 0x0]), // ChargeItem
-    (
-        16,
-        "requesting-organization",
-        Reference,
-        [0x0, 0x800000000, 0x0],
-    ), // ChargeItem -> Organization
-    (
-        16,
-        "service",
-        Reference,
-        [0x3000008000000000, 0x200080001800, 0x200],
-    ), // ChargeItem -> 8 types
-    (
-        16,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // ChargeItem -> 2 types
-    (17, "context", Token, [0x0, 0x0, 0x0]),   // ChargeItemDefinition
+    (16, "requesting-organization", Reference, [0x0, 0x800000000, 0x0]), // ChargeItem -> Organization
+    (16, "service", Reference, [0x3000008000000000, 0x200080001800, 0x200]), // ChargeItem -> 8 types
+    (16, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // ChargeItem -> 2 types
+    (17, "context", Token, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "context-type", Token, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ChargeItemDefinition
-    (17, "date", Date, [0x0, 0x0, 0x0]),       // ChargeItemDefinition
+    (17, "date", Date, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "description", String, [0x0, 0x0, 0x0]), // ChargeItemDefinition
-    (17, "effective", Date, [0x0, 0x0, 0x0]),  // ChargeItemDefinition
+    (17, "effective", Date, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "identifier", Token, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (17, "publisher", String, [0x0, 0x0, 0x0]), // ChargeItemDefinition
-    (17, "status", Token, [0x0, 0x0, 0x0]),    // ChargeItemDefinition
-    (17, "title", String, [0x0, 0x0, 0x0]),    // ChargeItemDefinition
-    (17, "url", Uri, [0x0, 0x0, 0x0]),         // ChargeItemDefinition
-    (17, "version", Token, [0x0, 0x0, 0x0]),   // ChargeItemDefinition
+    (17, "status", Token, [0x0, 0x0, 0x0]), // ChargeItemDefinition
+    (17, "title", String, [0x0, 0x0, 0x0]), // ChargeItemDefinition
+    (17, "url", Uri, [0x0, 0x0, 0x0]), // ChargeItemDefinition
+    (17, "version", Token, [0x0, 0x0, 0x0]), // ChargeItemDefinition
     (18, "care-team", Reference, [0x0, 0x180800000000, 0x0]), // Claim -> 3 types
-    (18, "created", Date, [0x0, 0x0, 0x0]),    // Claim
+    (18, "created", Date, [0x0, 0x0, 0x0]), // Claim
     (18, "detail-udi", Reference, [0x400000000, 0x0, 0x0]), // Claim -> Device
     (18, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // Claim -> Encounter
     (18, "enterer", Reference, [0x0, 0x180000000000, 0x0]), // Claim -> 2 types
@@ -526,1238 +391,773 @@ pub(crate) const TYPE_PARAMS: [(u8, &str, ParamKind, [u64; 3]); 1699] = [
     (18, "item-udi", Reference, [0x400000000, 0x0, 0x0]), // Claim -> Device
     (18, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Claim -> Patient
     (18, "payee", Reference, [0x0, 0x2184800000000, 0x0]), // Claim -> 5 types
-    (18, "priority", Token, [0x0, 0x0, 0x0]),  // Claim
+    (18, "priority", Token, [0x0, 0x0, 0x0]), // Claim
     (18, "procedure-udi", Reference, [0x400000000, 0x0, 0x0]), // Claim -> Device
     (18, "provider", Reference, [0x0, 0x180800000000, 0x0]), // Claim -> 3 types
-    (18, "status", Token, [0x0, 0x0, 0x0]),    // Claim
+    (18, "status", Token, [0x0, 0x0, 0x0]), // Claim
     (18, "subdetail-udi", Reference, [0x400000000, 0x0, 0x0]), // Claim -> Device
-    (18, "use", Token, [0x0, 0x0, 0x0]),       // Claim
-    (19, "created", Date, [0x0, 0x0, 0x0]),    // ClaimResponse
+    (18, "use", Token, [0x0, 0x0, 0x0]), // Claim
+    (19, "created", Date, [0x0, 0x0, 0x0]), // ClaimResponse
     (19, "disposition", String, [0x0, 0x0, 0x0]), // ClaimResponse
     (19, "identifier", Token, [0x0, 0x0, 0x0]), // ClaimResponse
     (19, "insurer", Reference, [0x0, 0x800000000, 0x0]), // ClaimResponse -> Organization
-    (19, "outcome", Token, [0x0, 0x0, 0x0]),   // ClaimResponse
+    (19, "outcome", Token, [0x0, 0x0, 0x0]), // ClaimResponse
     (19, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ClaimResponse -> Patient
     (19, "payment-date", Date, [0x0, 0x0, 0x0]), // ClaimResponse
     (19, "request", Reference, [0x40000, 0x0, 0x0]), // ClaimResponse -> Claim
     (19, "requestor", Reference, [0x0, 0x180800000000, 0x0]), // ClaimResponse -> 3 types
-    (19, "status", Token, [0x0, 0x0, 0x0]),    // ClaimResponse
-    (19, "use", Token, [0x0, 0x0, 0x0]),       // ClaimResponse
+    (19, "status", Token, [0x0, 0x0, 0x0]), // ClaimResponse
+    (19, "use", Token, [0x0, 0x0, 0x0]), // ClaimResponse
     (20, "assessor", Reference, [0x0, 0x180000000000, 0x0]), // ClinicalImpression -> 2 types
-    (20, "date", Date, [0x0, 0x0, 0x0]),       // ClinicalImpression
+    (20, "date", Date, [0x0, 0x0, 0x0]), // ClinicalImpression
     (20, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // ClinicalImpression -> Encounter
     (20, "finding-code", Token, [0x0, 0x0, 0x0]), // ClinicalImpression
     (20, "finding-ref", Reference, [0x8000000, 0x80000200, 0x0]), // ClinicalImpression -> 3 types
     (20, "identifier", Token, [0x0, 0x0, 0x0]), // ClinicalImpression
-    (
-        20,
-        "investigation",
-        Reference,
-        [0x1020008000000000, 0x81000080000200, 0x0],
-    ), // ClinicalImpression -> 7 types
+    (20, "investigation", Reference, [0x1020008000000000, 0x81000080000200, 0x0]), // ClinicalImpression -> 7 types
     (20, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ClinicalImpression -> Patient
     (20, "previous", Reference, [0x100000, 0x0, 0x0]), // ClinicalImpression -> ClinicalImpression
     (20, "problem", Reference, [0x8000008, 0x0, 0x0]), // ClinicalImpression -> 2 types
-    (20, "status", Token, [0x0, 0x0, 0x0]),    // ClinicalImpression
-    (
-        20,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // ClinicalImpression -> 2 types
-    (
-        20,
-        "supporting-info",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ClinicalImpression -> 145 types
-    (21, "code", Token, [0x0, 0x0, 0x0]),      // CodeSystem
+    (20, "status", Token, [0x0, 0x0, 0x0]), // ClinicalImpression
+    (20, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // ClinicalImpression -> 2 types
+    (20, "supporting-info", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ClinicalImpression -> 145 types
+    (21, "code", Token, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "content-mode", Token, [0x0, 0x0, 0x0]), // CodeSystem
-    (21, "context", Token, [0x0, 0x0, 0x0]),   // CodeSystem
+    (21, "context", Token, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "context-type", Token, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "context-type-value", Composite, [0x0, 0x0, 0x0]), // CodeSystem
-    (21, "date", Date, [0x0, 0x0, 0x0]),       // CodeSystem
+    (21, "date", Date, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "description", String, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "identifier", Token, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "jurisdiction", Token, [0x0, 0x0, 0x0]), // CodeSystem
-    (21, "language", Token, [0x0, 0x0, 0x0]),  // CodeSystem
-    (21, "name", String, [0x0, 0x0, 0x0]),     // CodeSystem
+    (21, "language", Token, [0x0, 0x0, 0x0]), // CodeSystem
+    (21, "name", String, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "publisher", String, [0x0, 0x0, 0x0]), // CodeSystem
-    (21, "status", Token, [0x0, 0x0, 0x0]),    // CodeSystem
+    (21, "status", Token, [0x0, 0x0, 0x0]), // CodeSystem
     (21, "supplements", Reference, [0x200000, 0x0, 0x0]), // CodeSystem -> CodeSystem
-    (21, "system", Uri, [0x0, 0x0, 0x0]),      // CodeSystem
-    (21, "title", String, [0x0, 0x0, 0x0]),    // CodeSystem
-    (21, "url", Uri, [0x0, 0x0, 0x0]),         // CodeSystem
-    (21, "version", Token, [0x0, 0x0, 0x0]),   // CodeSystem
-    (
-        22,
-        "based-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Communication -> 145 types
-    (22, "category", Token, [0x0, 0x0, 0x0]),  // Communication
+    (21, "system", Uri, [0x0, 0x0, 0x0]), // CodeSystem
+    (21, "title", String, [0x0, 0x0, 0x0]), // CodeSystem
+    (21, "url", Uri, [0x0, 0x0, 0x0]), // CodeSystem
+    (21, "version", Token, [0x0, 0x0, 0x0]), // CodeSystem
+    (22, "based-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Communication -> 145 types
+    (22, "category", Token, [0x0, 0x0, 0x0]), // Communication
     (22, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // Communication -> Encounter
     (22, "identifier", Token, [0x0, 0x0, 0x0]), // Communication
-    (
-        22,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x840200000080, 0x0],
-    ), // Communication -> 5 types
+    (22, "instantiates-canonical", Reference, [0x2, 0x840200000080, 0x0]), // Communication -> 5 types
     (22, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // Communication
-    (22, "medium", Token, [0x0, 0x0, 0x0]),    // Communication
-    (
-        22,
-        "part-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Communication -> 145 types
+    (22, "medium", Token, [0x0, 0x0, 0x0]), // Communication
+    (22, "part-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Communication -> 145 types
     (22, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Communication -> Patient
-    (22, "received", Date, [0x0, 0x0, 0x0]),   // Communication
-    (
-        22,
-        "recipient",
-        Reference,
-        [0xa00000400004000, 0x2184800000000, 0x0],
-    ), // Communication -> 9 types
-    (
-        22,
-        "sender",
-        Reference,
-        [0x800000400000000, 0x2184800000000, 0x0],
-    ), // Communication -> 7 types
-    (22, "sent", Date, [0x0, 0x0, 0x0]),       // Communication
-    (22, "status", Token, [0x0, 0x0, 0x0]),    // Communication
-    (
-        22,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // Communication -> 2 types
-    (23, "authored", Date, [0x0, 0x0, 0x0]),   // CommunicationRequest
-    (
-        23,
-        "based-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // CommunicationRequest -> 145 types
-    (23, "category", Token, [0x0, 0x0, 0x0]),  // CommunicationRequest
+    (22, "received", Date, [0x0, 0x0, 0x0]), // Communication
+    (22, "recipient", Reference, [0xa00000400004000, 0x2184800000000, 0x0]), // Communication -> 9 types
+    (22, "sender", Reference, [0x800000400000000, 0x2184800000000, 0x0]), // Communication -> 7 types
+    (22, "sent", Date, [0x0, 0x0, 0x0]), // Communication
+    (22, "status", Token, [0x0, 0x0, 0x0]), // Communication
+    (22, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // Communication -> 2 types
+    (23, "authored", Date, [0x0, 0x0, 0x0]), // CommunicationRequest
+    (23, "based-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // CommunicationRequest -> 145 types
+    (23, "category", Token, [0x0, 0x0, 0x0]), // CommunicationRequest
     (23, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // CommunicationRequest -> Encounter
     (23, "group-identifier", Token, [0x0, 0x0, 0x0]), // CommunicationRequest
     (23, "identifier", Token, [0x0, 0x0, 0x0]), // CommunicationRequest
-    (23, "medium", Token, [0x0, 0x0, 0x0]),    // CommunicationRequest
+    (23, "medium", Token, [0x0, 0x0, 0x0]), // CommunicationRequest
     (23, "occurrence", Date, [0x0, 0x0, 0x0]), // CommunicationRequest
     (23, "patient", Reference, [0x0, 0x4000000000, 0x0]), // CommunicationRequest -> Patient
-    (23, "priority", Token, [0x0, 0x0, 0x0]),  // CommunicationRequest
-    (
-        23,
-        "recipient",
-        Reference,
-        [0xa00000400004000, 0x2184800000000, 0x0],
-    ), // CommunicationRequest -> 9 types
+    (23, "priority", Token, [0x0, 0x0, 0x0]), // CommunicationRequest
+    (23, "recipient", Reference, [0xa00000400004000, 0x2184800000000, 0x0]), // CommunicationRequest -> 9 types
     (23, "replaces", Reference, [0x800000, 0x0, 0x0]), // CommunicationRequest -> CommunicationRequest
-    (
-        23,
-        "requester",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // CommunicationRequest -> 6 types
-    (
-        23,
-        "sender",
-        Reference,
-        [0x800000400000000, 0x2184800000000, 0x0],
-    ), // CommunicationRequest -> 7 types
-    (23, "status", Token, [0x0, 0x0, 0x0]),            // CommunicationRequest
-    (
-        23,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // CommunicationRequest -> 2 types
-    (24, "code", Token, [0x0, 0x0, 0x0]),              // CompartmentDefinition
-    (24, "context", Token, [0x0, 0x0, 0x0]),           // CompartmentDefinition
+    (23, "requester", Reference, [0x400000000, 0x2184800000000, 0x0]), // CommunicationRequest -> 6 types
+    (23, "sender", Reference, [0x800000400000000, 0x2184800000000, 0x0]), // CommunicationRequest -> 7 types
+    (23, "status", Token, [0x0, 0x0, 0x0]), // CommunicationRequest
+    (23, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // CommunicationRequest -> 2 types
+    (24, "code", Token, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "context", Token, [0x0, 0x0, 0x0]), // CompartmentDefinition
     (24, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // CompartmentDefinition
-    (24, "context-type", Token, [0x0, 0x0, 0x0]),      // CompartmentDefinition
+    (24, "context-type", Token, [0x0, 0x0, 0x0]), // CompartmentDefinition
     (24, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // CompartmentDefinition
     (24, "context-type-value", Composite, [0x0, 0x0, 0x0]), // CompartmentDefinition
-    (24, "date", Date, [0x0, 0x0, 0x0]),               // CompartmentDefinition
-    (24, "description", String, [0x0, 0x0, 0x0]),      // CompartmentDefinition
-    (24, "name", String, [0x0, 0x0, 0x0]),             // CompartmentDefinition
-    (24, "publisher", String, [0x0, 0x0, 0x0]),        // CompartmentDefinition
-    (24, "resource", Token, [0x0, 0x0, 0x0]),          // CompartmentDefinition
-    (24, "status", Token, [0x0, 0x0, 0x0]),            // CompartmentDefinition
-    (24, "url", Uri, [0x0, 0x0, 0x0]),                 // CompartmentDefinition
-    (24, "version", Token, [0x0, 0x0, 0x0]),           // CompartmentDefinition
+    (24, "date", Date, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "description", String, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "name", String, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "publisher", String, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "resource", Token, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "status", Token, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "url", Uri, [0x0, 0x0, 0x0]), // CompartmentDefinition
+    (24, "version", Token, [0x0, 0x0, 0x0]), // CompartmentDefinition
     (25, "attester", Reference, [0x0, 0x2184800000000, 0x0]), // Composition -> 5 types
     (25, "author", Reference, [0x400000000, 0x2184800000000, 0x0]), // Composition -> 6 types
-    (25, "category", Token, [0x0, 0x0, 0x0]),          // Composition
-    (25, "confidentiality", Token, [0x0, 0x0, 0x0]),   // Composition
-    (25, "context", Token, [0x0, 0x0, 0x0]),           // Composition
-    (25, "date", Date, [0x0, 0x0, 0x0]),               // Composition
+    (25, "category", Token, [0x0, 0x0, 0x0]), // Composition
+    (25, "confidentiality", Token, [0x0, 0x0, 0x0]), // Composition
+    (25, "context", Token, [0x0, 0x0, 0x0]), // Composition
+    (25, "date", Date, [0x0, 0x0, 0x0]), // Composition
     (25, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // Composition -> 2 types
-    (
-        25,
-        "entry",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Composition -> 145 types
-    (25, "identifier", Token, [0x0, 0x0, 0x0]),        // Composition
+    (25, "entry", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Composition -> 145 types
+    (25, "identifier", Token, [0x0, 0x0, 0x0]), // Composition
     (25, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Composition -> Patient
-    (25, "period", Date, [0x0, 0x0, 0x0]),             // Composition
-    (25, "related-id", Token, [0x0, 0x0, 0x0]),        // Composition
+    (25, "period", Date, [0x0, 0x0, 0x0]), // Composition
+    (25, "related-id", Token, [0x0, 0x0, 0x0]), // Composition
     (25, "related-ref", Reference, [0x2000000, 0x0, 0x0]), // Composition -> Composition
-    (25, "section", Token, [0x0, 0x0, 0x0]),           // Composition
-    (25, "status", Token, [0x0, 0x0, 0x0]),            // Composition
-    (
-        25,
-        "subject",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Composition -> 145 types
-    (25, "title", String, [0x0, 0x0, 0x0]),            // Composition
-    (25, "type", Token, [0x0, 0x0, 0x0]),              // Composition
-    (26, "context", Token, [0x0, 0x0, 0x0]),           // ConceptMap
+    (25, "section", Token, [0x0, 0x0, 0x0]), // Composition
+    (25, "status", Token, [0x0, 0x0, 0x0]), // Composition
+    (25, "subject", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Composition -> 145 types
+    (25, "title", String, [0x0, 0x0, 0x0]), // Composition
+    (25, "type", Token, [0x0, 0x0, 0x0]), // Composition
+    (26, "context", Token, [0x0, 0x0, 0x0]), // ConceptMap
     (26, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ConceptMap
-    (26, "context-type", Token, [0x0, 0x0, 0x0]),      // ConceptMap
+    (26, "context-type", Token, [0x0, 0x0, 0x0]), // ConceptMap
     (26, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ConceptMap
     (26, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ConceptMap
-    (26, "date", Date, [0x0, 0x0, 0x0]),               // ConceptMap
-    (26, "dependson", Uri, [0x0, 0x0, 0x0]),           // ConceptMap
-    (26, "description", String, [0x0, 0x0, 0x0]),      // ConceptMap
-    (26, "identifier", Token, [0x0, 0x0, 0x0]),        // ConceptMap
-    (26, "jurisdiction", Token, [0x0, 0x0, 0x0]),      // ConceptMap
-    (26, "name", String, [0x0, 0x0, 0x0]),             // ConceptMap
-    (26, "other", Reference, [0x4000000, 0x0, 0x0]),   // ConceptMap -> ConceptMap
-    (26, "product", Uri, [0x0, 0x0, 0x0]),             // ConceptMap
-    (26, "publisher", String, [0x0, 0x0, 0x0]),        // ConceptMap
-    (26, "source", Reference, [0x0, 0x0, 0x8000]),     // ConceptMap -> ValueSet
-    (26, "source-code", Token, [0x0, 0x0, 0x0]),       // ConceptMap
-    (26, "source-system", Uri, [0x0, 0x0, 0x0]),       // ConceptMap
+    (26, "date", Date, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "dependson", Uri, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "description", String, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "identifier", Token, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "name", String, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "other", Reference, [0x4000000, 0x0, 0x0]), // ConceptMap -> ConceptMap
+    (26, "product", Uri, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "publisher", String, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "source", Reference, [0x0, 0x0, 0x8000]), // ConceptMap -> ValueSet
+    (26, "source-code", Token, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "source-system", Uri, [0x0, 0x0, 0x0]), // ConceptMap
     (26, "source-uri", Reference, [0x0, 0x0, 0x8000]), // ConceptMap -> ValueSet
-    (26, "status", Token, [0x0, 0x0, 0x0]),            // ConceptMap
-    (26, "target", Reference, [0x0, 0x0, 0x8000]),     // ConceptMap -> ValueSet
-    (26, "target-code", Token, [0x0, 0x0, 0x0]),       // ConceptMap
-    (26, "target-system", Uri, [0x0, 0x0, 0x0]),       // ConceptMap
+    (26, "status", Token, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "target", Reference, [0x0, 0x0, 0x8000]), // ConceptMap -> ValueSet
+    (26, "target-code", Token, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "target-system", Uri, [0x0, 0x0, 0x0]), // ConceptMap
     (26, "target-uri", Reference, [0x0, 0x0, 0x8000]), // ConceptMap -> ValueSet
-    (26, "title", String, [0x0, 0x0, 0x0]),            // ConceptMap
-    (26, "url", Uri, [0x0, 0x0, 0x0]),                 // ConceptMap
-    (26, "version", Token, [0x0, 0x0, 0x0]),           // ConceptMap
-    (27, "abatement-age", Quantity, [0x0, 0x0, 0x0]),  // Condition
-    (27, "abatement-date", Date, [0x0, 0x0, 0x0]),     // Condition
+    (26, "title", String, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "url", Uri, [0x0, 0x0, 0x0]), // ConceptMap
+    (26, "version", Token, [0x0, 0x0, 0x0]), // ConceptMap
+    (27, "abatement-age", Quantity, [0x0, 0x0, 0x0]), // Condition
+    (27, "abatement-date", Date, [0x0, 0x0, 0x0]), // Condition
     (27, "abatement-string", String, [0x0, 0x0, 0x0]), // Condition
     (27, "asserter", Reference, [0x0, 0x2184000000000, 0x0]), // Condition -> 4 types
-    (27, "body-site", Token, [0x0, 0x0, 0x0]),         // Condition
-    (27, "category", Token, [0x0, 0x0, 0x0]),          // Condition
-    (27, "clinical-status", Token, [0x0, 0x0, 0x0]),   // Condition
-    (27, "code", Token, [0x0, 0x0, 0x0]),              // Condition
+    (27, "body-site", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "category", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "clinical-status", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "code", Token, [0x0, 0x0, 0x0]), // Condition
     (27, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // Condition -> Encounter
-    (27, "evidence", Token, [0x0, 0x0, 0x0]),          // Condition
-    (
-        27,
-        "evidence-detail",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Condition -> 145 types
-    (27, "identifier", Token, [0x0, 0x0, 0x0]),        // Condition
-    (27, "onset-age", Quantity, [0x0, 0x0, 0x0]),      // Condition
-    (27, "onset-date", Date, [0x0, 0x0, 0x0]),         // Condition
-    (27, "onset-info", String, [0x0, 0x0, 0x0]),       // Condition
+    (27, "evidence", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "evidence-detail", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Condition -> 145 types
+    (27, "identifier", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "onset-age", Quantity, [0x0, 0x0, 0x0]), // Condition
+    (27, "onset-date", Date, [0x0, 0x0, 0x0]), // Condition
+    (27, "onset-info", String, [0x0, 0x0, 0x0]), // Condition
     (27, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Condition -> Patient
-    (27, "recorded-date", Date, [0x0, 0x0, 0x0]),      // Condition
-    (27, "severity", Token, [0x0, 0x0, 0x0]),          // Condition
-    (27, "stage", Token, [0x0, 0x0, 0x0]),             // Condition
-    (
-        27,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // Condition -> 2 types
+    (27, "recorded-date", Date, [0x0, 0x0, 0x0]), // Condition
+    (27, "severity", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "stage", Token, [0x0, 0x0, 0x0]), // Condition
+    (27, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // Condition -> 2 types
     (27, "verification-status", Token, [0x0, 0x0, 0x0]), // Condition
-    (28, "action", Token, [0x0, 0x0, 0x0]),            // Consent
-    (
-        28,
-        "actor",
-        Reference,
-        [0x200000400004000, 0x2184800000000, 0x0],
-    ), // Consent -> 8 types
-    (28, "category", Token, [0x0, 0x0, 0x0]),          // Consent
+    (28, "action", Token, [0x0, 0x0, 0x0]), // Consent
+    (28, "actor", Reference, [0x200000400004000, 0x2184800000000, 0x0]), // Consent -> 8 types
+    (28, "category", Token, [0x0, 0x0, 0x0]), // Consent
     (28, "consentor", Reference, [0x0, 0x2184800000000, 0x0]), // Consent -> 5 types
-    (
-        28,
-        "data",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Consent -> 145 types
-    (28, "date", Date, [0x0, 0x0, 0x0]),               // Consent
-    (28, "identifier", Token, [0x0, 0x0, 0x0]),        // Consent
+    (28, "data", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Consent -> 145 types
+    (28, "date", Date, [0x0, 0x0, 0x0]), // Consent
+    (28, "identifier", Token, [0x0, 0x0, 0x0]), // Consent
     (28, "organization", Reference, [0x0, 0x800000000, 0x0]), // Consent -> Organization
     (28, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Consent -> Patient
-    (28, "period", Date, [0x0, 0x0, 0x0]),             // Consent
-    (28, "purpose", Token, [0x0, 0x0, 0x0]),           // Consent
-    (28, "scope", Token, [0x0, 0x0, 0x0]),             // Consent
-    (28, "security-label", Token, [0x0, 0x0, 0x0]),    // Consent
-    (
-        28,
-        "source-reference",
-        Reference,
-        [0x20030000000, 0x1000000000000, 0x0],
-    ), // Consent -> 4 types
-    (28, "status", Token, [0x0, 0x0, 0x0]),            // Consent
+    (28, "period", Date, [0x0, 0x0, 0x0]), // Consent
+    (28, "purpose", Token, [0x0, 0x0, 0x0]), // Consent
+    (28, "scope", Token, [0x0, 0x0, 0x0]), // Consent
+    (28, "security-label", Token, [0x0, 0x0, 0x0]), // Consent
+    (28, "source-reference", Reference, [0x20030000000, 0x1000000000000, 0x0]), // Consent -> 4 types
+    (28, "status", Token, [0x0, 0x0, 0x0]), // Consent
     (29, "authority", Reference, [0x0, 0x800000000, 0x0]), // Contract -> Organization
-    (29, "domain", Reference, [0x0, 0x40, 0x0]),       // Contract -> Location
-    (29, "identifier", Token, [0x0, 0x0, 0x0]),        // Contract
-    (29, "instantiates", Uri, [0x0, 0x0, 0x0]),        // Contract
-    (29, "issued", Date, [0x0, 0x0, 0x0]),             // Contract
+    (29, "domain", Reference, [0x0, 0x40, 0x0]), // Contract -> Location
+    (29, "identifier", Token, [0x0, 0x0, 0x0]), // Contract
+    (29, "instantiates", Uri, [0x0, 0x0, 0x0]), // Contract
+    (29, "issued", Date, [0x0, 0x0, 0x0]), // Contract
     (29, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Contract -> Patient
     (29, "signer", Reference, [0x0, 0x2184800000000, 0x0]), // Contract -> 5 types
-    (29, "status", Token, [0x0, 0x0, 0x0]),            // Contract
-    (
-        29,
-        "subject",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Contract -> 145 types
-    (29, "url", Uri, [0x0, 0x0, 0x0]),                 // Contract
+    (29, "status", Token, [0x0, 0x0, 0x0]), // Contract
+    (29, "subject", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Contract -> 145 types
+    (29, "url", Uri, [0x0, 0x0, 0x0]), // Contract
     (30, "beneficiary", Reference, [0x0, 0x4000000000, 0x0]), // Coverage -> Patient
-    (30, "class-type", Token, [0x0, 0x0, 0x0]),        // Coverage
-    (30, "class-value", String, [0x0, 0x0, 0x0]),      // Coverage
-    (30, "dependent", String, [0x0, 0x0, 0x0]),        // Coverage
-    (30, "identifier", Token, [0x0, 0x0, 0x0]),        // Coverage
+    (30, "class-type", Token, [0x0, 0x0, 0x0]), // Coverage
+    (30, "class-value", String, [0x0, 0x0, 0x0]), // Coverage
+    (30, "dependent", String, [0x0, 0x0, 0x0]), // Coverage
+    (30, "identifier", Token, [0x0, 0x0, 0x0]), // Coverage
     (30, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Coverage -> Patient
     (30, "payor", Reference, [0x0, 0x2004800000000, 0x0]), // Coverage -> 3 types
     (30, "policy-holder", Reference, [0x0, 0x2004800000000, 0x0]), // Coverage -> 3 types
-    (30, "status", Token, [0x0, 0x0, 0x0]),            // Coverage
+    (30, "status", Token, [0x0, 0x0, 0x0]), // Coverage
     (30, "subscriber", Reference, [0x0, 0x2004000000000, 0x0]), // Coverage -> 2 types
-    (30, "type", Token, [0x0, 0x0, 0x0]),              // Coverage
-    (31, "created", Date, [0x0, 0x0, 0x0]),            // CoverageEligibilityRequest
+    (30, "type", Token, [0x0, 0x0, 0x0]), // Coverage
+    (31, "created", Date, [0x0, 0x0, 0x0]), // CoverageEligibilityRequest
     (31, "enterer", Reference, [0x0, 0x180000000000, 0x0]), // CoverageEligibilityRequest -> 2 types
-    (31, "facility", Reference, [0x0, 0x40, 0x0]),     // CoverageEligibilityRequest -> Location
-    (31, "identifier", Token, [0x0, 0x0, 0x0]),        // CoverageEligibilityRequest
+    (31, "facility", Reference, [0x0, 0x40, 0x0]), // CoverageEligibilityRequest -> Location
+    (31, "identifier", Token, [0x0, 0x0, 0x0]), // CoverageEligibilityRequest
     (31, "patient", Reference, [0x0, 0x4000000000, 0x0]), // CoverageEligibilityRequest -> Patient
     (31, "provider", Reference, [0x0, 0x180800000000, 0x0]), // CoverageEligibilityRequest -> 3 types
-    (31, "status", Token, [0x0, 0x0, 0x0]),                  // CoverageEligibilityRequest
-    (32, "created", Date, [0x0, 0x0, 0x0]),                  // CoverageEligibilityResponse
-    (32, "disposition", String, [0x0, 0x0, 0x0]),            // CoverageEligibilityResponse
-    (32, "identifier", Token, [0x0, 0x0, 0x0]),              // CoverageEligibilityResponse
+    (31, "status", Token, [0x0, 0x0, 0x0]), // CoverageEligibilityRequest
+    (32, "created", Date, [0x0, 0x0, 0x0]), // CoverageEligibilityResponse
+    (32, "disposition", String, [0x0, 0x0, 0x0]), // CoverageEligibilityResponse
+    (32, "identifier", Token, [0x0, 0x0, 0x0]), // CoverageEligibilityResponse
     (32, "insurer", Reference, [0x0, 0x800000000, 0x0]), // CoverageEligibilityResponse -> Organization
-    (32, "outcome", Token, [0x0, 0x0, 0x0]),             // CoverageEligibilityResponse
+    (32, "outcome", Token, [0x0, 0x0, 0x0]), // CoverageEligibilityResponse
     (32, "patient", Reference, [0x0, 0x4000000000, 0x0]), // CoverageEligibilityResponse -> Patient
     (32, "request", Reference, [0x80000000, 0x0, 0x0]), // CoverageEligibilityResponse -> CoverageEligibilityRequest
     (32, "requestor", Reference, [0x0, 0x180800000000, 0x0]), // CoverageEligibilityResponse -> 3 types
-    (32, "status", Token, [0x0, 0x0, 0x0]),                   // CoverageEligibilityResponse
+    (32, "status", Token, [0x0, 0x0, 0x0]), // CoverageEligibilityResponse
     (33, "author", Reference, [0x400000000, 0x180000000000, 0x0]), // DetectedIssue -> 3 types
-    (33, "code", Token, [0x0, 0x0, 0x0]),                     // DetectedIssue
-    (33, "identified", Date, [0x0, 0x0, 0x0]),                // DetectedIssue
-    (33, "identifier", Token, [0x0, 0x0, 0x0]),               // DetectedIssue
-    (
-        33,
-        "implicated",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // DetectedIssue -> 145 types
-    (33, "patient", Reference, [0x0, 0x4000000000, 0x0]),     // DetectedIssue -> Patient
-    (33, "status", Token, [0x0, 0x0, 0x0]),                   // DetectedIssue
-    (34, "device-name", String, [0x0, 0x0, 0x0]),             // Device
-    (34, "identifier", Token, [0x0, 0x0, 0x0]),               // Device
-    (34, "location", Reference, [0x0, 0x40, 0x0]),            // Device -> Location
-    (34, "manufacturer", String, [0x0, 0x0, 0x0]),            // Device
-    (34, "model", String, [0x0, 0x0, 0x0]),                   // Device
+    (33, "code", Token, [0x0, 0x0, 0x0]), // DetectedIssue
+    (33, "identified", Date, [0x0, 0x0, 0x0]), // DetectedIssue
+    (33, "identifier", Token, [0x0, 0x0, 0x0]), // DetectedIssue
+    (33, "implicated", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // DetectedIssue -> 145 types
+    (33, "patient", Reference, [0x0, 0x4000000000, 0x0]), // DetectedIssue -> Patient
+    (33, "status", Token, [0x0, 0x0, 0x0]), // DetectedIssue
+    (34, "device-name", String, [0x0, 0x0, 0x0]), // Device
+    (34, "identifier", Token, [0x0, 0x0, 0x0]), // Device
+    (34, "location", Reference, [0x0, 0x40, 0x0]), // Device -> Location
+    (34, "manufacturer", String, [0x0, 0x0, 0x0]), // Device
+    (34, "model", String, [0x0, 0x0, 0x0]), // Device
     (34, "organization", Reference, [0x0, 0x800000000, 0x0]), // Device -> Organization
-    (34, "patient", Reference, [0x0, 0x4000000000, 0x0]),     // Device -> Patient
-    (34, "status", Token, [0x0, 0x0, 0x0]),                   // Device
-    (34, "type", Token, [0x0, 0x0, 0x0]),                     // Device
-    (34, "udi-carrier", String, [0x0, 0x0, 0x0]),             // Device
-    (34, "udi-di", String, [0x0, 0x0, 0x0]),                  // Device
-    (34, "url", Uri, [0x0, 0x0, 0x0]),                        // Device
-    (35, "identifier", Token, [0x0, 0x0, 0x0]),               // DeviceDefinition
+    (34, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Device -> Patient
+    (34, "status", Token, [0x0, 0x0, 0x0]), // Device
+    (34, "type", Token, [0x0, 0x0, 0x0]), // Device
+    (34, "udi-carrier", String, [0x0, 0x0, 0x0]), // Device
+    (34, "udi-di", String, [0x0, 0x0, 0x0]), // Device
+    (34, "url", Uri, [0x0, 0x0, 0x0]), // Device
+    (35, "identifier", Token, [0x0, 0x0, 0x0]), // DeviceDefinition
     (35, "parent", Reference, [0x800000000, 0x0, 0x0]), // DeviceDefinition -> DeviceDefinition
-    (35, "type", Token, [0x0, 0x0, 0x0]),               // DeviceDefinition
-    (36, "category", Token, [0x0, 0x0, 0x0]),           // DeviceMetric
-    (36, "identifier", Token, [0x0, 0x0, 0x0]),         // DeviceMetric
+    (35, "type", Token, [0x0, 0x0, 0x0]), // DeviceDefinition
+    (36, "category", Token, [0x0, 0x0, 0x0]), // DeviceMetric
+    (36, "identifier", Token, [0x0, 0x0, 0x0]), // DeviceMetric
     (36, "parent", Reference, [0x400000000, 0x0, 0x0]), // DeviceMetric -> Device
     (36, "source", Reference, [0x400000000, 0x0, 0x0]), // DeviceMetric -> Device
-    (36, "type", Token, [0x0, 0x0, 0x0]),               // DeviceMetric
-    (37, "authored-on", Date, [0x0, 0x0, 0x0]),         // DeviceRequest
-    (
-        37,
-        "based-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // DeviceRequest -> 145 types
-    (37, "code", Token, [0x0, 0x0, 0x0]),               // DeviceRequest
+    (36, "type", Token, [0x0, 0x0, 0x0]), // DeviceMetric
+    (37, "authored-on", Date, [0x0, 0x0, 0x0]), // DeviceRequest
+    (37, "based-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // DeviceRequest -> 145 types
+    (37, "code", Token, [0x0, 0x0, 0x0]), // DeviceRequest
     (37, "device", Reference, [0x400000000, 0x0, 0x0]), // DeviceRequest -> Device
     (37, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // DeviceRequest -> 2 types
-    (37, "event-date", Date, [0x0, 0x0, 0x0]),          // DeviceRequest
-    (37, "group-identifier", Token, [0x0, 0x0, 0x0]),   // DeviceRequest
-    (37, "identifier", Token, [0x0, 0x0, 0x0]),         // DeviceRequest
-    (
-        37,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x40000000000, 0x0],
-    ), // DeviceRequest -> 2 types
-    (37, "instantiates-uri", Uri, [0x0, 0x0, 0x0]),     // DeviceRequest
+    (37, "event-date", Date, [0x0, 0x0, 0x0]), // DeviceRequest
+    (37, "group-identifier", Token, [0x0, 0x0, 0x0]), // DeviceRequest
+    (37, "identifier", Token, [0x0, 0x0, 0x0]), // DeviceRequest
+    (37, "instantiates-canonical", Reference, [0x2, 0x40000000000, 0x0]), // DeviceRequest -> 2 types
+    (37, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // DeviceRequest
     (37, "insurance", Reference, [0x40080000, 0x0, 0x0]), // DeviceRequest -> 2 types
-    (37, "intent", Token, [0x0, 0x0, 0x0]),             // DeviceRequest
+    (37, "intent", Token, [0x0, 0x0, 0x0]), // DeviceRequest
     (37, "patient", Reference, [0x0, 0x4000000000, 0x0]), // DeviceRequest -> Patient
-    (
-        37,
-        "performer",
-        Reference,
-        [0x800000400004000, 0x2184800000000, 0x0],
-    ), // DeviceRequest -> 8 types
-    (
-        37,
-        "prior-request",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // DeviceRequest -> 145 types
-    (
-        37,
-        "requester",
-        Reference,
-        [0x400000000, 0x180800000000, 0x0],
-    ), // DeviceRequest -> 4 types
-    (37, "status", Token, [0x0, 0x0, 0x0]),             // DeviceRequest
-    (
-        37,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000040, 0x0],
-    ), // DeviceRequest -> 4 types
+    (37, "performer", Reference, [0x800000400004000, 0x2184800000000, 0x0]), // DeviceRequest -> 8 types
+    (37, "prior-request", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // DeviceRequest -> 145 types
+    (37, "requester", Reference, [0x400000000, 0x180800000000, 0x0]), // DeviceRequest -> 4 types
+    (37, "status", Token, [0x0, 0x0, 0x0]), // DeviceRequest
+    (37, "subject", Reference, [0x200000400000000, 0x4000000040, 0x0]), // DeviceRequest -> 4 types
     (38, "device", Reference, [0x400000000, 0x0, 0x0]), // DeviceUseStatement -> Device
-    (38, "identifier", Token, [0x0, 0x0, 0x0]),         // DeviceUseStatement
+    (38, "identifier", Token, [0x0, 0x0, 0x0]), // DeviceUseStatement
     (38, "patient", Reference, [0x0, 0x4000000000, 0x0]), // DeviceUseStatement -> Patient
-    (
-        38,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // DeviceUseStatement -> 2 types
-    (
-        39,
-        "based-on",
-        Reference,
-        [0x8000000000002000, 0x800000040004000, 0x0],
-    ), // DiagnosticReport -> 5 types
-    (39, "category", Token, [0x0, 0x0, 0x0]),           // DiagnosticReport
-    (39, "code", Token, [0x0, 0x0, 0x0]),               // DiagnosticReport
-    (39, "conclusion", Token, [0x0, 0x0, 0x0]),         // DiagnosticReport
-    (39, "date", Date, [0x0, 0x0, 0x0]),                // DiagnosticReport
+    (38, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // DeviceUseStatement -> 2 types
+    (39, "based-on", Reference, [0x8000000000002000, 0x800000040004000, 0x0]), // DiagnosticReport -> 5 types
+    (39, "category", Token, [0x0, 0x0, 0x0]), // DiagnosticReport
+    (39, "code", Token, [0x0, 0x0, 0x0]), // DiagnosticReport
+    (39, "conclusion", Token, [0x0, 0x0, 0x0]), // DiagnosticReport
+    (39, "date", Date, [0x0, 0x0, 0x0]), // DiagnosticReport
     (39, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // DiagnosticReport -> 2 types
-    (39, "identifier", Token, [0x0, 0x0, 0x0]),         // DiagnosticReport
-    (39, "issued", Date, [0x0, 0x0, 0x0]),              // DiagnosticReport
-    (39, "media", Reference, [0x0, 0x200, 0x0]),        // DiagnosticReport -> Media
+    (39, "identifier", Token, [0x0, 0x0, 0x0]), // DiagnosticReport
+    (39, "issued", Date, [0x0, 0x0, 0x0]), // DiagnosticReport
+    (39, "media", Reference, [0x0, 0x200, 0x0]), // DiagnosticReport -> Media
     (39, "patient", Reference, [0x0, 0x4000000000, 0x0]), // DiagnosticReport -> Patient
     (39, "performer", Reference, [0x4000, 0x180800000000, 0x0]), // DiagnosticReport -> 4 types
-    (39, "result", Reference, [0x0, 0x80000000, 0x0]),  // DiagnosticReport -> Observation
-    (
-        39,
-        "results-interpreter",
-        Reference,
-        [0x4000, 0x180800000000, 0x0],
-    ), // DiagnosticReport -> 4 types
+    (39, "result", Reference, [0x0, 0x80000000, 0x0]), // DiagnosticReport -> Observation
+    (39, "results-interpreter", Reference, [0x4000, 0x180800000000, 0x0]), // DiagnosticReport -> 4 types
     (39, "specimen", Reference, [0x0, 0x2000000000000000, 0x0]), // DiagnosticReport -> Specimen
-    (39, "status", Token, [0x0, 0x0, 0x0]),             // DiagnosticReport
-    (
-        39,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000040, 0x0],
-    ), // DiagnosticReport -> 4 types
+    (39, "status", Token, [0x0, 0x0, 0x0]), // DiagnosticReport
+    (39, "subject", Reference, [0x200000400000000, 0x4000000040, 0x0]), // DiagnosticReport -> 4 types
     (40, "author", Reference, [0x400000000, 0x2184800000000, 0x0]), // DocumentManifest -> 6 types
-    (40, "created", Date, [0x0, 0x0, 0x0]),             // DocumentManifest
-    (40, "description", String, [0x0, 0x0, 0x0]),       // DocumentManifest
-    (40, "identifier", Token, [0x0, 0x0, 0x0]),         // DocumentManifest
-    (
-        40,
-        "item",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // DocumentManifest -> 145 types
+    (40, "created", Date, [0x0, 0x0, 0x0]), // DocumentManifest
+    (40, "description", String, [0x0, 0x0, 0x0]), // DocumentManifest
+    (40, "identifier", Token, [0x0, 0x0, 0x0]), // DocumentManifest
+    (40, "item", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // DocumentManifest -> 145 types
     (40, "patient", Reference, [0x0, 0x4000000000, 0x0]), // DocumentManifest -> Patient
     (40, "recipient", Reference, [0x0, 0x2184800000000, 0x0]), // DocumentManifest -> 5 types
-    (40, "related-id", Token, [0x0, 0x0, 0x0]),         // DocumentManifest
-    (
-        40,
-        "related-ref",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // DocumentManifest -> 145 types
-    (40, "source", Uri, [0x0, 0x0, 0x0]),               // DocumentManifest
-    (40, "status", Token, [0x0, 0x0, 0x0]),             // DocumentManifest
-    (
-        40,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x84000000000, 0x0],
-    ), // DocumentManifest -> 4 types
-    (40, "type", Token, [0x0, 0x0, 0x0]),               // DocumentManifest
+    (40, "related-id", Token, [0x0, 0x0, 0x0]), // DocumentManifest
+    (40, "related-ref", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // DocumentManifest -> 145 types
+    (40, "source", Uri, [0x0, 0x0, 0x0]), // DocumentManifest
+    (40, "status", Token, [0x0, 0x0, 0x0]), // DocumentManifest
+    (40, "subject", Reference, [0x200000400000000, 0x84000000000, 0x0]), // DocumentManifest -> 4 types
+    (40, "type", Token, [0x0, 0x0, 0x0]), // DocumentManifest
     (41, "authenticator", Reference, [0x0, 0x180800000000, 0x0]), // DocumentReference -> 3 types
     (41, "author", Reference, [0x400000000, 0x2184800000000, 0x0]), // DocumentReference -> 6 types
-    (41, "category", Token, [0x0, 0x0, 0x0]),           // DocumentReference
-    (41, "contenttype", Token, [0x0, 0x0, 0x0]),        // DocumentReference
+    (41, "category", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "contenttype", Token, [0x0, 0x0, 0x0]), // DocumentReference
     (41, "custodian", Reference, [0x0, 0x800000000, 0x0]), // DocumentReference -> Organization
-    (41, "date", Date, [0x0, 0x0, 0x0]),                // DocumentReference
-    (41, "description", String, [0x0, 0x0, 0x0]),       // DocumentReference
+    (41, "date", Date, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "description", String, [0x0, 0x0, 0x0]), // DocumentReference
     (41, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // DocumentReference -> 2 types
-    (41, "event", Token, [0x0, 0x0, 0x0]),              // DocumentReference
-    (41, "facility", Token, [0x0, 0x0, 0x0]),           // DocumentReference
-    (41, "format", Token, [0x0, 0x0, 0x0]),             // DocumentReference
-    (41, "identifier", Token, [0x0, 0x0, 0x0]),         // DocumentReference
-    (41, "language", Token, [0x0, 0x0, 0x0]),           // DocumentReference
-    (41, "location", Uri, [0x0, 0x0, 0x0]),             // DocumentReference
+    (41, "event", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "facility", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "format", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "identifier", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "language", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "location", Uri, [0x0, 0x0, 0x0]), // DocumentReference
     (41, "patient", Reference, [0x0, 0x4000000000, 0x0]), // DocumentReference -> Patient
-    (41, "period", Date, [0x0, 0x0, 0x0]),              // DocumentReference
-    (
-        41,
-        "related",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // DocumentReference -> 145 types
+    (41, "period", Date, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "related", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // DocumentReference -> 145 types
     (41, "relatesto", Reference, [0x20000000000, 0x0, 0x0]), // DocumentReference -> DocumentReference
-    (41, "relation", Token, [0x0, 0x0, 0x0]),                // DocumentReference
-    (41, "relationship", Composite, [0x0, 0x0, 0x0]),        // DocumentReference
-    (41, "security-label", Token, [0x0, 0x0, 0x0]),          // DocumentReference
-    (41, "setting", Token, [0x0, 0x0, 0x0]),                 // DocumentReference
-    (41, "status", Token, [0x0, 0x0, 0x0]),                  // DocumentReference
-    (
-        41,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x84000000000, 0x0],
-    ), // DocumentReference -> 4 types
-    (41, "type", Token, [0x0, 0x0, 0x0]),                    // DocumentReference
-    (42, "context", Token, [0x0, 0x0, 0x0]),                 // EffectEvidenceSynthesis
-    (42, "context-quantity", Quantity, [0x0, 0x0, 0x0]),     // EffectEvidenceSynthesis
-    (42, "context-type", Token, [0x0, 0x0, 0x0]),            // EffectEvidenceSynthesis
+    (41, "relation", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "relationship", Composite, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "security-label", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "setting", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "status", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (41, "subject", Reference, [0x200000400000000, 0x84000000000, 0x0]), // DocumentReference -> 4 types
+    (41, "type", Token, [0x0, 0x0, 0x0]), // DocumentReference
+    (42, "context", Token, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "context-type", Token, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
     (42, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
-    (42, "context-type-value", Composite, [0x0, 0x0, 0x0]),  // EffectEvidenceSynthesis
-    (42, "date", Date, [0x0, 0x0, 0x0]),                     // EffectEvidenceSynthesis
-    (42, "description", String, [0x0, 0x0, 0x0]),            // EffectEvidenceSynthesis
-    (42, "effective", Date, [0x0, 0x0, 0x0]),                // EffectEvidenceSynthesis
-    (42, "identifier", Token, [0x0, 0x0, 0x0]),              // EffectEvidenceSynthesis
-    (42, "jurisdiction", Token, [0x0, 0x0, 0x0]),            // EffectEvidenceSynthesis
-    (42, "name", String, [0x0, 0x0, 0x0]),                   // EffectEvidenceSynthesis
-    (42, "publisher", String, [0x0, 0x0, 0x0]),              // EffectEvidenceSynthesis
-    (42, "status", Token, [0x0, 0x0, 0x0]),                  // EffectEvidenceSynthesis
-    (42, "title", String, [0x0, 0x0, 0x0]),                  // EffectEvidenceSynthesis
-    (42, "url", Uri, [0x0, 0x0, 0x0]),                       // EffectEvidenceSynthesis
-    (42, "version", Token, [0x0, 0x0, 0x0]),                 // EffectEvidenceSynthesis
-    (43, "account", Reference, [0x1, 0x0, 0x0]),             // Encounter -> Account
-    (43, "appointment", Reference, [0x10, 0x0, 0x0]),        // Encounter -> Appointment
+    (42, "context-type-value", Composite, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "date", Date, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "description", String, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "effective", Date, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "identifier", Token, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "jurisdiction", Token, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "name", String, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "publisher", String, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "status", Token, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "title", String, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "url", Uri, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (42, "version", Token, [0x0, 0x0, 0x0]), // EffectEvidenceSynthesis
+    (43, "account", Reference, [0x1, 0x0, 0x0]), // Encounter -> Account
+    (43, "appointment", Reference, [0x10, 0x0, 0x0]), // Encounter -> Appointment
     (43, "based-on", Reference, [0x0, 0x800000000000000, 0x0]), // Encounter -> ServiceRequest
-    (43, "class", Token, [0x0, 0x0, 0x0]),                   // Encounter
-    (43, "date", Date, [0x0, 0x0, 0x0]),                     // Encounter
+    (43, "class", Token, [0x0, 0x0, 0x0]), // Encounter
+    (43, "date", Date, [0x0, 0x0, 0x0]), // Encounter
     (43, "diagnosis", Reference, [0x8000000, 0x200000000000, 0x0]), // Encounter -> 2 types
     (43, "episode-of-care", Reference, [0x800000000000, 0x0, 0x0]), // Encounter -> EpisodeOfCare
-    (43, "identifier", Token, [0x0, 0x0, 0x0]),              // Encounter
-    (43, "length", Quantity, [0x0, 0x0, 0x0]),               // Encounter
-    (43, "location", Reference, [0x0, 0x40, 0x0]),           // Encounter -> Location
-    (43, "location-period", Date, [0x0, 0x0, 0x0]),          // Encounter
-    (43, "part-of", Reference, [0x80000000000, 0x0, 0x0]),   // Encounter -> Encounter
+    (43, "identifier", Token, [0x0, 0x0, 0x0]), // Encounter
+    (43, "length", Quantity, [0x0, 0x0, 0x0]), // Encounter
+    (43, "location", Reference, [0x0, 0x40, 0x0]), // Encounter -> Location
+    (43, "location-period", Date, [0x0, 0x0, 0x0]), // Encounter
+    (43, "part-of", Reference, [0x80000000000, 0x0, 0x0]), // Encounter -> Encounter
     (43, "participant", Reference, [0x0, 0x2180000000000, 0x0]), // Encounter -> 3 types
-    (43, "participant-type", Token, [0x0, 0x0, 0x0]),        // Encounter
-    (43, "patient", Reference, [0x0, 0x4000000000, 0x0]),    // Encounter -> Patient
+    (43, "participant-type", Token, [0x0, 0x0, 0x0]), // Encounter
+    (43, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Encounter -> Patient
     (43, "practitioner", Reference, [0x0, 0x80000000000, 0x0]), // Encounter -> Practitioner
-    (43, "reason-code", Token, [0x0, 0x0, 0x0]),             // Encounter
-    (
-        43,
-        "reason-reference",
-        Reference,
-        [0x8000000008000000, 0x200080000000, 0x0],
-    ), // Encounter -> 4 types
+    (43, "reason-code", Token, [0x0, 0x0, 0x0]), // Encounter
+    (43, "reason-reference", Reference, [0x8000000008000000, 0x200080000000, 0x0]), // Encounter -> 4 types
     (43, "service-provider", Reference, [0x0, 0x800000000, 0x0]), // Encounter -> Organization
-    (43, "special-arrangement", Token, [0x0, 0x0, 0x0]),     // Encounter
-    (43, "status", Token, [0x0, 0x0, 0x0]),                  // Encounter
-    (
-        43,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // Encounter -> 2 types
-    (43, "type", Token, [0x0, 0x0, 0x0]),                    // Encounter
-    (44, "connection-type", Token, [0x0, 0x0, 0x0]),         // Endpoint
-    (44, "identifier", Token, [0x0, 0x0, 0x0]),              // Endpoint
-    (44, "name", String, [0x0, 0x0, 0x0]),                   // Endpoint
+    (43, "special-arrangement", Token, [0x0, 0x0, 0x0]), // Encounter
+    (43, "status", Token, [0x0, 0x0, 0x0]), // Encounter
+    (43, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // Encounter -> 2 types
+    (43, "type", Token, [0x0, 0x0, 0x0]), // Encounter
+    (44, "connection-type", Token, [0x0, 0x0, 0x0]), // Endpoint
+    (44, "identifier", Token, [0x0, 0x0, 0x0]), // Endpoint
+    (44, "name", String, [0x0, 0x0, 0x0]), // Endpoint
     (44, "organization", Reference, [0x0, 0x800000000, 0x0]), // Endpoint -> Organization
-    (44, "payload-type", Token, [0x0, 0x0, 0x0]),            // Endpoint
-    (44, "status", Token, [0x0, 0x0, 0x0]),                  // Endpoint
-    (45, "identifier", Token, [0x0, 0x0, 0x0]),              // EnrollmentRequest
-    (45, "patient", Reference, [0x0, 0x4000000000, 0x0]),    // EnrollmentRequest -> Patient
-    (45, "status", Token, [0x0, 0x0, 0x0]),                  // EnrollmentRequest
-    (45, "subject", Reference, [0x0, 0x4000000000, 0x0]),    // EnrollmentRequest -> Patient
-    (46, "identifier", Token, [0x0, 0x0, 0x0]),              // EnrollmentResponse
+    (44, "payload-type", Token, [0x0, 0x0, 0x0]), // Endpoint
+    (44, "status", Token, [0x0, 0x0, 0x0]), // Endpoint
+    (45, "identifier", Token, [0x0, 0x0, 0x0]), // EnrollmentRequest
+    (45, "patient", Reference, [0x0, 0x4000000000, 0x0]), // EnrollmentRequest -> Patient
+    (45, "status", Token, [0x0, 0x0, 0x0]), // EnrollmentRequest
+    (45, "subject", Reference, [0x0, 0x4000000000, 0x0]), // EnrollmentRequest -> Patient
+    (46, "identifier", Token, [0x0, 0x0, 0x0]), // EnrollmentResponse
     (46, "request", Reference, [0x200000000000, 0x0, 0x0]), // EnrollmentResponse -> EnrollmentRequest
-    (46, "status", Token, [0x0, 0x0, 0x0]),                 // EnrollmentResponse
+    (46, "status", Token, [0x0, 0x0, 0x0]), // EnrollmentResponse
     (47, "care-manager", Reference, [0x0, 0x80000000000, 0x0]), // EpisodeOfCare -> Practitioner
-    (47, "condition", Reference, [0x8000000, 0x0, 0x0]),    // EpisodeOfCare -> Condition
-    (47, "date", Date, [0x0, 0x0, 0x0]),                    // EpisodeOfCare
-    (47, "identifier", Token, [0x0, 0x0, 0x0]),             // EpisodeOfCare
-    (
-        47,
-        "incoming-referral",
-        Reference,
-        [0x0, 0x800000000000000, 0x0],
-    ), // EpisodeOfCare -> ServiceRequest
+    (47, "condition", Reference, [0x8000000, 0x0, 0x0]), // EpisodeOfCare -> Condition
+    (47, "date", Date, [0x0, 0x0, 0x0]), // EpisodeOfCare
+    (47, "identifier", Token, [0x0, 0x0, 0x0]), // EpisodeOfCare
+    (47, "incoming-referral", Reference, [0x0, 0x800000000000000, 0x0]), // EpisodeOfCare -> ServiceRequest
     (47, "organization", Reference, [0x0, 0x800000000, 0x0]), // EpisodeOfCare -> Organization
-    (47, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // EpisodeOfCare -> Patient
-    (47, "status", Token, [0x0, 0x0, 0x0]),                 // EpisodeOfCare
-    (47, "type", Token, [0x0, 0x0, 0x0]),                   // EpisodeOfCare
-    (
-        48,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EventDefinition -> 145 types
-    (48, "context", Token, [0x0, 0x0, 0x0]),                // EventDefinition
-    (48, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // EventDefinition
-    (48, "context-type", Token, [0x0, 0x0, 0x0]),           // EventDefinition
+    (47, "patient", Reference, [0x0, 0x4000000000, 0x0]), // EpisodeOfCare -> Patient
+    (47, "status", Token, [0x0, 0x0, 0x0]), // EpisodeOfCare
+    (47, "type", Token, [0x0, 0x0, 0x0]), // EpisodeOfCare
+    (48, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EventDefinition -> 145 types
+    (48, "context", Token, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "context-type", Token, [0x0, 0x0, 0x0]), // EventDefinition
     (48, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // EventDefinition
     (48, "context-type-value", Composite, [0x0, 0x0, 0x0]), // EventDefinition
-    (48, "date", Date, [0x0, 0x0, 0x0]),                    // EventDefinition
-    (
-        48,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EventDefinition -> 145 types
-    (
-        48,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EventDefinition -> 145 types
-    (48, "description", String, [0x0, 0x0, 0x0]),           // EventDefinition
-    (48, "effective", Date, [0x0, 0x0, 0x0]),               // EventDefinition
-    (48, "identifier", Token, [0x0, 0x0, 0x0]),             // EventDefinition
-    (48, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // EventDefinition
-    (48, "name", String, [0x0, 0x0, 0x0]),                  // EventDefinition
-    (
-        48,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EventDefinition -> 145 types
-    (48, "publisher", String, [0x0, 0x0, 0x0]),             // EventDefinition
-    (48, "status", Token, [0x0, 0x0, 0x0]),                 // EventDefinition
-    (
-        48,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EventDefinition -> 145 types
-    (48, "title", String, [0x0, 0x0, 0x0]),                 // EventDefinition
-    (48, "topic", Token, [0x0, 0x0, 0x0]),                  // EventDefinition
-    (48, "url", Uri, [0x0, 0x0, 0x0]),                      // EventDefinition
-    (48, "version", Token, [0x0, 0x0, 0x0]),                // EventDefinition
-    (
-        49,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Evidence -> 145 types
-    (49, "context", Token, [0x0, 0x0, 0x0]),                // Evidence
-    (49, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // Evidence
-    (49, "context-type", Token, [0x0, 0x0, 0x0]),           // Evidence
+    (48, "date", Date, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EventDefinition -> 145 types
+    (48, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EventDefinition -> 145 types
+    (48, "description", String, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "effective", Date, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "identifier", Token, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "jurisdiction", Token, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "name", String, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EventDefinition -> 145 types
+    (48, "publisher", String, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "status", Token, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EventDefinition -> 145 types
+    (48, "title", String, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "topic", Token, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "url", Uri, [0x0, 0x0, 0x0]), // EventDefinition
+    (48, "version", Token, [0x0, 0x0, 0x0]), // EventDefinition
+    (49, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Evidence -> 145 types
+    (49, "context", Token, [0x0, 0x0, 0x0]), // Evidence
+    (49, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // Evidence
+    (49, "context-type", Token, [0x0, 0x0, 0x0]), // Evidence
     (49, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // Evidence
     (49, "context-type-value", Composite, [0x0, 0x0, 0x0]), // Evidence
-    (49, "date", Date, [0x0, 0x0, 0x0]),                    // Evidence
-    (
-        49,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Evidence -> 145 types
-    (
-        49,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Evidence -> 145 types
-    (49, "description", String, [0x0, 0x0, 0x0]),           // Evidence
-    (49, "effective", Date, [0x0, 0x0, 0x0]),               // Evidence
-    (49, "identifier", Token, [0x0, 0x0, 0x0]),             // Evidence
-    (49, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // Evidence
-    (49, "name", String, [0x0, 0x0, 0x0]),                  // Evidence
-    (
-        49,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Evidence -> 145 types
-    (49, "publisher", String, [0x0, 0x0, 0x0]),             // Evidence
-    (49, "status", Token, [0x0, 0x0, 0x0]),                 // Evidence
-    (
-        49,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Evidence -> 145 types
-    (49, "title", String, [0x0, 0x0, 0x0]),                 // Evidence
-    (49, "topic", Token, [0x0, 0x0, 0x0]),                  // Evidence
-    (49, "url", Uri, [0x0, 0x0, 0x0]),                      // Evidence
-    (49, "version", Token, [0x0, 0x0, 0x0]),                // Evidence
-    (
-        50,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EvidenceVariable -> 145 types
-    (50, "context", Token, [0x0, 0x0, 0x0]),                // EvidenceVariable
-    (50, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // EvidenceVariable
-    (50, "context-type", Token, [0x0, 0x0, 0x0]),           // EvidenceVariable
+    (49, "date", Date, [0x0, 0x0, 0x0]), // Evidence
+    (49, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Evidence -> 145 types
+    (49, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Evidence -> 145 types
+    (49, "description", String, [0x0, 0x0, 0x0]), // Evidence
+    (49, "effective", Date, [0x0, 0x0, 0x0]), // Evidence
+    (49, "identifier", Token, [0x0, 0x0, 0x0]), // Evidence
+    (49, "jurisdiction", Token, [0x0, 0x0, 0x0]), // Evidence
+    (49, "name", String, [0x0, 0x0, 0x0]), // Evidence
+    (49, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Evidence -> 145 types
+    (49, "publisher", String, [0x0, 0x0, 0x0]), // Evidence
+    (49, "status", Token, [0x0, 0x0, 0x0]), // Evidence
+    (49, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Evidence -> 145 types
+    (49, "title", String, [0x0, 0x0, 0x0]), // Evidence
+    (49, "topic", Token, [0x0, 0x0, 0x0]), // Evidence
+    (49, "url", Uri, [0x0, 0x0, 0x0]), // Evidence
+    (49, "version", Token, [0x0, 0x0, 0x0]), // Evidence
+    (50, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EvidenceVariable -> 145 types
+    (50, "context", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "context-type", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
     (50, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // EvidenceVariable
     (50, "context-type-value", Composite, [0x0, 0x0, 0x0]), // EvidenceVariable
-    (50, "date", Date, [0x0, 0x0, 0x0]),                    // EvidenceVariable
-    (
-        50,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EvidenceVariable -> 145 types
-    (
-        50,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EvidenceVariable -> 145 types
-    (50, "description", String, [0x0, 0x0, 0x0]),           // EvidenceVariable
-    (50, "effective", Date, [0x0, 0x0, 0x0]),               // EvidenceVariable
-    (50, "identifier", Token, [0x0, 0x0, 0x0]),             // EvidenceVariable
-    (50, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // EvidenceVariable
-    (50, "name", String, [0x0, 0x0, 0x0]),                  // EvidenceVariable
-    (
-        50,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EvidenceVariable -> 145 types
-    (50, "publisher", String, [0x0, 0x0, 0x0]),             // EvidenceVariable
-    (50, "status", Token, [0x0, 0x0, 0x0]),                 // EvidenceVariable
-    (
-        50,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // EvidenceVariable -> 145 types
-    (50, "title", String, [0x0, 0x0, 0x0]),                 // EvidenceVariable
-    (50, "topic", Token, [0x0, 0x0, 0x0]),                  // EvidenceVariable
-    (50, "url", Uri, [0x0, 0x0, 0x0]),                      // EvidenceVariable
-    (50, "version", Token, [0x0, 0x0, 0x0]),                // EvidenceVariable
-    (51, "context", Token, [0x0, 0x0, 0x0]),                // ExampleScenario
-    (51, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // ExampleScenario
-    (51, "context-type", Token, [0x0, 0x0, 0x0]),           // ExampleScenario
+    (50, "date", Date, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EvidenceVariable -> 145 types
+    (50, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EvidenceVariable -> 145 types
+    (50, "description", String, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "effective", Date, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "identifier", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "jurisdiction", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "name", String, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EvidenceVariable -> 145 types
+    (50, "publisher", String, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "status", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // EvidenceVariable -> 145 types
+    (50, "title", String, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "topic", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "url", Uri, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (50, "version", Token, [0x0, 0x0, 0x0]), // EvidenceVariable
+    (51, "context", Token, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "context-type", Token, [0x0, 0x0, 0x0]), // ExampleScenario
     (51, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ExampleScenario
     (51, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ExampleScenario
-    (51, "date", Date, [0x0, 0x0, 0x0]),                    // ExampleScenario
-    (51, "identifier", Token, [0x0, 0x0, 0x0]),             // ExampleScenario
-    (51, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // ExampleScenario
-    (51, "name", String, [0x0, 0x0, 0x0]),                  // ExampleScenario
-    (51, "publisher", String, [0x0, 0x0, 0x0]),             // ExampleScenario
-    (51, "status", Token, [0x0, 0x0, 0x0]),                 // ExampleScenario
-    (51, "url", Uri, [0x0, 0x0, 0x0]),                      // ExampleScenario
-    (51, "version", Token, [0x0, 0x0, 0x0]),                // ExampleScenario
+    (51, "date", Date, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "identifier", Token, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "name", String, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "publisher", String, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "status", Token, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "url", Uri, [0x0, 0x0, 0x0]), // ExampleScenario
+    (51, "version", Token, [0x0, 0x0, 0x0]), // ExampleScenario
     (52, "care-team", Reference, [0x0, 0x180800000000, 0x0]), // ExplanationOfBenefit -> 3 types
-    (52, "claim", Reference, [0x40000, 0x0, 0x0]),          // ExplanationOfBenefit -> Claim
-    (52, "coverage", Reference, [0x40000000, 0x0, 0x0]),    // ExplanationOfBenefit -> Coverage
-    (52, "created", Date, [0x0, 0x0, 0x0]),                 // ExplanationOfBenefit
+    (52, "claim", Reference, [0x40000, 0x0, 0x0]), // ExplanationOfBenefit -> Claim
+    (52, "coverage", Reference, [0x40000000, 0x0, 0x0]), // ExplanationOfBenefit -> Coverage
+    (52, "created", Date, [0x0, 0x0, 0x0]), // ExplanationOfBenefit
     (52, "detail-udi", Reference, [0x400000000, 0x0, 0x0]), // ExplanationOfBenefit -> Device
-    (52, "disposition", String, [0x0, 0x0, 0x0]),           // ExplanationOfBenefit
+    (52, "disposition", String, [0x0, 0x0, 0x0]), // ExplanationOfBenefit
     (52, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // ExplanationOfBenefit -> Encounter
     (52, "enterer", Reference, [0x0, 0x180000000000, 0x0]), // ExplanationOfBenefit -> 2 types
-    (52, "facility", Reference, [0x0, 0x40, 0x0]),          // ExplanationOfBenefit -> Location
-    (52, "identifier", Token, [0x0, 0x0, 0x0]),             // ExplanationOfBenefit
-    (52, "item-udi", Reference, [0x400000000, 0x0, 0x0]),   // ExplanationOfBenefit -> Device
-    (52, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // ExplanationOfBenefit -> Patient
-    (52, "payee", Reference, [0x0, 0x2184800000000, 0x0]),  // ExplanationOfBenefit -> 5 types
+    (52, "facility", Reference, [0x0, 0x40, 0x0]), // ExplanationOfBenefit -> Location
+    (52, "identifier", Token, [0x0, 0x0, 0x0]), // ExplanationOfBenefit
+    (52, "item-udi", Reference, [0x400000000, 0x0, 0x0]), // ExplanationOfBenefit -> Device
+    (52, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ExplanationOfBenefit -> Patient
+    (52, "payee", Reference, [0x0, 0x2184800000000, 0x0]), // ExplanationOfBenefit -> 5 types
     (52, "procedure-udi", Reference, [0x400000000, 0x0, 0x0]), // ExplanationOfBenefit -> Device
     (52, "provider", Reference, [0x0, 0x180800000000, 0x0]), // ExplanationOfBenefit -> 3 types
-    (52, "status", Token, [0x0, 0x0, 0x0]),                 // ExplanationOfBenefit
+    (52, "status", Token, [0x0, 0x0, 0x0]), // ExplanationOfBenefit
     (52, "subdetail-udi", Reference, [0x400000000, 0x0, 0x0]), // ExplanationOfBenefit -> Device
-    (53, "code", Token, [0x0, 0x0, 0x0]),                   // FamilyMemberHistory
-    (53, "date", Date, [0x0, 0x0, 0x0]),                    // FamilyMemberHistory
-    (53, "identifier", Token, [0x0, 0x0, 0x0]),             // FamilyMemberHistory
-    (
-        53,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x840200000080, 0x0],
-    ), // FamilyMemberHistory -> 5 types
-    (53, "instantiates-uri", Uri, [0x0, 0x0, 0x0]),         // FamilyMemberHistory
-    (53, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // FamilyMemberHistory -> Patient
-    (53, "relationship", Token, [0x0, 0x0, 0x0]),           // FamilyMemberHistory
-    (53, "sex", Token, [0x0, 0x0, 0x0]),                    // FamilyMemberHistory
-    (53, "status", Token, [0x0, 0x0, 0x0]),                 // FamilyMemberHistory
+    (53, "code", Token, [0x0, 0x0, 0x0]), // FamilyMemberHistory
+    (53, "date", Date, [0x0, 0x0, 0x0]), // FamilyMemberHistory
+    (53, "identifier", Token, [0x0, 0x0, 0x0]), // FamilyMemberHistory
+    (53, "instantiates-canonical", Reference, [0x2, 0x840200000080, 0x0]), // FamilyMemberHistory -> 5 types
+    (53, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // FamilyMemberHistory
+    (53, "patient", Reference, [0x0, 0x4000000000, 0x0]), // FamilyMemberHistory -> Patient
+    (53, "relationship", Token, [0x0, 0x0, 0x0]), // FamilyMemberHistory
+    (53, "sex", Token, [0x0, 0x0, 0x0]), // FamilyMemberHistory
+    (53, "status", Token, [0x0, 0x0, 0x0]), // FamilyMemberHistory
     (54, "author", Reference, [0x400000000, 0x184800000000, 0x0]), // Flag -> 5 types
-    (54, "date", Date, [0x0, 0x0, 0x0]),                    // Flag
+    (54, "date", Date, [0x0, 0x0, 0x0]), // Flag
     (54, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // Flag -> 2 types
-    (54, "identifier", Token, [0x0, 0x0, 0x0]),             // Flag
-    (54, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // Flag -> Patient
-    (
-        54,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x2c4800000440, 0x0],
-    ), // Flag -> 8 types
-    (55, "achievement-status", Token, [0x0, 0x0, 0x0]),     // Goal
-    (55, "category", Token, [0x0, 0x0, 0x0]),               // Goal
-    (55, "identifier", Token, [0x0, 0x0, 0x0]),             // Goal
-    (55, "lifecycle-status", Token, [0x0, 0x0, 0x0]),       // Goal
-    (55, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // Goal -> Patient
-    (55, "start-date", Date, [0x0, 0x0, 0x0]),              // Goal
-    (
-        55,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4800000000, 0x0],
-    ), // Goal -> 3 types
-    (55, "target-date", Date, [0x0, 0x0, 0x0]),             // Goal
-    (56, "context", Token, [0x0, 0x0, 0x0]),                // GraphDefinition
-    (56, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // GraphDefinition
-    (56, "context-type", Token, [0x0, 0x0, 0x0]),           // GraphDefinition
+    (54, "identifier", Token, [0x0, 0x0, 0x0]), // Flag
+    (54, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Flag -> Patient
+    (54, "subject", Reference, [0x200000000000000, 0x2c4800000440, 0x0]), // Flag -> 8 types
+    (55, "achievement-status", Token, [0x0, 0x0, 0x0]), // Goal
+    (55, "category", Token, [0x0, 0x0, 0x0]), // Goal
+    (55, "identifier", Token, [0x0, 0x0, 0x0]), // Goal
+    (55, "lifecycle-status", Token, [0x0, 0x0, 0x0]), // Goal
+    (55, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Goal -> Patient
+    (55, "start-date", Date, [0x0, 0x0, 0x0]), // Goal
+    (55, "subject", Reference, [0x200000000000000, 0x4800000000, 0x0]), // Goal -> 3 types
+    (55, "target-date", Date, [0x0, 0x0, 0x0]), // Goal
+    (56, "context", Token, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "context-type", Token, [0x0, 0x0, 0x0]), // GraphDefinition
     (56, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // GraphDefinition
     (56, "context-type-value", Composite, [0x0, 0x0, 0x0]), // GraphDefinition
-    (56, "date", Date, [0x0, 0x0, 0x0]),                    // GraphDefinition
-    (56, "description", String, [0x0, 0x0, 0x0]),           // GraphDefinition
-    (56, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // GraphDefinition
-    (56, "name", String, [0x0, 0x0, 0x0]),                  // GraphDefinition
-    (56, "publisher", String, [0x0, 0x0, 0x0]),             // GraphDefinition
-    (56, "start", Token, [0x0, 0x0, 0x0]),                  // GraphDefinition
-    (56, "status", Token, [0x0, 0x0, 0x0]),                 // GraphDefinition
-    (56, "url", Uri, [0x0, 0x0, 0x0]),                      // GraphDefinition
-    (56, "version", Token, [0x0, 0x0, 0x0]),                // GraphDefinition
-    (57, "actual", Token, [0x0, 0x0, 0x0]),                 // Group
-    (57, "characteristic", Token, [0x0, 0x0, 0x0]),         // Group
+    (56, "date", Date, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "description", String, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "jurisdiction", Token, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "name", String, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "publisher", String, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "start", Token, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "status", Token, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "url", Uri, [0x0, 0x0, 0x0]), // GraphDefinition
+    (56, "version", Token, [0x0, 0x0, 0x0]), // GraphDefinition
+    (57, "actual", Token, [0x0, 0x0, 0x0]), // Group
+    (57, "characteristic", Token, [0x0, 0x0, 0x0]), // Group
     (57, "characteristic-value", Composite, [0x0, 0x0, 0x0]), // Group
-    (57, "code", Token, [0x0, 0x0, 0x0]),                   // Group
-    (57, "exclude", Token, [0x0, 0x0, 0x0]),                // Group
-    (57, "identifier", Token, [0x0, 0x0, 0x0]),             // Group
-    (
-        57,
-        "managing-entity",
-        Reference,
-        [0x0, 0x2180800000000, 0x0],
-    ), // Group -> 4 types
-    (
-        57,
-        "member",
-        Reference,
-        [0x200000400000000, 0x184000000400, 0x4],
-    ), // Group -> 7 types
-    (57, "type", Token, [0x0, 0x0, 0x0]),                   // Group
-    (57, "value", Token, [0x0, 0x0, 0x0]),                  // Group
-    (58, "identifier", Token, [0x0, 0x0, 0x0]),             // GuidanceResponse
-    (58, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // GuidanceResponse -> Patient
-    (58, "request", Token, [0x0, 0x0, 0x0]),                // GuidanceResponse
-    (
-        58,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // GuidanceResponse -> 2 types
-    (59, "active", Token, [0x0, 0x0, 0x0]),                 // HealthcareService
-    (59, "characteristic", Token, [0x0, 0x0, 0x0]),         // HealthcareService
-    (59, "coverage-area", Reference, [0x0, 0x40, 0x0]),     // HealthcareService -> Location
+    (57, "code", Token, [0x0, 0x0, 0x0]), // Group
+    (57, "exclude", Token, [0x0, 0x0, 0x0]), // Group
+    (57, "identifier", Token, [0x0, 0x0, 0x0]), // Group
+    (57, "managing-entity", Reference, [0x0, 0x2180800000000, 0x0]), // Group -> 4 types
+    (57, "member", Reference, [0x200000400000000, 0x184000000400, 0x4]), // Group -> 7 types
+    (57, "type", Token, [0x0, 0x0, 0x0]), // Group
+    (57, "value", Token, [0x0, 0x0, 0x0]), // Group
+    (58, "identifier", Token, [0x0, 0x0, 0x0]), // GuidanceResponse
+    (58, "patient", Reference, [0x0, 0x4000000000, 0x0]), // GuidanceResponse -> Patient
+    (58, "request", Token, [0x0, 0x0, 0x0]), // GuidanceResponse
+    (58, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // GuidanceResponse -> 2 types
+    (59, "active", Token, [0x0, 0x0, 0x0]), // HealthcareService
+    (59, "characteristic", Token, [0x0, 0x0, 0x0]), // HealthcareService
+    (59, "coverage-area", Reference, [0x0, 0x40, 0x0]), // HealthcareService -> Location
     (59, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // HealthcareService -> Endpoint
-    (59, "identifier", Token, [0x0, 0x0, 0x0]),             // HealthcareService
-    (59, "location", Reference, [0x0, 0x40, 0x0]),          // HealthcareService -> Location
-    (59, "name", String, [0x0, 0x0, 0x0]),                  // HealthcareService
+    (59, "identifier", Token, [0x0, 0x0, 0x0]), // HealthcareService
+    (59, "location", Reference, [0x0, 0x40, 0x0]), // HealthcareService -> Location
+    (59, "name", String, [0x0, 0x0, 0x0]), // HealthcareService
     (59, "organization", Reference, [0x0, 0x800000000, 0x0]), // HealthcareService -> Organization
-    (59, "program", Token, [0x0, 0x0, 0x0]),                // HealthcareService
-    (59, "service-category", Token, [0x0, 0x0, 0x0]),       // HealthcareService
-    (59, "service-type", Token, [0x0, 0x0, 0x0]),           // HealthcareService
-    (59, "specialty", Token, [0x0, 0x0, 0x0]),              // HealthcareService
+    (59, "program", Token, [0x0, 0x0, 0x0]), // HealthcareService
+    (59, "service-category", Token, [0x0, 0x0, 0x0]), // HealthcareService
+    (59, "service-type", Token, [0x0, 0x0, 0x0]), // HealthcareService
+    (59, "specialty", Token, [0x0, 0x0, 0x0]), // HealthcareService
     (60, "basedon", Reference, [0x2030, 0x800000000000000, 0x800]), // ImagingStudy -> 5 types
-    (60, "bodysite", Token, [0x0, 0x0, 0x0]),               // ImagingStudy
-    (60, "dicom-class", Token, [0x0, 0x0, 0x0]),            // ImagingStudy
+    (60, "bodysite", Token, [0x0, 0x0, 0x0]), // ImagingStudy
+    (60, "dicom-class", Token, [0x0, 0x0, 0x0]), // ImagingStudy
     (60, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // ImagingStudy -> Encounter
     (60, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // ImagingStudy -> Endpoint
-    (60, "identifier", Token, [0x0, 0x0, 0x0]),             // ImagingStudy
-    (60, "instance", Token, [0x0, 0x0, 0x0]),               // ImagingStudy
+    (60, "identifier", Token, [0x0, 0x0, 0x0]), // ImagingStudy
+    (60, "instance", Token, [0x0, 0x0, 0x0]), // ImagingStudy
     (60, "interpreter", Reference, [0x0, 0x180000000000, 0x0]), // ImagingStudy -> 2 types
-    (60, "modality", Token, [0x0, 0x0, 0x0]),               // ImagingStudy
-    (60, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // ImagingStudy -> Patient
-    (
-        60,
-        "performer",
-        Reference,
-        [0x400004000, 0x2184800000000, 0x0],
-    ), // ImagingStudy -> 7 types
-    (60, "reason", Token, [0x0, 0x0, 0x0]),                 // ImagingStudy
+    (60, "modality", Token, [0x0, 0x0, 0x0]), // ImagingStudy
+    (60, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ImagingStudy -> Patient
+    (60, "performer", Reference, [0x400004000, 0x2184800000000, 0x0]), // ImagingStudy -> 7 types
+    (60, "reason", Token, [0x0, 0x0, 0x0]), // ImagingStudy
     (60, "referrer", Reference, [0x0, 0x180000000000, 0x0]), // ImagingStudy -> 2 types
-    (60, "series", Token, [0x0, 0x0, 0x0]),                 // ImagingStudy
-    (60, "started", Date, [0x0, 0x0, 0x0]),                 // ImagingStudy
-    (60, "status", Token, [0x0, 0x0, 0x0]),                 // ImagingStudy
-    (
-        60,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000000, 0x0],
-    ), // ImagingStudy -> 3 types
-    (61, "date", Date, [0x0, 0x0, 0x0]),                    // Immunization
-    (61, "identifier", Token, [0x0, 0x0, 0x0]),             // Immunization
-    (61, "location", Reference, [0x0, 0x40, 0x0]),          // Immunization -> Location
-    (61, "lot-number", String, [0x0, 0x0, 0x0]),            // Immunization
+    (60, "series", Token, [0x0, 0x0, 0x0]), // ImagingStudy
+    (60, "started", Date, [0x0, 0x0, 0x0]), // ImagingStudy
+    (60, "status", Token, [0x0, 0x0, 0x0]), // ImagingStudy
+    (60, "subject", Reference, [0x200000400000000, 0x4000000000, 0x0]), // ImagingStudy -> 3 types
+    (61, "date", Date, [0x0, 0x0, 0x0]), // Immunization
+    (61, "identifier", Token, [0x0, 0x0, 0x0]), // Immunization
+    (61, "location", Reference, [0x0, 0x40, 0x0]), // Immunization -> Location
+    (61, "lot-number", String, [0x0, 0x0, 0x0]), // Immunization
     (61, "manufacturer", Reference, [0x0, 0x800000000, 0x0]), // Immunization -> Organization
-    (61, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // Immunization -> Patient
+    (61, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Immunization -> Patient
     (61, "performer", Reference, [0x0, 0x180800000000, 0x0]), // Immunization -> 3 types
-    (61, "reaction", Reference, [0x0, 0x80000000, 0x0]),    // Immunization -> Observation
-    (61, "reaction-date", Date, [0x0, 0x0, 0x0]),           // Immunization
-    (61, "reason-code", Token, [0x0, 0x0, 0x0]),            // Immunization
-    (
-        61,
-        "reason-reference",
-        Reference,
-        [0x8008000000, 0x80000000, 0x0],
-    ), // Immunization -> 3 types
-    (61, "series", String, [0x0, 0x0, 0x0]),                // Immunization
-    (61, "status", Token, [0x0, 0x0, 0x0]),                 // Immunization
-    (61, "status-reason", Token, [0x0, 0x0, 0x0]),          // Immunization
-    (61, "target-disease", Token, [0x0, 0x0, 0x0]),         // Immunization
-    (61, "vaccine-code", Token, [0x0, 0x0, 0x0]),           // Immunization
-    (62, "date", Date, [0x0, 0x0, 0x0]),                    // ImmunizationEvaluation
-    (62, "dose-status", Token, [0x0, 0x0, 0x0]),            // ImmunizationEvaluation
-    (62, "identifier", Token, [0x0, 0x0, 0x0]),             // ImmunizationEvaluation
-    (
-        62,
-        "immunization-event",
-        Reference,
-        [0x2000000000000000, 0x0, 0x0],
-    ), // ImmunizationEvaluation -> Immunization
-    (62, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // ImmunizationEvaluation -> Patient
-    (62, "status", Token, [0x0, 0x0, 0x0]),                 // ImmunizationEvaluation
-    (62, "target-disease", Token, [0x0, 0x0, 0x0]),         // ImmunizationEvaluation
-    (63, "date", Date, [0x0, 0x0, 0x0]),                    // ImmunizationRecommendation
-    (63, "identifier", Token, [0x0, 0x0, 0x0]),             // ImmunizationRecommendation
-    (
-        63,
-        "information",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ImmunizationRecommendation -> 145 types
-    (63, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // ImmunizationRecommendation -> Patient
-    (63, "status", Token, [0x0, 0x0, 0x0]),                 // ImmunizationRecommendation
+    (61, "reaction", Reference, [0x0, 0x80000000, 0x0]), // Immunization -> Observation
+    (61, "reaction-date", Date, [0x0, 0x0, 0x0]), // Immunization
+    (61, "reason-code", Token, [0x0, 0x0, 0x0]), // Immunization
+    (61, "reason-reference", Reference, [0x8008000000, 0x80000000, 0x0]), // Immunization -> 3 types
+    (61, "series", String, [0x0, 0x0, 0x0]), // Immunization
+    (61, "status", Token, [0x0, 0x0, 0x0]), // Immunization
+    (61, "status-reason", Token, [0x0, 0x0, 0x0]), // Immunization
+    (61, "target-disease", Token, [0x0, 0x0, 0x0]), // Immunization
+    (61, "vaccine-code", Token, [0x0, 0x0, 0x0]), // Immunization
+    (62, "date", Date, [0x0, 0x0, 0x0]), // ImmunizationEvaluation
+    (62, "dose-status", Token, [0x0, 0x0, 0x0]), // ImmunizationEvaluation
+    (62, "identifier", Token, [0x0, 0x0, 0x0]), // ImmunizationEvaluation
+    (62, "immunization-event", Reference, [0x2000000000000000, 0x0, 0x0]), // ImmunizationEvaluation -> Immunization
+    (62, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ImmunizationEvaluation -> Patient
+    (62, "status", Token, [0x0, 0x0, 0x0]), // ImmunizationEvaluation
+    (62, "target-disease", Token, [0x0, 0x0, 0x0]), // ImmunizationEvaluation
+    (63, "date", Date, [0x0, 0x0, 0x0]), // ImmunizationRecommendation
+    (63, "identifier", Token, [0x0, 0x0, 0x0]), // ImmunizationRecommendation
+    (63, "information", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ImmunizationRecommendation -> 145 types
+    (63, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ImmunizationRecommendation -> Patient
+    (63, "status", Token, [0x0, 0x0, 0x0]), // ImmunizationRecommendation
     (63, "support", Reference, [0x6000000000000000, 0x0, 0x0]), // ImmunizationRecommendation -> 2 types
-    (63, "target-disease", Token, [0x0, 0x0, 0x0]),             // ImmunizationRecommendation
-    (63, "vaccine-type", Token, [0x0, 0x0, 0x0]),               // ImmunizationRecommendation
-    (64, "context", Token, [0x0, 0x0, 0x0]),                    // ImplementationGuide
-    (64, "context-quantity", Quantity, [0x0, 0x0, 0x0]),        // ImplementationGuide
-    (64, "context-type", Token, [0x0, 0x0, 0x0]),               // ImplementationGuide
-    (64, "context-type-quantity", Composite, [0x0, 0x0, 0x0]),  // ImplementationGuide
-    (64, "context-type-value", Composite, [0x0, 0x0, 0x0]),     // ImplementationGuide
-    (64, "date", Date, [0x0, 0x0, 0x0]),                        // ImplementationGuide
+    (63, "target-disease", Token, [0x0, 0x0, 0x0]), // ImmunizationRecommendation
+    (63, "vaccine-type", Token, [0x0, 0x0, 0x0]), // ImmunizationRecommendation
+    (64, "context", Token, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "context-type", Token, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "date", Date, [0x0, 0x0, 0x0]), // ImplementationGuide
     (64, "depends-on", Reference, [0x0, 0x1, 0x0]), // ImplementationGuide -> ImplementationGuide
-    (64, "description", String, [0x0, 0x0, 0x0]),   // ImplementationGuide
-    (64, "experimental", Token, [0x0, 0x0, 0x0]),   // ImplementationGuide
+    (64, "description", String, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "experimental", Token, [0x0, 0x0, 0x0]), // ImplementationGuide
     (64, "global", Reference, [0x0, 0x8000000000000000, 0x0]), // ImplementationGuide -> StructureDefinition
-    (64, "jurisdiction", Token, [0x0, 0x0, 0x0]),              // ImplementationGuide
-    (64, "name", String, [0x0, 0x0, 0x0]),                     // ImplementationGuide
-    (64, "publisher", String, [0x0, 0x0, 0x0]),                // ImplementationGuide
-    (
-        64,
-        "resource",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ImplementationGuide -> 145 types
-    (64, "status", Token, [0x0, 0x0, 0x0]),                    // ImplementationGuide
-    (64, "title", String, [0x0, 0x0, 0x0]),                    // ImplementationGuide
-    (64, "url", Uri, [0x0, 0x0, 0x0]),                         // ImplementationGuide
-    (64, "version", Token, [0x0, 0x0, 0x0]),                   // ImplementationGuide
-    (65, "address", String, [0x0, 0x0, 0x0]),                  // InsurancePlan
-    (65, "address-city", String, [0x0, 0x0, 0x0]),             // InsurancePlan
-    (65, "address-country", String, [0x0, 0x0, 0x0]),          // InsurancePlan
-    (65, "address-postalcode", String, [0x0, 0x0, 0x0]),       // InsurancePlan
-    (65, "address-state", String, [0x0, 0x0, 0x0]),            // InsurancePlan
-    (65, "address-use", Token, [0x0, 0x0, 0x0]),               // InsurancePlan
+    (64, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "name", String, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "publisher", String, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "resource", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ImplementationGuide -> 145 types
+    (64, "status", Token, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "title", String, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "url", Uri, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (64, "version", Token, [0x0, 0x0, 0x0]), // ImplementationGuide
+    (65, "address", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "address-city", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "address-country", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "address-postalcode", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "address-state", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "address-use", Token, [0x0, 0x0, 0x0]), // InsurancePlan
     (65, "administered-by", Reference, [0x0, 0x800000000, 0x0]), // InsurancePlan -> Organization
-    (65, "endpoint", Reference, [0x100000000000, 0x0, 0x0]),   // InsurancePlan -> Endpoint
-    (65, "identifier", Token, [0x0, 0x0, 0x0]),                // InsurancePlan
-    (65, "name", String, [0x0, 0x0, 0x0]),                     // InsurancePlan
-    (65, "owned-by", Reference, [0x0, 0x800000000, 0x0]),      // InsurancePlan -> Organization
-    (65, "phonetic", String, [0x0, 0x0, 0x0]),                 // InsurancePlan
-    (65, "status", Token, [0x0, 0x0, 0x0]),                    // InsurancePlan
-    (65, "type", Token, [0x0, 0x0, 0x0]),                      // InsurancePlan
-    (66, "account", Reference, [0x1, 0x0, 0x0]),               // Invoice -> Account
-    (66, "date", Date, [0x0, 0x0, 0x0]),                       // Invoice
-    (66, "identifier", Token, [0x0, 0x0, 0x0]),                // Invoice
-    (66, "issuer", Reference, [0x0, 0x800000000, 0x0]),        // Invoice -> Organization
-    (
-        66,
-        "participant",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // Invoice -> 6 types
-    (66, "participant-role", Token, [0x0, 0x0, 0x0]),          // Invoice
-    (66, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // Invoice -> Patient
+    (65, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // InsurancePlan -> Endpoint
+    (65, "identifier", Token, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "name", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "owned-by", Reference, [0x0, 0x800000000, 0x0]), // InsurancePlan -> Organization
+    (65, "phonetic", String, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "status", Token, [0x0, 0x0, 0x0]), // InsurancePlan
+    (65, "type", Token, [0x0, 0x0, 0x0]), // InsurancePlan
+    (66, "account", Reference, [0x1, 0x0, 0x0]), // Invoice -> Account
+    (66, "date", Date, [0x0, 0x0, 0x0]), // Invoice
+    (66, "identifier", Token, [0x0, 0x0, 0x0]), // Invoice
+    (66, "issuer", Reference, [0x0, 0x800000000, 0x0]), // Invoice -> Organization
+    (66, "participant", Reference, [0x400000000, 0x2184800000000, 0x0]), // Invoice -> 6 types
+    (66, "participant-role", Token, [0x0, 0x0, 0x0]), // Invoice
+    (66, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Invoice -> Patient
     (66, "recipient", Reference, [0x0, 0x2004800000000, 0x0]), // Invoice -> 3 types
-    (66, "status", Token, [0x0, 0x0, 0x0]),                    // Invoice
-    (
-        66,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // Invoice -> 2 types
-    (66, "totalgross", Quantity, [0x0, 0x0, 0x0]),             // Invoice
-    (66, "totalnet", Quantity, [0x0, 0x0, 0x0]),               // Invoice
-    (66, "type", Token, [0x0, 0x0, 0x0]),                      // Invoice
-    (
-        67,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Library -> 145 types
-    (67, "content-type", Token, [0x0, 0x0, 0x0]),              // Library
-    (67, "context", Token, [0x0, 0x0, 0x0]),                   // Library
-    (67, "context-quantity", Quantity, [0x0, 0x0, 0x0]),       // Library
-    (67, "context-type", Token, [0x0, 0x0, 0x0]),              // Library
+    (66, "status", Token, [0x0, 0x0, 0x0]), // Invoice
+    (66, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // Invoice -> 2 types
+    (66, "totalgross", Quantity, [0x0, 0x0, 0x0]), // Invoice
+    (66, "totalnet", Quantity, [0x0, 0x0, 0x0]), // Invoice
+    (66, "type", Token, [0x0, 0x0, 0x0]), // Invoice
+    (67, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Library -> 145 types
+    (67, "content-type", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "context", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // Library
+    (67, "context-type", Token, [0x0, 0x0, 0x0]), // Library
     (67, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // Library
-    (67, "context-type-value", Composite, [0x0, 0x0, 0x0]),    // Library
-    (67, "date", Date, [0x0, 0x0, 0x0]),                       // Library
-    (
-        67,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Library -> 145 types
-    (
-        67,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Library -> 145 types
-    (67, "description", String, [0x0, 0x0, 0x0]),              // Library
-    (67, "effective", Date, [0x0, 0x0, 0x0]),                  // Library
-    (67, "identifier", Token, [0x0, 0x0, 0x0]),                // Library
-    (67, "jurisdiction", Token, [0x0, 0x0, 0x0]),              // Library
-    (67, "name", String, [0x0, 0x0, 0x0]),                     // Library
-    (
-        67,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Library -> 145 types
-    (67, "publisher", String, [0x0, 0x0, 0x0]),                // Library
-    (67, "status", Token, [0x0, 0x0, 0x0]),                    // Library
-    (
-        67,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Library -> 145 types
-    (67, "title", String, [0x0, 0x0, 0x0]),                    // Library
-    (67, "topic", Token, [0x0, 0x0, 0x0]),                     // Library
-    (67, "type", Token, [0x0, 0x0, 0x0]),                      // Library
-    (67, "url", Uri, [0x0, 0x0, 0x0]),                         // Library
-    (67, "version", Token, [0x0, 0x0, 0x0]),                   // Library
-    (68, "author", Reference, [0x0, 0x180800000000, 0x0]),     // Linkage -> 3 types
-    (
-        68,
-        "item",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Linkage -> 145 types
-    (
-        68,
-        "source",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Linkage -> 145 types
-    (69, "code", Token, [0x0, 0x0, 0x0]),                      // List
-    (69, "date", Date, [0x0, 0x0, 0x0]),                       // List
-    (69, "empty-reason", Token, [0x0, 0x0, 0x0]),              // List
-    (69, "encounter", Reference, [0x880000000000, 0x0, 0x0]),  // List -> 2 types
-    (69, "identifier", Token, [0x0, 0x0, 0x0]),                // List
-    (
-        69,
-        "item",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // List -> 145 types
-    (69, "notes", String, [0x0, 0x0, 0x0]),                    // List
-    (69, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // List -> Patient
+    (67, "context-type-value", Composite, [0x0, 0x0, 0x0]), // Library
+    (67, "date", Date, [0x0, 0x0, 0x0]), // Library
+    (67, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Library -> 145 types
+    (67, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Library -> 145 types
+    (67, "description", String, [0x0, 0x0, 0x0]), // Library
+    (67, "effective", Date, [0x0, 0x0, 0x0]), // Library
+    (67, "identifier", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "jurisdiction", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "name", String, [0x0, 0x0, 0x0]), // Library
+    (67, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Library -> 145 types
+    (67, "publisher", String, [0x0, 0x0, 0x0]), // Library
+    (67, "status", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Library -> 145 types
+    (67, "title", String, [0x0, 0x0, 0x0]), // Library
+    (67, "topic", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "type", Token, [0x0, 0x0, 0x0]), // Library
+    (67, "url", Uri, [0x0, 0x0, 0x0]), // Library
+    (67, "version", Token, [0x0, 0x0, 0x0]), // Library
+    (68, "author", Reference, [0x0, 0x180800000000, 0x0]), // Linkage -> 3 types
+    (68, "item", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Linkage -> 145 types
+    (68, "source", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Linkage -> 145 types
+    (69, "code", Token, [0x0, 0x0, 0x0]), // List
+    (69, "date", Date, [0x0, 0x0, 0x0]), // List
+    (69, "empty-reason", Token, [0x0, 0x0, 0x0]), // List
+    (69, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // List -> 2 types
+    (69, "identifier", Token, [0x0, 0x0, 0x0]), // List
+    (69, "item", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // List -> 145 types
+    (69, "notes", String, [0x0, 0x0, 0x0]), // List
+    (69, "patient", Reference, [0x0, 0x4000000000, 0x0]), // List -> Patient
     (69, "source", Reference, [0x400000000, 0x184000000000, 0x0]), // List -> 4 types
-    (69, "status", Token, [0x0, 0x0, 0x0]),                    // List
-    (
-        69,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000040, 0x0],
-    ), // List -> 4 types
-    (69, "title", String, [0x0, 0x0, 0x0]),                    // List
-    (70, "address", String, [0x0, 0x0, 0x0]),                  // Location
-    (70, "address-city", String, [0x0, 0x0, 0x0]),             // Location
-    (70, "address-country", String, [0x0, 0x0, 0x0]),          // Location
-    (70, "address-postalcode", String, [0x0, 0x0, 0x0]),       // Location
-    (70, "address-state", String, [0x0, 0x0, 0x0]),            // Location
-    (70, "address-use", Token, [0x0, 0x0, 0x0]),               // Location
-    (70, "endpoint", Reference, [0x100000000000, 0x0, 0x0]),   // Location -> Endpoint
-    (70, "identifier", Token, [0x0, 0x0, 0x0]),                // Location
-    (70, "name", String, [0x0, 0x0, 0x0]),                     // Location
-    (70, "near", Special, [0x0, 0x0, 0x0]),                    // Location
-    (70, "operational-status", Token, [0x0, 0x0, 0x0]),        // Location
-    (70, "organization", Reference, [0x0, 0x800000000, 0x0]),  // Location -> Organization
-    (70, "partof", Reference, [0x0, 0x40, 0x0]),               // Location -> Location
-    (70, "status", Token, [0x0, 0x0, 0x0]),                    // Location
-    (70, "type", Token, [0x0, 0x0, 0x0]),                      // Location
-    (
-        71,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Measure -> 145 types
-    (71, "context", Token, [0x0, 0x0, 0x0]),                   // Measure
-    (71, "context-quantity", Quantity, [0x0, 0x0, 0x0]),       // Measure
-    (71, "context-type", Token, [0x0, 0x0, 0x0]),              // Measure
+    (69, "status", Token, [0x0, 0x0, 0x0]), // List
+    (69, "subject", Reference, [0x200000400000000, 0x4000000040, 0x0]), // List -> 4 types
+    (69, "title", String, [0x0, 0x0, 0x0]), // List
+    (70, "address", String, [0x0, 0x0, 0x0]), // Location
+    (70, "address-city", String, [0x0, 0x0, 0x0]), // Location
+    (70, "address-country", String, [0x0, 0x0, 0x0]), // Location
+    (70, "address-postalcode", String, [0x0, 0x0, 0x0]), // Location
+    (70, "address-state", String, [0x0, 0x0, 0x0]), // Location
+    (70, "address-use", Token, [0x0, 0x0, 0x0]), // Location
+    (70, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // Location -> Endpoint
+    (70, "identifier", Token, [0x0, 0x0, 0x0]), // Location
+    (70, "name", String, [0x0, 0x0, 0x0]), // Location
+    (70, "near", Special, [0x0, 0x0, 0x0]), // Location
+    (70, "operational-status", Token, [0x0, 0x0, 0x0]), // Location
+    (70, "organization", Reference, [0x0, 0x800000000, 0x0]), // Location -> Organization
+    (70, "partof", Reference, [0x0, 0x40, 0x0]), // Location -> Location
+    (70, "status", Token, [0x0, 0x0, 0x0]), // Location
+    (70, "type", Token, [0x0, 0x0, 0x0]), // Location
+    (71, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Measure -> 145 types
+    (71, "context", Token, [0x0, 0x0, 0x0]), // Measure
+    (71, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // Measure
+    (71, "context-type", Token, [0x0, 0x0, 0x0]), // Measure
     (71, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // Measure
-    (71, "context-type-value", Composite, [0x0, 0x0, 0x0]),    // Measure
-    (71, "date", Date, [0x0, 0x0, 0x0]),                       // Measure
-    (
-        71,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Measure -> 145 types
-    (
-        71,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Measure -> 145 types
-    (71, "description", String, [0x0, 0x0, 0x0]),              // Measure
-    (71, "effective", Date, [0x0, 0x0, 0x0]),                  // Measure
-    (71, "identifier", Token, [0x0, 0x0, 0x0]),                // Measure
-    (71, "jurisdiction", Token, [0x0, 0x0, 0x0]),              // Measure
-    (71, "name", String, [0x0, 0x0, 0x0]),                     // Measure
-    (
-        71,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Measure -> 145 types
-    (71, "publisher", String, [0x0, 0x0, 0x0]),                // Measure
-    (71, "status", Token, [0x0, 0x0, 0x0]),                    // Measure
-    (
-        71,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Measure -> 145 types
-    (71, "title", String, [0x0, 0x0, 0x0]),                    // Measure
-    (71, "topic", Token, [0x0, 0x0, 0x0]),                     // Measure
-    (71, "url", Uri, [0x0, 0x0, 0x0]),                         // Measure
-    (71, "version", Token, [0x0, 0x0, 0x0]),                   // Measure
-    (72, "date", Date, [0x0, 0x0, 0x0]),                       // MeasureReport
-    (
-        72,
-        "evaluated-resource",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // MeasureReport -> 145 types
-    (72, "identifier", Token, [0x0, 0x0, 0x0]),                // MeasureReport
-    (72, "measure", Reference, [0x0, 0x80, 0x0]),              // MeasureReport -> Measure
-    (72, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // MeasureReport -> Patient
-    (72, "period", Date, [0x0, 0x0, 0x0]),                     // MeasureReport
-    (72, "reporter", Reference, [0x0, 0x180800000040, 0x0]),   // MeasureReport -> 4 types
-    (72, "status", Token, [0x0, 0x0, 0x0]),                    // MeasureReport
-    (
-        72,
-        "subject",
-        Reference,
-        [0xa00000400004000, 0x2184800000040, 0x0],
-    ), // MeasureReport -> 10 types
+    (71, "context-type-value", Composite, [0x0, 0x0, 0x0]), // Measure
+    (71, "date", Date, [0x0, 0x0, 0x0]), // Measure
+    (71, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Measure -> 145 types
+    (71, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Measure -> 145 types
+    (71, "description", String, [0x0, 0x0, 0x0]), // Measure
+    (71, "effective", Date, [0x0, 0x0, 0x0]), // Measure
+    (71, "identifier", Token, [0x0, 0x0, 0x0]), // Measure
+    (71, "jurisdiction", Token, [0x0, 0x0, 0x0]), // Measure
+    (71, "name", String, [0x0, 0x0, 0x0]), // Measure
+    (71, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Measure -> 145 types
+    (71, "publisher", String, [0x0, 0x0, 0x0]), // Measure
+    (71, "status", Token, [0x0, 0x0, 0x0]), // Measure
+    (71, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Measure -> 145 types
+    (71, "title", String, [0x0, 0x0, 0x0]), // Measure
+    (71, "topic", Token, [0x0, 0x0, 0x0]), // Measure
+    (71, "url", Uri, [0x0, 0x0, 0x0]), // Measure
+    (71, "version", Token, [0x0, 0x0, 0x0]), // Measure
+    (72, "date", Date, [0x0, 0x0, 0x0]), // MeasureReport
+    (72, "evaluated-resource", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // MeasureReport -> 145 types
+    (72, "identifier", Token, [0x0, 0x0, 0x0]), // MeasureReport
+    (72, "measure", Reference, [0x0, 0x80, 0x0]), // MeasureReport -> Measure
+    (72, "patient", Reference, [0x0, 0x4000000000, 0x0]), // MeasureReport -> Patient
+    (72, "period", Date, [0x0, 0x0, 0x0]), // MeasureReport
+    (72, "reporter", Reference, [0x0, 0x180800000040, 0x0]), // MeasureReport -> 4 types
+    (72, "status", Token, [0x0, 0x0, 0x0]), // MeasureReport
+    (72, "subject", Reference, [0xa00000400004000, 0x2184800000040, 0x0]), // MeasureReport -> 10 types
     (73, "based-on", Reference, [0x2000, 0x800000000000000, 0x0]), // Media -> 2 types
-    (73, "created", Date, [0x0, 0x0, 0x0]),                    // Media
-    (73, "device", Reference, [0x1400000000, 0x0, 0x0]),       // Media -> 2 types
-    (73, "encounter", Reference, [0x80000000000, 0x0, 0x0]),   // Media -> Encounter
-    (73, "identifier", Token, [0x0, 0x0, 0x0]),                // Media
-    (73, "modality", Token, [0x0, 0x0, 0x0]),                  // Media
-    (
-        73,
-        "operator",
-        Reference,
-        [0x400004000, 0x2184800000000, 0x0],
-    ), // Media -> 7 types
-    (73, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // Media -> Patient
-    (73, "site", Token, [0x0, 0x0, 0x0]),                      // Media
-    (73, "status", Token, [0x0, 0x0, 0x0]),                    // Media
-    (
-        73,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x2000184000000040, 0x0],
-    ), // Media -> 7 types
-    (73, "type", Token, [0x0, 0x0, 0x0]),                      // Media
-    (73, "view", Token, [0x0, 0x0, 0x0]),                      // Media
-    (74, "code", Token, [0x0, 0x0, 0x0]),                      // Medication
-    (74, "expiration-date", Date, [0x0, 0x0, 0x0]),            // Medication
-    (74, "form", Token, [0x0, 0x0, 0x0]),                      // Medication
-    (74, "identifier", Token, [0x0, 0x0, 0x0]),                // Medication
-    (74, "ingredient", Reference, [0x0, 0x400, 0x4]),          // Medication -> 2 types
-    (74, "ingredient-code", Token, [0x0, 0x0, 0x0]),           // Medication
-    (74, "lot-number", Token, [0x0, 0x0, 0x0]),                // Medication
-    (74, "manufacturer", Reference, [0x0, 0x800000000, 0x0]),  // Medication -> Organization
-    (74, "status", Token, [0x0, 0x0, 0x0]),                    // Medication
-    (75, "code", Token, [0x0, 0x0, 0x0]),                      // MedicationAdministration
+    (73, "created", Date, [0x0, 0x0, 0x0]), // Media
+    (73, "device", Reference, [0x1400000000, 0x0, 0x0]), // Media -> 2 types
+    (73, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // Media -> Encounter
+    (73, "identifier", Token, [0x0, 0x0, 0x0]), // Media
+    (73, "modality", Token, [0x0, 0x0, 0x0]), // Media
+    (73, "operator", Reference, [0x400004000, 0x2184800000000, 0x0]), // Media -> 7 types
+    (73, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Media -> Patient
+    (73, "site", Token, [0x0, 0x0, 0x0]), // Media
+    (73, "status", Token, [0x0, 0x0, 0x0]), // Media
+    (73, "subject", Reference, [0x200000400000000, 0x2000184000000040, 0x0]), // Media -> 7 types
+    (73, "type", Token, [0x0, 0x0, 0x0]), // Media
+    (73, "view", Token, [0x0, 0x0, 0x0]), // Media
+    (74, "code", Token, [0x0, 0x0, 0x0]), // Medication
+    (74, "expiration-date", Date, [0x0, 0x0, 0x0]), // Medication
+    (74, "form", Token, [0x0, 0x0, 0x0]), // Medication
+    (74, "identifier", Token, [0x0, 0x0, 0x0]), // Medication
+    (74, "ingredient", Reference, [0x0, 0x400, 0x4]), // Medication -> 2 types
+    (74, "ingredient-code", Token, [0x0, 0x0, 0x0]), // Medication
+    (74, "lot-number", Token, [0x0, 0x0, 0x0]), // Medication
+    (74, "manufacturer", Reference, [0x0, 0x800000000, 0x0]), // Medication -> Organization
+    (74, "status", Token, [0x0, 0x0, 0x0]), // Medication
+    (75, "code", Token, [0x0, 0x0, 0x0]), // MedicationAdministration
     (75, "context", Reference, [0x880000000000, 0x0, 0x0]), // MedicationAdministration -> 2 types
-    (75, "device", Reference, [0x400000000, 0x0, 0x0]),     // MedicationAdministration -> Device
-    (75, "effective-time", Date, [0x0, 0x0, 0x0]),          // MedicationAdministration
-    (75, "identifier", Token, [0x0, 0x0, 0x0]),             // MedicationAdministration
+    (75, "device", Reference, [0x400000000, 0x0, 0x0]), // MedicationAdministration -> Device
+    (75, "effective-time", Date, [0x0, 0x0, 0x0]), // MedicationAdministration
+    (75, "identifier", Token, [0x0, 0x0, 0x0]), // MedicationAdministration
     (75, "medication", Reference, [0x0, 0x400, 0x0]), // MedicationAdministration -> Medication
     (75, "patient", Reference, [0x0, 0x4000000000, 0x0]), // MedicationAdministration -> Patient
-    (
-        75,
-        "performer",
-        Reference,
-        [0x400000000, 0x2184000000000, 0x0],
-    ), // MedicationAdministration -> 5 types
-    (75, "reason-given", Token, [0x0, 0x0, 0x0]),     // MedicationAdministration
+    (75, "performer", Reference, [0x400000000, 0x2184000000000, 0x0]), // MedicationAdministration -> 5 types
+    (75, "reason-given", Token, [0x0, 0x0, 0x0]), // MedicationAdministration
     (75, "reason-not-given", Token, [0x0, 0x0, 0x0]), // MedicationAdministration
     (75, "request", Reference, [0x0, 0x4000, 0x0]), // MedicationAdministration -> MedicationRequest
-    (75, "status", Token, [0x0, 0x0, 0x0]),         // MedicationAdministration
-    (
-        75,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // MedicationAdministration -> 2 types
-    (76, "code", Token, [0x0, 0x0, 0x0]),           // MedicationDispense
+    (75, "status", Token, [0x0, 0x0, 0x0]), // MedicationAdministration
+    (75, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // MedicationAdministration -> 2 types
+    (76, "code", Token, [0x0, 0x0, 0x0]), // MedicationDispense
     (76, "context", Reference, [0x880000000000, 0x0, 0x0]), // MedicationDispense -> 2 types
     (76, "destination", Reference, [0x0, 0x40, 0x0]), // MedicationDispense -> Location
-    (76, "identifier", Token, [0x0, 0x0, 0x0]),     // MedicationDispense
+    (76, "identifier", Token, [0x0, 0x0, 0x0]), // MedicationDispense
     (76, "medication", Reference, [0x0, 0x400, 0x0]), // MedicationDispense -> Medication
     (76, "patient", Reference, [0x0, 0x4000000000, 0x0]), // MedicationDispense -> Patient
-    (
-        76,
-        "performer",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // MedicationDispense -> 6 types
+    (76, "performer", Reference, [0x400000000, 0x2184800000000, 0x0]), // MedicationDispense -> 6 types
     (76, "prescription", Reference, [0x0, 0x4000, 0x0]), // MedicationDispense -> MedicationRequest
     (76, "receiver", Reference, [0x0, 0x84000000000, 0x0]), // MedicationDispense -> 2 types
-    (
-        76,
-        "responsibleparty",
-        Reference,
-        [0x0, 0x180000000000, 0x0],
-    ), // MedicationDispense -> 2 types
-    (76, "status", Token, [0x0, 0x0, 0x0]),         // MedicationDispense
-    (
-        76,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // MedicationDispense -> 2 types
-    (76, "type", Token, [0x0, 0x0, 0x0]),           // MedicationDispense
-    (76, "whenhandedover", Date, [0x0, 0x0, 0x0]),  // MedicationDispense
-    (76, "whenprepared", Date, [0x0, 0x0, 0x0]),    // MedicationDispense
+    (76, "responsibleparty", Reference, [0x0, 0x180000000000, 0x0]), // MedicationDispense -> 2 types
+    (76, "status", Token, [0x0, 0x0, 0x0]), // MedicationDispense
+    (76, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // MedicationDispense -> 2 types
+    (76, "type", Token, [0x0, 0x0, 0x0]), // MedicationDispense
+    (76, "whenhandedover", Date, [0x0, 0x0, 0x0]), // MedicationDispense
+    (76, "whenprepared", Date, [0x0, 0x0, 0x0]), // MedicationDispense
     (77, "classification", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
     (77, "classification-type", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
-    (77, "code", Token, [0x0, 0x0, 0x0]),           // MedicationKnowledge
-    (77, "doseform", Token, [0x0, 0x0, 0x0]),       // MedicationKnowledge
+    (77, "code", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
+    (77, "doseform", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
     (77, "ingredient", Reference, [0x0, 0x0, 0x4]), // MedicationKnowledge -> Substance
     (77, "ingredient-code", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
     (77, "manufacturer", Reference, [0x0, 0x800000000, 0x0]), // MedicationKnowledge -> Organization
@@ -1765,1055 +1165,720 @@ pub(crate) const TYPE_PARAMS: [(u8, &str, ParamKind, [u64; 3]); 1699] = [
     (77, "monitoring-program-type", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
     (77, "monograph", Reference, [0x20000000000, 0x200, 0x0]), // MedicationKnowledge -> 2 types
     (77, "monograph-type", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
-    (77, "source-cost", Token, [0x0, 0x0, 0x0]),    // MedicationKnowledge
-    (77, "status", Token, [0x0, 0x0, 0x0]),         // MedicationKnowledge
-    (78, "authoredon", Date, [0x0, 0x0, 0x0]),      // MedicationRequest
-    (78, "category", Token, [0x0, 0x0, 0x0]),       // MedicationRequest
-    (78, "code", Token, [0x0, 0x0, 0x0]),           // MedicationRequest
-    (78, "date", Date, [0x0, 0x0, 0x0]),            // MedicationRequest
+    (77, "source-cost", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
+    (77, "status", Token, [0x0, 0x0, 0x0]), // MedicationKnowledge
+    (78, "authoredon", Date, [0x0, 0x0, 0x0]), // MedicationRequest
+    (78, "category", Token, [0x0, 0x0, 0x0]), // MedicationRequest
+    (78, "code", Token, [0x0, 0x0, 0x0]), // MedicationRequest
+    (78, "date", Date, [0x0, 0x0, 0x0]), // MedicationRequest
     (78, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // MedicationRequest -> Encounter
-    (78, "identifier", Token, [0x0, 0x0, 0x0]),     // MedicationRequest
+    (78, "identifier", Token, [0x0, 0x0, 0x0]), // MedicationRequest
     (78, "intended-dispenser", Reference, [0x0, 0x800000000, 0x0]), // MedicationRequest -> Organization
-    (
-        78,
-        "intended-performer",
-        Reference,
-        [0x400004000, 0x2184800000000, 0x0],
-    ), // MedicationRequest -> 7 types
-    (78, "intended-performertype", Token, [0x0, 0x0, 0x0]),         // MedicationRequest
-    (78, "intent", Token, [0x0, 0x0, 0x0]),                         // MedicationRequest
+    (78, "intended-performer", Reference, [0x400004000, 0x2184800000000, 0x0]), // MedicationRequest -> 7 types
+    (78, "intended-performertype", Token, [0x0, 0x0, 0x0]), // MedicationRequest
+    (78, "intent", Token, [0x0, 0x0, 0x0]), // MedicationRequest
     (78, "medication", Reference, [0x0, 0x400, 0x0]), // MedicationRequest -> Medication
     (78, "patient", Reference, [0x0, 0x4000000000, 0x0]), // MedicationRequest -> Patient
-    (78, "priority", Token, [0x0, 0x0, 0x0]),         // MedicationRequest
-    (
-        78,
-        "requester",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // MedicationRequest -> 6 types
-    (78, "status", Token, [0x0, 0x0, 0x0]),           // MedicationRequest
-    (
-        78,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // MedicationRequest -> 2 types
-    (79, "category", Token, [0x0, 0x0, 0x0]),         // MedicationStatement
-    (79, "code", Token, [0x0, 0x0, 0x0]),             // MedicationStatement
+    (78, "priority", Token, [0x0, 0x0, 0x0]), // MedicationRequest
+    (78, "requester", Reference, [0x400000000, 0x2184800000000, 0x0]), // MedicationRequest -> 6 types
+    (78, "status", Token, [0x0, 0x0, 0x0]), // MedicationRequest
+    (78, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // MedicationRequest -> 2 types
+    (79, "category", Token, [0x0, 0x0, 0x0]), // MedicationStatement
+    (79, "code", Token, [0x0, 0x0, 0x0]), // MedicationStatement
     (79, "context", Reference, [0x880000000000, 0x0, 0x0]), // MedicationStatement -> 2 types
-    (79, "effective", Date, [0x0, 0x0, 0x0]),         // MedicationStatement
-    (79, "identifier", Token, [0x0, 0x0, 0x0]),       // MedicationStatement
+    (79, "effective", Date, [0x0, 0x0, 0x0]), // MedicationStatement
+    (79, "identifier", Token, [0x0, 0x0, 0x0]), // MedicationStatement
     (79, "medication", Reference, [0x0, 0x400, 0x0]), // MedicationStatement -> Medication
     (79, "part-of", Reference, [0x0, 0x200080009800, 0x0]), // MedicationStatement -> 5 types
     (79, "patient", Reference, [0x0, 0x4000000000, 0x0]), // MedicationStatement -> Patient
     (79, "source", Reference, [0x0, 0x2184800000000, 0x0]), // MedicationStatement -> 5 types
-    (79, "status", Token, [0x0, 0x0, 0x0]),           // MedicationStatement
-    (
-        79,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // MedicationStatement -> 2 types
-    (80, "identifier", Token, [0x0, 0x0, 0x0]),       // MedicinalProduct
-    (80, "name", String, [0x0, 0x0, 0x0]),            // MedicinalProduct
-    (80, "name-language", Token, [0x0, 0x0, 0x0]),    // MedicinalProduct
-    (81, "country", Token, [0x0, 0x0, 0x0]),          // MedicinalProductAuthorization
+    (79, "status", Token, [0x0, 0x0, 0x0]), // MedicationStatement
+    (79, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // MedicationStatement -> 2 types
+    (80, "identifier", Token, [0x0, 0x0, 0x0]), // MedicinalProduct
+    (80, "name", String, [0x0, 0x0, 0x0]), // MedicinalProduct
+    (80, "name-language", Token, [0x0, 0x0, 0x0]), // MedicinalProduct
+    (81, "country", Token, [0x0, 0x0, 0x0]), // MedicinalProductAuthorization
     (81, "holder", Reference, [0x0, 0x800000000, 0x0]), // MedicinalProductAuthorization -> Organization
-    (81, "identifier", Token, [0x0, 0x0, 0x0]),         // MedicinalProductAuthorization
-    (81, "status", Token, [0x0, 0x0, 0x0]),             // MedicinalProductAuthorization
-    (81, "subject", Reference, [0x0, 0x810000, 0x0]),   // MedicinalProductAuthorization -> 2 types
+    (81, "identifier", Token, [0x0, 0x0, 0x0]), // MedicinalProductAuthorization
+    (81, "status", Token, [0x0, 0x0, 0x0]), // MedicinalProductAuthorization
+    (81, "subject", Reference, [0x0, 0x810000, 0x0]), // MedicinalProductAuthorization -> 2 types
     (82, "subject", Reference, [0x0, 0x10400, 0x0]), // MedicinalProductContraindication -> 2 types
     (83, "subject", Reference, [0x0, 0x10400, 0x0]), // MedicinalProductIndication -> 2 types
     (85, "subject", Reference, [0x0, 0x10400, 0x4]), // MedicinalProductInteraction -> 3 types
-    (87, "identifier", Token, [0x0, 0x0, 0x0]),      // MedicinalProductPackaged
+    (87, "identifier", Token, [0x0, 0x0, 0x0]), // MedicinalProductPackaged
     (87, "subject", Reference, [0x0, 0x10000, 0x0]), // MedicinalProductPackaged -> MedicinalProduct
-    (88, "identifier", Token, [0x0, 0x0, 0x0]),      // MedicinalProductPharmaceutical
-    (88, "route", Token, [0x0, 0x0, 0x0]),           // MedicinalProductPharmaceutical
-    (88, "target-species", Token, [0x0, 0x0, 0x0]),  // MedicinalProductPharmaceutical
+    (88, "identifier", Token, [0x0, 0x0, 0x0]), // MedicinalProductPharmaceutical
+    (88, "route", Token, [0x0, 0x0, 0x0]), // MedicinalProductPharmaceutical
+    (88, "target-species", Token, [0x0, 0x0, 0x0]), // MedicinalProductPharmaceutical
     (89, "subject", Reference, [0x0, 0x10400, 0x0]), // MedicinalProductUndesirableEffect -> 2 types
-    (90, "category", Token, [0x0, 0x0, 0x0]),        // MessageDefinition
-    (90, "context", Token, [0x0, 0x0, 0x0]),         // MessageDefinition
+    (90, "category", Token, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "context", Token, [0x0, 0x0, 0x0]), // MessageDefinition
     (90, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // MessageDefinition
-    (90, "context-type", Token, [0x0, 0x0, 0x0]),    // MessageDefinition
+    (90, "context-type", Token, [0x0, 0x0, 0x0]), // MessageDefinition
     (90, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // MessageDefinition
     (90, "context-type-value", Composite, [0x0, 0x0, 0x0]), // MessageDefinition
-    (90, "date", Date, [0x0, 0x0, 0x0]),             // MessageDefinition
-    (90, "description", String, [0x0, 0x0, 0x0]),    // MessageDefinition
-    (90, "event", Token, [0x0, 0x0, 0x0]),           // MessageDefinition
-    (90, "focus", Token, [0x0, 0x0, 0x0]),           // MessageDefinition
-    (90, "identifier", Token, [0x0, 0x0, 0x0]),      // MessageDefinition
-    (90, "jurisdiction", Token, [0x0, 0x0, 0x0]),    // MessageDefinition
-    (90, "name", String, [0x0, 0x0, 0x0]),           // MessageDefinition
+    (90, "date", Date, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "description", String, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "event", Token, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "focus", Token, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "identifier", Token, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "jurisdiction", Token, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "name", String, [0x0, 0x0, 0x0]), // MessageDefinition
     (90, "parent", Reference, [0x2, 0x40000000000, 0x0]), // MessageDefinition -> 2 types
-    (90, "publisher", String, [0x0, 0x0, 0x0]),      // MessageDefinition
-    (90, "status", Token, [0x0, 0x0, 0x0]),          // MessageDefinition
-    (90, "title", String, [0x0, 0x0, 0x0]),          // MessageDefinition
-    (90, "url", Uri, [0x0, 0x0, 0x0]),               // MessageDefinition
-    (90, "version", Token, [0x0, 0x0, 0x0]),         // MessageDefinition
+    (90, "publisher", String, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "status", Token, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "title", String, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "url", Uri, [0x0, 0x0, 0x0]), // MessageDefinition
+    (90, "version", Token, [0x0, 0x0, 0x0]), // MessageDefinition
     (91, "author", Reference, [0x0, 0x180000000000, 0x0]), // MessageHeader -> 2 types
-    (91, "code", Token, [0x0, 0x0, 0x0]),            // MessageHeader
-    (91, "destination", String, [0x0, 0x0, 0x0]),    // MessageHeader
-    (91, "destination-uri", Uri, [0x0, 0x0, 0x0]),   // MessageHeader
+    (91, "code", Token, [0x0, 0x0, 0x0]), // MessageHeader
+    (91, "destination", String, [0x0, 0x0, 0x0]), // MessageHeader
+    (91, "destination-uri", Uri, [0x0, 0x0, 0x0]), // MessageHeader
     (91, "enterer", Reference, [0x0, 0x180000000000, 0x0]), // MessageHeader -> 2 types
-    (91, "event", Token, [0x0, 0x0, 0x0]),           // MessageHeader
-    (
-        91,
-        "focus",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // MessageHeader -> 145 types
+    (91, "event", Token, [0x0, 0x0, 0x0]), // MessageHeader
+    (91, "focus", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // MessageHeader -> 145 types
     (91, "receiver", Reference, [0x0, 0x180800000000, 0x0]), // MessageHeader -> 3 types
-    (91, "response-id", Token, [0x0, 0x0, 0x0]),     // MessageHeader
+    (91, "response-id", Token, [0x0, 0x0, 0x0]), // MessageHeader
     (91, "responsible", Reference, [0x0, 0x180800000000, 0x0]), // MessageHeader -> 3 types
     (91, "sender", Reference, [0x0, 0x180800000000, 0x0]), // MessageHeader -> 3 types
-    (91, "source", String, [0x0, 0x0, 0x0]),         // MessageHeader
-    (91, "source-uri", Uri, [0x0, 0x0, 0x0]),        // MessageHeader
+    (91, "source", String, [0x0, 0x0, 0x0]), // MessageHeader
+    (91, "source-uri", Uri, [0x0, 0x0, 0x0]), // MessageHeader
     (91, "target", Reference, [0x400000000, 0x0, 0x0]), // MessageHeader -> Device
-    (92, "chromosome", Token, [0x0, 0x0, 0x0]),      // MolecularSequence
-    (
-        92,
-        "chromosome-variant-coordinate",
-        Composite,
-        [0x0, 0x0, 0x0],
-    ), // MolecularSequence
-    (
-        92,
-        "chromosome-window-coordinate",
-        Composite,
-        [0x0, 0x0, 0x0],
-    ), // MolecularSequence
-    (92, "identifier", Token, [0x0, 0x0, 0x0]),      // MolecularSequence
+    (92, "chromosome", Token, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "chromosome-variant-coordinate", Composite, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "chromosome-window-coordinate", Composite, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "identifier", Token, [0x0, 0x0, 0x0]), // MolecularSequence
     (92, "patient", Reference, [0x0, 0x4000000000, 0x0]), // MolecularSequence -> Patient
-    (92, "referenceseqid", Token, [0x0, 0x0, 0x0]),  // MolecularSequence
-    (
-        92,
-        "referenceseqid-variant-coordinate",
-        Composite,
-        [0x0, 0x0, 0x0],
-    ), // MolecularSequence
-    (
-        92,
-        "referenceseqid-window-coordinate",
-        Composite,
-        [0x0, 0x0, 0x0],
-    ), // MolecularSequence
-    (92, "type", Token, [0x0, 0x0, 0x0]),            // MolecularSequence
-    (92, "variant-end", Number, [0x0, 0x0, 0x0]),    // MolecularSequence
-    (92, "variant-start", Number, [0x0, 0x0, 0x0]),  // MolecularSequence
-    (92, "window-end", Number, [0x0, 0x0, 0x0]),     // MolecularSequence
-    (92, "window-start", Number, [0x0, 0x0, 0x0]),   // MolecularSequence
-    (93, "contact", String, [0x0, 0x0, 0x0]),        // NamingSystem
-    (93, "context", Token, [0x0, 0x0, 0x0]),         // NamingSystem
+    (92, "referenceseqid", Token, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "referenceseqid-variant-coordinate", Composite, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "referenceseqid-window-coordinate", Composite, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "type", Token, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "variant-end", Number, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "variant-start", Number, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "window-end", Number, [0x0, 0x0, 0x0]), // MolecularSequence
+    (92, "window-start", Number, [0x0, 0x0, 0x0]), // MolecularSequence
+    (93, "contact", String, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "context", Token, [0x0, 0x0, 0x0]), // NamingSystem
     (93, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // NamingSystem
-    (93, "context-type", Token, [0x0, 0x0, 0x0]),    // NamingSystem
+    (93, "context-type", Token, [0x0, 0x0, 0x0]), // NamingSystem
     (93, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // NamingSystem
     (93, "context-type-value", Composite, [0x0, 0x0, 0x0]), // NamingSystem
-    (93, "date", Date, [0x0, 0x0, 0x0]),             // NamingSystem
-    (93, "description", String, [0x0, 0x0, 0x0]),    // NamingSystem
-    (93, "id-type", Token, [0x0, 0x0, 0x0]),         // NamingSystem
-    (93, "jurisdiction", Token, [0x0, 0x0, 0x0]),    // NamingSystem
-    (93, "kind", Token, [0x0, 0x0, 0x0]),            // NamingSystem
-    (93, "name", String, [0x0, 0x0, 0x0]),           // NamingSystem
-    (93, "period", Date, [0x0, 0x0, 0x0]),           // NamingSystem
-    (93, "publisher", String, [0x0, 0x0, 0x0]),      // NamingSystem
-    (93, "responsible", String, [0x0, 0x0, 0x0]),    // NamingSystem
-    (93, "status", Token, [0x0, 0x0, 0x0]),          // NamingSystem
-    (93, "telecom", Token, [0x0, 0x0, 0x0]),         // NamingSystem
-    (93, "type", Token, [0x0, 0x0, 0x0]),            // NamingSystem
-    (93, "value", String, [0x0, 0x0, 0x0]),          // NamingSystem
-    (94, "additive", Token, [0x0, 0x0, 0x0]),        // NutritionOrder
-    (94, "datetime", Date, [0x0, 0x0, 0x0]),         // NutritionOrder
+    (93, "date", Date, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "description", String, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "id-type", Token, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "jurisdiction", Token, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "kind", Token, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "name", String, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "period", Date, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "publisher", String, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "responsible", String, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "status", Token, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "telecom", Token, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "type", Token, [0x0, 0x0, 0x0]), // NamingSystem
+    (93, "value", String, [0x0, 0x0, 0x0]), // NamingSystem
+    (94, "additive", Token, [0x0, 0x0, 0x0]), // NutritionOrder
+    (94, "datetime", Date, [0x0, 0x0, 0x0]), // NutritionOrder
     (94, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // NutritionOrder -> 2 types
-    (94, "formula", Token, [0x0, 0x0, 0x0]),         // NutritionOrder
-    (94, "identifier", Token, [0x0, 0x0, 0x0]),      // NutritionOrder
-    (
-        94,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x40000000000, 0x0],
-    ), // NutritionOrder -> 2 types
-    (94, "instantiates-uri", Uri, [0x0, 0x0, 0x0]),  // NutritionOrder
-    (94, "oraldiet", Token, [0x0, 0x0, 0x0]),        // NutritionOrder
+    (94, "formula", Token, [0x0, 0x0, 0x0]), // NutritionOrder
+    (94, "identifier", Token, [0x0, 0x0, 0x0]), // NutritionOrder
+    (94, "instantiates-canonical", Reference, [0x2, 0x40000000000, 0x0]), // NutritionOrder -> 2 types
+    (94, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // NutritionOrder
+    (94, "oraldiet", Token, [0x0, 0x0, 0x0]), // NutritionOrder
     (94, "patient", Reference, [0x0, 0x4000000000, 0x0]), // NutritionOrder -> Patient
     (94, "provider", Reference, [0x0, 0x180000000000, 0x0]), // NutritionOrder -> 2 types
-    (94, "status", Token, [0x0, 0x0, 0x0]),          // NutritionOrder
-    (94, "supplement", Token, [0x0, 0x0, 0x0]),      // NutritionOrder
-    (
-        95,
-        "based-on",
-        Reference,
-        [0x8000002000002000, 0x800000040004000, 0x0],
-    ), // Observation -> 6 types
-    (95, "category", Token, [0x0, 0x0, 0x0]),        // Observation
-    (95, "code", Token, [0x0, 0x0, 0x0]),            // Observation
+    (94, "status", Token, [0x0, 0x0, 0x0]), // NutritionOrder
+    (94, "supplement", Token, [0x0, 0x0, 0x0]), // NutritionOrder
+    (95, "based-on", Reference, [0x8000002000002000, 0x800000040004000, 0x0]), // Observation -> 6 types
+    (95, "category", Token, [0x0, 0x0, 0x0]), // Observation
+    (95, "code", Token, [0x0, 0x0, 0x0]), // Observation
     (95, "code-value-concept", Composite, [0x0, 0x0, 0x0]), // Observation
     (95, "code-value-date", Composite, [0x0, 0x0, 0x0]), // Observation
     (95, "code-value-quantity", Composite, [0x0, 0x0, 0x0]), // Observation
     (95, "code-value-string", Composite, [0x0, 0x0, 0x0]), // Observation
-    (95, "combo-code", Token, [0x0, 0x0, 0x0]),      // Observation
+    (95, "combo-code", Token, [0x0, 0x0, 0x0]), // Observation
     (95, "combo-code-value-concept", Composite, [0x0, 0x0, 0x0]), // Observation
     (95, "combo-code-value-quantity", Composite, [0x0, 0x0, 0x0]), // Observation
     (95, "combo-data-absent-reason", Token, [0x0, 0x0, 0x0]), // Observation
     (95, "combo-value-concept", Token, [0x0, 0x0, 0x0]), // Observation
     (95, "combo-value-quantity", Quantity, [0x0, 0x0, 0x0]), // Observation
-    (95, "component-code", Token, [0x0, 0x0, 0x0]),  // Observation
-    (
-        95,
-        "component-code-value-concept",
-        Composite,
-        [0x0, 0x0, 0x0],
-    ), // Observation
-    (
-        95,
-        "component-code-value-quantity",
-        Composite,
-        [0x0, 0x0, 0x0],
-    ), // Observation
+    (95, "component-code", Token, [0x0, 0x0, 0x0]), // Observation
+    (95, "component-code-value-concept", Composite, [0x0, 0x0, 0x0]), // Observation
+    (95, "component-code-value-quantity", Composite, [0x0, 0x0, 0x0]), // Observation
     (95, "component-data-absent-reason", Token, [0x0, 0x0, 0x0]), // Observation
     (95, "component-value-concept", Token, [0x0, 0x0, 0x0]), // Observation
     (95, "component-value-quantity", Quantity, [0x0, 0x0, 0x0]), // Observation
     (95, "data-absent-reason", Token, [0x0, 0x0, 0x0]), // Observation
-    (95, "date", Date, [0x0, 0x0, 0x0]),             // Observation
-    (
-        95,
-        "derived-from",
-        Reference,
-        [0x1000020000000000, 0x1000090000200, 0x0],
-    ), // Observation -> 6 types
+    (95, "date", Date, [0x0, 0x0, 0x0]), // Observation
+    (95, "derived-from", Reference, [0x1000020000000000, 0x1000090000200, 0x0]), // Observation -> 6 types
     (95, "device", Reference, [0x1400000000, 0x0, 0x0]), // Observation -> 2 types
     (95, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // Observation -> 2 types
-    (
-        95,
-        "focus",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Observation -> 145 types
+    (95, "focus", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Observation -> 145 types
     (95, "has-member", Reference, [0x0, 0x1000090000000, 0x0]), // Observation -> 3 types
-    (95, "identifier", Token, [0x0, 0x0, 0x0]),      // Observation
-    (95, "method", Token, [0x0, 0x0, 0x0]),          // Observation
-    (
-        95,
-        "part-of",
-        Reference,
-        [0x3000000000000000, 0x200000009800, 0x0],
-    ), // Observation -> 6 types
+    (95, "identifier", Token, [0x0, 0x0, 0x0]), // Observation
+    (95, "method", Token, [0x0, 0x0, 0x0]), // Observation
+    (95, "part-of", Reference, [0x3000000000000000, 0x200000009800, 0x0]), // Observation -> 6 types
     (95, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Observation -> Patient
     (95, "performer", Reference, [0x4000, 0x2184800000000, 0x0]), // Observation -> 6 types
     (95, "specimen", Reference, [0x0, 0x2000000000000000, 0x0]), // Observation -> Specimen
-    (95, "status", Token, [0x0, 0x0, 0x0]),          // Observation
-    (
-        95,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000040, 0x0],
-    ), // Observation -> 4 types
-    (95, "value-concept", Token, [0x0, 0x0, 0x0]),   // Observation
-    (95, "value-date", Date, [0x0, 0x0, 0x0]),       // Observation
+    (95, "status", Token, [0x0, 0x0, 0x0]), // Observation
+    (95, "subject", Reference, [0x200000400000000, 0x4000000040, 0x0]), // Observation -> 4 types
+    (95, "value-concept", Token, [0x0, 0x0, 0x0]), // Observation
+    (95, "value-date", Date, [0x0, 0x0, 0x0]), // Observation
     (95, "value-quantity", Quantity, [0x0, 0x0, 0x0]), // Observation
-    (95, "value-string", String, [0x0, 0x0, 0x0]),   // Observation
+    (95, "value-string", String, [0x0, 0x0, 0x0]), // Observation
     (97, "base", Reference, [0x0, 0x200000000, 0x0]), // OperationDefinition -> OperationDefinition
-    (97, "code", Token, [0x0, 0x0, 0x0]),            // OperationDefinition
-    (97, "context", Token, [0x0, 0x0, 0x0]),         // OperationDefinition
+    (97, "code", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "context", Token, [0x0, 0x0, 0x0]), // OperationDefinition
     (97, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // OperationDefinition
-    (97, "context-type", Token, [0x0, 0x0, 0x0]),    // OperationDefinition
+    (97, "context-type", Token, [0x0, 0x0, 0x0]), // OperationDefinition
     (97, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // OperationDefinition
     (97, "context-type-value", Composite, [0x0, 0x0, 0x0]), // OperationDefinition
-    (97, "date", Date, [0x0, 0x0, 0x0]),             // OperationDefinition
-    (97, "description", String, [0x0, 0x0, 0x0]),    // OperationDefinition
-    (
-        97,
-        "input-profile",
-        Reference,
-        [0x0, 0x8000000000000000, 0x0],
-    ), // OperationDefinition -> StructureDefinition
-    (97, "instance", Token, [0x0, 0x0, 0x0]),        // OperationDefinition
-    (97, "jurisdiction", Token, [0x0, 0x0, 0x0]),    // OperationDefinition
-    (97, "kind", Token, [0x0, 0x0, 0x0]),            // OperationDefinition
-    (97, "name", String, [0x0, 0x0, 0x0]),           // OperationDefinition
-    (
-        97,
-        "output-profile",
-        Reference,
-        [0x0, 0x8000000000000000, 0x0],
-    ), // OperationDefinition -> StructureDefinition
-    (97, "publisher", String, [0x0, 0x0, 0x0]),      // OperationDefinition
-    (97, "status", Token, [0x0, 0x0, 0x0]),          // OperationDefinition
-    (97, "system", Token, [0x0, 0x0, 0x0]),          // OperationDefinition
-    (97, "title", String, [0x0, 0x0, 0x0]),          // OperationDefinition
-    (97, "type", Token, [0x0, 0x0, 0x0]),            // OperationDefinition
-    (97, "url", Uri, [0x0, 0x0, 0x0]),               // OperationDefinition
-    (97, "version", Token, [0x0, 0x0, 0x0]),         // OperationDefinition
-    (99, "active", Token, [0x0, 0x0, 0x0]),          // Organization
-    (99, "address", String, [0x0, 0x0, 0x0]),        // Organization
-    (99, "address-city", String, [0x0, 0x0, 0x0]),   // Organization
+    (97, "date", Date, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "description", String, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "input-profile", Reference, [0x0, 0x8000000000000000, 0x0]), // OperationDefinition -> StructureDefinition
+    (97, "instance", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "jurisdiction", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "kind", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "name", String, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "output-profile", Reference, [0x0, 0x8000000000000000, 0x0]), // OperationDefinition -> StructureDefinition
+    (97, "publisher", String, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "status", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "system", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "title", String, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "type", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "url", Uri, [0x0, 0x0, 0x0]), // OperationDefinition
+    (97, "version", Token, [0x0, 0x0, 0x0]), // OperationDefinition
+    (99, "active", Token, [0x0, 0x0, 0x0]), // Organization
+    (99, "address", String, [0x0, 0x0, 0x0]), // Organization
+    (99, "address-city", String, [0x0, 0x0, 0x0]), // Organization
     (99, "address-country", String, [0x0, 0x0, 0x0]), // Organization
     (99, "address-postalcode", String, [0x0, 0x0, 0x0]), // Organization
-    (99, "address-state", String, [0x0, 0x0, 0x0]),  // Organization
-    (99, "address-use", Token, [0x0, 0x0, 0x0]),     // Organization
+    (99, "address-state", String, [0x0, 0x0, 0x0]), // Organization
+    (99, "address-use", Token, [0x0, 0x0, 0x0]), // Organization
     (99, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // Organization -> Endpoint
-    (99, "identifier", Token, [0x0, 0x0, 0x0]),      // Organization
-    (99, "name", String, [0x0, 0x0, 0x0]),           // Organization
+    (99, "identifier", Token, [0x0, 0x0, 0x0]), // Organization
+    (99, "name", String, [0x0, 0x0, 0x0]), // Organization
     (99, "partof", Reference, [0x0, 0x800000000, 0x0]), // Organization -> Organization
-    (99, "phonetic", String, [0x0, 0x0, 0x0]),       // Organization
-    (99, "type", Token, [0x0, 0x0, 0x0]),            // Organization
-    (100, "active", Token, [0x0, 0x0, 0x0]),         // OrganizationAffiliation
-    (100, "date", Date, [0x0, 0x0, 0x0]),            // OrganizationAffiliation
-    (100, "email", Token, [0x0, 0x0, 0x0]),          // OrganizationAffiliation
+    (99, "phonetic", String, [0x0, 0x0, 0x0]), // Organization
+    (99, "type", Token, [0x0, 0x0, 0x0]), // Organization
+    (100, "active", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
+    (100, "date", Date, [0x0, 0x0, 0x0]), // OrganizationAffiliation
+    (100, "email", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
     (100, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // OrganizationAffiliation -> Endpoint
-    (100, "identifier", Token, [0x0, 0x0, 0x0]),     // OrganizationAffiliation
-    (100, "location", Reference, [0x0, 0x40, 0x0]),  // OrganizationAffiliation -> Location
+    (100, "identifier", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
+    (100, "location", Reference, [0x0, 0x40, 0x0]), // OrganizationAffiliation -> Location
     (100, "network", Reference, [0x0, 0x800000000, 0x0]), // OrganizationAffiliation -> Organization
-    (
-        100,
-        "participating-organization",
-        Reference,
-        [0x0, 0x800000000, 0x0],
-    ), // OrganizationAffiliation -> Organization
-    (100, "phone", Token, [0x0, 0x0, 0x0]),          // OrganizationAffiliation
-    (
-        100,
-        "primary-organization",
-        Reference,
-        [0x0, 0x800000000, 0x0],
-    ), // OrganizationAffiliation -> Organization
-    (100, "role", Token, [0x0, 0x0, 0x0]),           // OrganizationAffiliation
+    (100, "participating-organization", Reference, [0x0, 0x800000000, 0x0]), // OrganizationAffiliation -> Organization
+    (100, "phone", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
+    (100, "primary-organization", Reference, [0x0, 0x800000000, 0x0]), // OrganizationAffiliation -> Organization
+    (100, "role", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
     (100, "service", Reference, [0x800000000000000, 0x0, 0x0]), // OrganizationAffiliation -> HealthcareService
-    (100, "specialty", Token, [0x0, 0x0, 0x0]),                 // OrganizationAffiliation
-    (100, "telecom", Token, [0x0, 0x0, 0x0]),                   // OrganizationAffiliation
-    (102, "active", Token, [0x0, 0x0, 0x0]),                    // Patient
-    (102, "address", String, [0x0, 0x0, 0x0]),                  // Patient
-    (102, "address-city", String, [0x0, 0x0, 0x0]),             // Patient
-    (102, "address-country", String, [0x0, 0x0, 0x0]),          // Patient
-    (102, "address-postalcode", String, [0x0, 0x0, 0x0]),       // Patient
-    (102, "address-state", String, [0x0, 0x0, 0x0]),            // Patient
-    (102, "address-use", Token, [0x0, 0x0, 0x0]),               // Patient
-    (102, "birthdate", Date, [0x0, 0x0, 0x0]),                  // Patient
-    (102, "death-date", Date, [0x0, 0x0, 0x0]),                 // Patient
-    (102, "deceased", Token, [0x0, 0x0, 0x0]),                  // Patient
-    (102, "email", Token, [0x0, 0x0, 0x0]),                     // Patient
-    (102, "family", String, [0x0, 0x0, 0x0]),                   // Patient
-    (102, "gender", Token, [0x0, 0x0, 0x0]),                    // Patient
-    (
-        102,
-        "general-practitioner",
-        Reference,
-        [0x0, 0x180800000000, 0x0],
-    ), // Patient -> 3 types
-    (102, "given", String, [0x0, 0x0, 0x0]),                    // Patient
-    (102, "identifier", Token, [0x0, 0x0, 0x0]),                // Patient
-    (102, "language", Token, [0x0, 0x0, 0x0]),                  // Patient
-    (102, "link", Reference, [0x0, 0x2004000000000, 0x0]),      // Patient -> 2 types
-    (102, "name", String, [0x0, 0x0, 0x0]),                     // Patient
-    (102, "organization", Reference, [0x0, 0x800000000, 0x0]),  // Patient -> Organization
-    (102, "phone", Token, [0x0, 0x0, 0x0]),                     // Patient
-    (102, "phonetic", String, [0x0, 0x0, 0x0]),                 // Patient
-    (102, "telecom", Token, [0x0, 0x0, 0x0]),                   // Patient
-    (103, "created", Date, [0x0, 0x0, 0x0]),                    // PaymentNotice
-    (103, "identifier", Token, [0x0, 0x0, 0x0]),                // PaymentNotice
-    (103, "payment-status", Token, [0x0, 0x0, 0x0]),            // PaymentNotice
-    (103, "provider", Reference, [0x0, 0x180800000000, 0x0]),   // PaymentNotice -> 3 types
-    (
-        103,
-        "request",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PaymentNotice -> 145 types
-    (
-        103,
-        "response",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PaymentNotice -> 145 types
-    (103, "status", Token, [0x0, 0x0, 0x0]),                    // PaymentNotice
-    (104, "created", Date, [0x0, 0x0, 0x0]),                    // PaymentReconciliation
-    (104, "disposition", String, [0x0, 0x0, 0x0]),              // PaymentReconciliation
-    (104, "identifier", Token, [0x0, 0x0, 0x0]),                // PaymentReconciliation
-    (104, "outcome", Token, [0x0, 0x0, 0x0]),                   // PaymentReconciliation
+    (100, "specialty", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
+    (100, "telecom", Token, [0x0, 0x0, 0x0]), // OrganizationAffiliation
+    (102, "active", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "address", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "address-city", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "address-country", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "address-postalcode", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "address-state", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "address-use", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "birthdate", Date, [0x0, 0x0, 0x0]), // Patient
+    (102, "death-date", Date, [0x0, 0x0, 0x0]), // Patient
+    (102, "deceased", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "email", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "family", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "gender", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "general-practitioner", Reference, [0x0, 0x180800000000, 0x0]), // Patient -> 3 types
+    (102, "given", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "identifier", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "language", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "link", Reference, [0x0, 0x2004000000000, 0x0]), // Patient -> 2 types
+    (102, "name", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "organization", Reference, [0x0, 0x800000000, 0x0]), // Patient -> Organization
+    (102, "phone", Token, [0x0, 0x0, 0x0]), // Patient
+    (102, "phonetic", String, [0x0, 0x0, 0x0]), // Patient
+    (102, "telecom", Token, [0x0, 0x0, 0x0]), // Patient
+    (103, "created", Date, [0x0, 0x0, 0x0]), // PaymentNotice
+    (103, "identifier", Token, [0x0, 0x0, 0x0]), // PaymentNotice
+    (103, "payment-status", Token, [0x0, 0x0, 0x0]), // PaymentNotice
+    (103, "provider", Reference, [0x0, 0x180800000000, 0x0]), // PaymentNotice -> 3 types
+    (103, "request", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PaymentNotice -> 145 types
+    (103, "response", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PaymentNotice -> 145 types
+    (103, "status", Token, [0x0, 0x0, 0x0]), // PaymentNotice
+    (104, "created", Date, [0x0, 0x0, 0x0]), // PaymentReconciliation
+    (104, "disposition", String, [0x0, 0x0, 0x0]), // PaymentReconciliation
+    (104, "identifier", Token, [0x0, 0x0, 0x0]), // PaymentReconciliation
+    (104, "outcome", Token, [0x0, 0x0, 0x0]), // PaymentReconciliation
     (104, "payment-issuer", Reference, [0x0, 0x800000000, 0x0]), // PaymentReconciliation -> Organization
-    (104, "request", Reference, [0x0, 0x0, 0x800]),              // PaymentReconciliation -> Task
-    (104, "requestor", Reference, [0x0, 0x180800000000, 0x0]),   // PaymentReconciliation -> 3 types
-    (104, "status", Token, [0x0, 0x0, 0x0]),                     // PaymentReconciliation
-    (105, "address", String, [0x0, 0x0, 0x0]),                   // Person
-    (105, "address-city", String, [0x0, 0x0, 0x0]),              // Person
-    (105, "address-country", String, [0x0, 0x0, 0x0]),           // Person
-    (105, "address-postalcode", String, [0x0, 0x0, 0x0]),        // Person
-    (105, "address-state", String, [0x0, 0x0, 0x0]),             // Person
-    (105, "address-use", Token, [0x0, 0x0, 0x0]),                // Person
-    (105, "birthdate", Date, [0x0, 0x0, 0x0]),                   // Person
-    (105, "email", Token, [0x0, 0x0, 0x0]),                      // Person
-    (105, "gender", Token, [0x0, 0x0, 0x0]),                     // Person
-    (105, "identifier", Token, [0x0, 0x0, 0x0]),                 // Person
-    (105, "link", Reference, [0x0, 0x20a4000000000, 0x0]),       // Person -> 4 types
-    (105, "name", String, [0x0, 0x0, 0x0]),                      // Person
-    (105, "organization", Reference, [0x0, 0x800000000, 0x0]),   // Person -> Organization
-    (105, "patient", Reference, [0x0, 0x4000000000, 0x0]),       // Person -> Patient
-    (105, "phone", Token, [0x0, 0x0, 0x0]),                      // Person
-    (105, "phonetic", String, [0x0, 0x0, 0x0]),                  // Person
+    (104, "request", Reference, [0x0, 0x0, 0x800]), // PaymentReconciliation -> Task
+    (104, "requestor", Reference, [0x0, 0x180800000000, 0x0]), // PaymentReconciliation -> 3 types
+    (104, "status", Token, [0x0, 0x0, 0x0]), // PaymentReconciliation
+    (105, "address", String, [0x0, 0x0, 0x0]), // Person
+    (105, "address-city", String, [0x0, 0x0, 0x0]), // Person
+    (105, "address-country", String, [0x0, 0x0, 0x0]), // Person
+    (105, "address-postalcode", String, [0x0, 0x0, 0x0]), // Person
+    (105, "address-state", String, [0x0, 0x0, 0x0]), // Person
+    (105, "address-use", Token, [0x0, 0x0, 0x0]), // Person
+    (105, "birthdate", Date, [0x0, 0x0, 0x0]), // Person
+    (105, "email", Token, [0x0, 0x0, 0x0]), // Person
+    (105, "gender", Token, [0x0, 0x0, 0x0]), // Person
+    (105, "identifier", Token, [0x0, 0x0, 0x0]), // Person
+    (105, "link", Reference, [0x0, 0x20a4000000000, 0x0]), // Person -> 4 types
+    (105, "name", String, [0x0, 0x0, 0x0]), // Person
+    (105, "organization", Reference, [0x0, 0x800000000, 0x0]), // Person -> Organization
+    (105, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Person -> Patient
+    (105, "phone", Token, [0x0, 0x0, 0x0]), // Person
+    (105, "phonetic", String, [0x0, 0x0, 0x0]), // Person
     (105, "practitioner", Reference, [0x0, 0x80000000000, 0x0]), // Person -> Practitioner
     (105, "relatedperson", Reference, [0x0, 0x2000000000000, 0x0]), // Person -> RelatedPerson
-    (105, "telecom", Token, [0x0, 0x0, 0x0]),                    // Person
-    (
-        106,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PlanDefinition -> 145 types
-    (106, "context", Token, [0x0, 0x0, 0x0]),                    // PlanDefinition
-    (106, "context-quantity", Quantity, [0x0, 0x0, 0x0]),        // PlanDefinition
-    (106, "context-type", Token, [0x0, 0x0, 0x0]),               // PlanDefinition
-    (106, "context-type-quantity", Composite, [0x0, 0x0, 0x0]),  // PlanDefinition
-    (106, "context-type-value", Composite, [0x0, 0x0, 0x0]),     // PlanDefinition
-    (106, "date", Date, [0x0, 0x0, 0x0]),                        // PlanDefinition
-    (106, "definition", Reference, [0x2, 0x840000000000, 0x0]),  // PlanDefinition -> 3 types
-    (
-        106,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PlanDefinition -> 145 types
-    (
-        106,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PlanDefinition -> 145 types
-    (106, "description", String, [0x0, 0x0, 0x0]),               // PlanDefinition
-    (106, "effective", Date, [0x0, 0x0, 0x0]),                   // PlanDefinition
-    (106, "identifier", Token, [0x0, 0x0, 0x0]),                 // PlanDefinition
-    (106, "jurisdiction", Token, [0x0, 0x0, 0x0]),               // PlanDefinition
-    (106, "name", String, [0x0, 0x0, 0x0]),                      // PlanDefinition
-    (
-        106,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PlanDefinition -> 145 types
-    (106, "publisher", String, [0x0, 0x0, 0x0]),                 // PlanDefinition
-    (106, "status", Token, [0x0, 0x0, 0x0]),                     // PlanDefinition
-    (
-        106,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // PlanDefinition -> 145 types
-    (106, "title", String, [0x0, 0x0, 0x0]),                     // PlanDefinition
-    (106, "topic", Token, [0x0, 0x0, 0x0]),                      // PlanDefinition
-    (106, "type", Token, [0x0, 0x0, 0x0]),                       // PlanDefinition
-    (106, "url", Uri, [0x0, 0x0, 0x0]),                          // PlanDefinition
-    (106, "version", Token, [0x0, 0x0, 0x0]),                    // PlanDefinition
-    (107, "active", Token, [0x0, 0x0, 0x0]),                     // Practitioner
-    (107, "address", String, [0x0, 0x0, 0x0]),                   // Practitioner
-    (107, "address-city", String, [0x0, 0x0, 0x0]),              // Practitioner
-    (107, "address-country", String, [0x0, 0x0, 0x0]),           // Practitioner
-    (107, "address-postalcode", String, [0x0, 0x0, 0x0]),        // Practitioner
-    (107, "address-state", String, [0x0, 0x0, 0x0]),             // Practitioner
-    (107, "address-use", Token, [0x0, 0x0, 0x0]),                // Practitioner
-    (107, "communication", Token, [0x0, 0x0, 0x0]),              // Practitioner
-    (107, "email", Token, [0x0, 0x0, 0x0]),                      // Practitioner
-    (107, "family", String, [0x0, 0x0, 0x0]),                    // Practitioner
-    (107, "gender", Token, [0x0, 0x0, 0x0]),                     // Practitioner
-    (107, "given", String, [0x0, 0x0, 0x0]),                     // Practitioner
-    (107, "identifier", Token, [0x0, 0x0, 0x0]),                 // Practitioner
-    (107, "name", String, [0x0, 0x0, 0x0]),                      // Practitioner
-    (107, "phone", Token, [0x0, 0x0, 0x0]),                      // Practitioner
-    (107, "phonetic", String, [0x0, 0x0, 0x0]),                  // Practitioner
-    (107, "telecom", Token, [0x0, 0x0, 0x0]),                    // Practitioner
-    (108, "active", Token, [0x0, 0x0, 0x0]),                     // PractitionerRole
-    (108, "date", Date, [0x0, 0x0, 0x0]),                        // PractitionerRole
-    (108, "email", Token, [0x0, 0x0, 0x0]),                      // PractitionerRole
-    (108, "endpoint", Reference, [0x100000000000, 0x0, 0x0]),    // PractitionerRole -> Endpoint
-    (108, "identifier", Token, [0x0, 0x0, 0x0]),                 // PractitionerRole
-    (108, "location", Reference, [0x0, 0x40, 0x0]),              // PractitionerRole -> Location
-    (108, "organization", Reference, [0x0, 0x800000000, 0x0]),   // PractitionerRole -> Organization
-    (108, "phone", Token, [0x0, 0x0, 0x0]),                      // PractitionerRole
+    (105, "telecom", Token, [0x0, 0x0, 0x0]), // Person
+    (106, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PlanDefinition -> 145 types
+    (106, "context", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "context-type", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "context-type-value", Composite, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "date", Date, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "definition", Reference, [0x2, 0x840000000000, 0x0]), // PlanDefinition -> 3 types
+    (106, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PlanDefinition -> 145 types
+    (106, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PlanDefinition -> 145 types
+    (106, "description", String, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "effective", Date, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "identifier", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "jurisdiction", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "name", String, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PlanDefinition -> 145 types
+    (106, "publisher", String, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "status", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // PlanDefinition -> 145 types
+    (106, "title", String, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "topic", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "type", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "url", Uri, [0x0, 0x0, 0x0]), // PlanDefinition
+    (106, "version", Token, [0x0, 0x0, 0x0]), // PlanDefinition
+    (107, "active", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "address", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "address-city", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "address-country", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "address-postalcode", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "address-state", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "address-use", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "communication", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "email", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "family", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "gender", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "given", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "identifier", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "name", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "phone", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "phonetic", String, [0x0, 0x0, 0x0]), // Practitioner
+    (107, "telecom", Token, [0x0, 0x0, 0x0]), // Practitioner
+    (108, "active", Token, [0x0, 0x0, 0x0]), // PractitionerRole
+    (108, "date", Date, [0x0, 0x0, 0x0]), // PractitionerRole
+    (108, "email", Token, [0x0, 0x0, 0x0]), // PractitionerRole
+    (108, "endpoint", Reference, [0x100000000000, 0x0, 0x0]), // PractitionerRole -> Endpoint
+    (108, "identifier", Token, [0x0, 0x0, 0x0]), // PractitionerRole
+    (108, "location", Reference, [0x0, 0x40, 0x0]), // PractitionerRole -> Location
+    (108, "organization", Reference, [0x0, 0x800000000, 0x0]), // PractitionerRole -> Organization
+    (108, "phone", Token, [0x0, 0x0, 0x0]), // PractitionerRole
     (108, "practitioner", Reference, [0x0, 0x80000000000, 0x0]), // PractitionerRole -> Practitioner
-    (108, "role", Token, [0x0, 0x0, 0x0]),                       // PractitionerRole
+    (108, "role", Token, [0x0, 0x0, 0x0]), // PractitionerRole
     (108, "service", Reference, [0x800000000000000, 0x0, 0x0]), // PractitionerRole -> HealthcareService
-    (108, "specialty", Token, [0x0, 0x0, 0x0]),                 // PractitionerRole
-    (108, "telecom", Token, [0x0, 0x0, 0x0]),                   // PractitionerRole
+    (108, "specialty", Token, [0x0, 0x0, 0x0]), // PractitionerRole
+    (108, "telecom", Token, [0x0, 0x0, 0x0]), // PractitionerRole
     (109, "based-on", Reference, [0x2000, 0x800000000000000, 0x0]), // Procedure -> 2 types
-    (109, "category", Token, [0x0, 0x0, 0x0]),                  // Procedure
-    (109, "code", Token, [0x0, 0x0, 0x0]),                      // Procedure
-    (109, "date", Date, [0x0, 0x0, 0x0]),                       // Procedure
-    (109, "encounter", Reference, [0x880000000000, 0x0, 0x0]),  // Procedure -> 2 types
-    (109, "identifier", Token, [0x0, 0x0, 0x0]),                // Procedure
-    (
-        109,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x840200000080, 0x0],
-    ), // Procedure -> 5 types
-    (109, "instantiates-uri", Uri, [0x0, 0x0, 0x0]),            // Procedure
-    (109, "location", Reference, [0x0, 0x40, 0x0]),             // Procedure -> Location
-    (109, "part-of", Reference, [0x0, 0x200080000800, 0x0]),    // Procedure -> 3 types
-    (109, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // Procedure -> Patient
-    (
-        109,
-        "performer",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // Procedure -> 6 types
-    (109, "reason-code", Token, [0x0, 0x0, 0x0]),               // Procedure
-    (
-        109,
-        "reason-reference",
-        Reference,
-        [0x28008000000, 0x200080000000, 0x0],
-    ), // Procedure -> 5 types
-    (109, "status", Token, [0x0, 0x0, 0x0]),                    // Procedure
-    (
-        109,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // Procedure -> 2 types
+    (109, "category", Token, [0x0, 0x0, 0x0]), // Procedure
+    (109, "code", Token, [0x0, 0x0, 0x0]), // Procedure
+    (109, "date", Date, [0x0, 0x0, 0x0]), // Procedure
+    (109, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // Procedure -> 2 types
+    (109, "identifier", Token, [0x0, 0x0, 0x0]), // Procedure
+    (109, "instantiates-canonical", Reference, [0x2, 0x840200000080, 0x0]), // Procedure -> 5 types
+    (109, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // Procedure
+    (109, "location", Reference, [0x0, 0x40, 0x0]), // Procedure -> Location
+    (109, "part-of", Reference, [0x0, 0x200080000800, 0x0]), // Procedure -> 3 types
+    (109, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Procedure -> Patient
+    (109, "performer", Reference, [0x400000000, 0x2184800000000, 0x0]), // Procedure -> 6 types
+    (109, "reason-code", Token, [0x0, 0x0, 0x0]), // Procedure
+    (109, "reason-reference", Reference, [0x28008000000, 0x200080000000, 0x0]), // Procedure -> 5 types
+    (109, "status", Token, [0x0, 0x0, 0x0]), // Procedure
+    (109, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // Procedure -> 2 types
     (110, "agent", Reference, [0x400000000, 0x2184800000000, 0x0]), // Provenance -> 6 types
-    (110, "agent-role", Token, [0x0, 0x0, 0x0]),                // Provenance
-    (110, "agent-type", Token, [0x0, 0x0, 0x0]),                // Provenance
-    (
-        110,
-        "entity",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Provenance -> 145 types
-    (110, "location", Reference, [0x0, 0x40, 0x0]),             // Provenance -> Location
-    (110, "patient", Reference, [0x0, 0x4000000000, 0x0]),      // Provenance -> Patient
-    (110, "recorded", Date, [0x0, 0x0, 0x0]),                   // Provenance
-    (110, "signature-type", Token, [0x0, 0x0, 0x0]),            // Provenance
-    (
-        110,
-        "target",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Provenance -> 145 types
-    (110, "when", Date, [0x0, 0x0, 0x0]),                       // Provenance
-    (111, "code", Token, [0x0, 0x0, 0x0]),                      // Questionnaire
-    (111, "context", Token, [0x0, 0x0, 0x0]),                   // Questionnaire
-    (111, "context-quantity", Quantity, [0x0, 0x0, 0x0]),       // Questionnaire
-    (111, "context-type", Token, [0x0, 0x0, 0x0]),              // Questionnaire
+    (110, "agent-role", Token, [0x0, 0x0, 0x0]), // Provenance
+    (110, "agent-type", Token, [0x0, 0x0, 0x0]), // Provenance
+    (110, "entity", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Provenance -> 145 types
+    (110, "location", Reference, [0x0, 0x40, 0x0]), // Provenance -> Location
+    (110, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Provenance -> Patient
+    (110, "recorded", Date, [0x0, 0x0, 0x0]), // Provenance
+    (110, "signature-type", Token, [0x0, 0x0, 0x0]), // Provenance
+    (110, "target", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Provenance -> 145 types
+    (110, "when", Date, [0x0, 0x0, 0x0]), // Provenance
+    (111, "code", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "context", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "context-type", Token, [0x0, 0x0, 0x0]), // Questionnaire
     (111, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // Questionnaire
-    (111, "context-type-value", Composite, [0x0, 0x0, 0x0]),    // Questionnaire
-    (111, "date", Date, [0x0, 0x0, 0x0]),                       // Questionnaire
-    (111, "definition", Uri, [0x0, 0x0, 0x0]),                  // Questionnaire
-    (111, "description", String, [0x0, 0x0, 0x0]),              // Questionnaire
-    (111, "effective", Date, [0x0, 0x0, 0x0]),                  // Questionnaire
-    (111, "identifier", Token, [0x0, 0x0, 0x0]),                // Questionnaire
-    (111, "jurisdiction", Token, [0x0, 0x0, 0x0]),              // Questionnaire
-    (111, "name", String, [0x0, 0x0, 0x0]),                     // Questionnaire
-    (111, "publisher", String, [0x0, 0x0, 0x0]),                // Questionnaire
-    (111, "status", Token, [0x0, 0x0, 0x0]),                    // Questionnaire
-    (111, "subject-type", Token, [0x0, 0x0, 0x0]),              // Questionnaire
-    (111, "title", String, [0x0, 0x0, 0x0]),                    // Questionnaire
-    (111, "url", Uri, [0x0, 0x0, 0x0]),                         // Questionnaire
-    (111, "version", Token, [0x0, 0x0, 0x0]),                   // Questionnaire
-    (
-        112,
-        "author",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // QuestionnaireResponse -> 6 types
-    (112, "authored", Date, [0x0, 0x0, 0x0]),                   // QuestionnaireResponse
+    (111, "context-type-value", Composite, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "date", Date, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "definition", Uri, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "description", String, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "effective", Date, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "identifier", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "jurisdiction", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "name", String, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "publisher", String, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "status", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "subject-type", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "title", String, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "url", Uri, [0x0, 0x0, 0x0]), // Questionnaire
+    (111, "version", Token, [0x0, 0x0, 0x0]), // Questionnaire
+    (112, "author", Reference, [0x400000000, 0x2184800000000, 0x0]), // QuestionnaireResponse -> 6 types
+    (112, "authored", Date, [0x0, 0x0, 0x0]), // QuestionnaireResponse
     (112, "based-on", Reference, [0x2000, 0x800000000000000, 0x0]), // QuestionnaireResponse -> 2 types
     (112, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // QuestionnaireResponse -> Encounter
-    (112, "identifier", Token, [0x0, 0x0, 0x0]),              // QuestionnaireResponse
-    (112, "part-of", Reference, [0x0, 0x200080000000, 0x0]),  // QuestionnaireResponse -> 2 types
-    (112, "patient", Reference, [0x0, 0x4000000000, 0x0]),    // QuestionnaireResponse -> Patient
+    (112, "identifier", Token, [0x0, 0x0, 0x0]), // QuestionnaireResponse
+    (112, "part-of", Reference, [0x0, 0x200080000000, 0x0]), // QuestionnaireResponse -> 2 types
+    (112, "patient", Reference, [0x0, 0x4000000000, 0x0]), // QuestionnaireResponse -> Patient
     (112, "questionnaire", Reference, [0x0, 0x800000000000, 0x0]), // QuestionnaireResponse -> Questionnaire
     (112, "source", Reference, [0x0, 0x2184000000000, 0x0]), // QuestionnaireResponse -> 4 types
-    (112, "status", Token, [0x0, 0x0, 0x0]),                 // QuestionnaireResponse
-    (
-        112,
-        "subject",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // QuestionnaireResponse -> 145 types
-    (113, "active", Token, [0x0, 0x0, 0x0]),                 // RelatedPerson
-    (113, "address", String, [0x0, 0x0, 0x0]),               // RelatedPerson
-    (113, "address-city", String, [0x0, 0x0, 0x0]),          // RelatedPerson
-    (113, "address-country", String, [0x0, 0x0, 0x0]),       // RelatedPerson
-    (113, "address-postalcode", String, [0x0, 0x0, 0x0]),    // RelatedPerson
-    (113, "address-state", String, [0x0, 0x0, 0x0]),         // RelatedPerson
-    (113, "address-use", Token, [0x0, 0x0, 0x0]),            // RelatedPerson
-    (113, "birthdate", Date, [0x0, 0x0, 0x0]),               // RelatedPerson
-    (113, "email", Token, [0x0, 0x0, 0x0]),                  // RelatedPerson
-    (113, "gender", Token, [0x0, 0x0, 0x0]),                 // RelatedPerson
-    (113, "identifier", Token, [0x0, 0x0, 0x0]),             // RelatedPerson
-    (113, "name", String, [0x0, 0x0, 0x0]),                  // RelatedPerson
-    (113, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // RelatedPerson -> Patient
-    (113, "phone", Token, [0x0, 0x0, 0x0]),                  // RelatedPerson
-    (113, "phonetic", String, [0x0, 0x0, 0x0]),              // RelatedPerson
-    (113, "relationship", Token, [0x0, 0x0, 0x0]),           // RelatedPerson
-    (113, "telecom", Token, [0x0, 0x0, 0x0]),                // RelatedPerson
+    (112, "status", Token, [0x0, 0x0, 0x0]), // QuestionnaireResponse
+    (112, "subject", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // QuestionnaireResponse -> 145 types
+    (113, "active", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "address", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "address-city", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "address-country", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "address-postalcode", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "address-state", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "address-use", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "birthdate", Date, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "email", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "gender", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "identifier", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "name", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "patient", Reference, [0x0, 0x4000000000, 0x0]), // RelatedPerson -> Patient
+    (113, "phone", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "phonetic", String, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "relationship", Token, [0x0, 0x0, 0x0]), // RelatedPerson
+    (113, "telecom", Token, [0x0, 0x0, 0x0]), // RelatedPerson
     (114, "author", Reference, [0x400000000, 0x180000000000, 0x0]), // RequestGroup -> 3 types
-    (114, "authored", Date, [0x0, 0x0, 0x0]),                // RequestGroup
-    (114, "code", Token, [0x0, 0x0, 0x0]),                   // RequestGroup
+    (114, "authored", Date, [0x0, 0x0, 0x0]), // RequestGroup
+    (114, "code", Token, [0x0, 0x0, 0x0]), // RequestGroup
     (114, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // RequestGroup -> Encounter
-    (114, "group-identifier", Token, [0x0, 0x0, 0x0]),       // RequestGroup
-    (114, "identifier", Token, [0x0, 0x0, 0x0]),             // RequestGroup
+    (114, "group-identifier", Token, [0x0, 0x0, 0x0]), // RequestGroup
+    (114, "identifier", Token, [0x0, 0x0, 0x0]), // RequestGroup
     (114, "instantiates-canonical", Reference, [0x0, 0x0, 0x0]), // RequestGroup
-    (114, "instantiates-uri", Uri, [0x0, 0x0, 0x0]),         // RequestGroup
-    (114, "intent", Token, [0x0, 0x0, 0x0]),                 // RequestGroup
-    (
-        114,
-        "participant",
-        Reference,
-        [0x400000000, 0x2184000000000, 0x0],
-    ), // RequestGroup -> 5 types
-    (114, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // RequestGroup -> Patient
-    (114, "priority", Token, [0x0, 0x0, 0x0]),               // RequestGroup
-    (114, "status", Token, [0x0, 0x0, 0x0]),                 // RequestGroup
-    (
-        114,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // RequestGroup -> 2 types
-    (
-        115,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchDefinition -> 145 types
-    (115, "context", Token, [0x0, 0x0, 0x0]),                // ResearchDefinition
-    (115, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // ResearchDefinition
-    (115, "context-type", Token, [0x0, 0x0, 0x0]),           // ResearchDefinition
+    (114, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // RequestGroup
+    (114, "intent", Token, [0x0, 0x0, 0x0]), // RequestGroup
+    (114, "participant", Reference, [0x400000000, 0x2184000000000, 0x0]), // RequestGroup -> 5 types
+    (114, "patient", Reference, [0x0, 0x4000000000, 0x0]), // RequestGroup -> Patient
+    (114, "priority", Token, [0x0, 0x0, 0x0]), // RequestGroup
+    (114, "status", Token, [0x0, 0x0, 0x0]), // RequestGroup
+    (114, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // RequestGroup -> 2 types
+    (115, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchDefinition -> 145 types
+    (115, "context", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "context-type", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
     (115, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ResearchDefinition
     (115, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ResearchDefinition
-    (115, "date", Date, [0x0, 0x0, 0x0]),                    // ResearchDefinition
-    (
-        115,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchDefinition -> 145 types
-    (
-        115,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchDefinition -> 145 types
-    (115, "description", String, [0x0, 0x0, 0x0]),           // ResearchDefinition
-    (115, "effective", Date, [0x0, 0x0, 0x0]),               // ResearchDefinition
-    (115, "identifier", Token, [0x0, 0x0, 0x0]),             // ResearchDefinition
-    (115, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // ResearchDefinition
-    (115, "name", String, [0x0, 0x0, 0x0]),                  // ResearchDefinition
-    (
-        115,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchDefinition -> 145 types
-    (115, "publisher", String, [0x0, 0x0, 0x0]),             // ResearchDefinition
-    (115, "status", Token, [0x0, 0x0, 0x0]),                 // ResearchDefinition
-    (
-        115,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchDefinition -> 145 types
-    (115, "title", String, [0x0, 0x0, 0x0]),                 // ResearchDefinition
-    (115, "topic", Token, [0x0, 0x0, 0x0]),                  // ResearchDefinition
-    (115, "url", Uri, [0x0, 0x0, 0x0]),                      // ResearchDefinition
-    (115, "version", Token, [0x0, 0x0, 0x0]),                // ResearchDefinition
-    (
-        116,
-        "composed-of",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchElementDefinition -> 145 types
-    (116, "context", Token, [0x0, 0x0, 0x0]),                // ResearchElementDefinition
-    (116, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // ResearchElementDefinition
-    (116, "context-type", Token, [0x0, 0x0, 0x0]),           // ResearchElementDefinition
+    (115, "date", Date, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchDefinition -> 145 types
+    (115, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchDefinition -> 145 types
+    (115, "description", String, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "effective", Date, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "identifier", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "name", String, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchDefinition -> 145 types
+    (115, "publisher", String, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "status", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchDefinition -> 145 types
+    (115, "title", String, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "topic", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "url", Uri, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (115, "version", Token, [0x0, 0x0, 0x0]), // ResearchDefinition
+    (116, "composed-of", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchElementDefinition -> 145 types
+    (116, "context", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "context-type", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
     (116, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ResearchElementDefinition
     (116, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ResearchElementDefinition
-    (116, "date", Date, [0x0, 0x0, 0x0]),                    // ResearchElementDefinition
-    (
-        116,
-        "depends-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchElementDefinition -> 145 types
-    (
-        116,
-        "derived-from",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchElementDefinition -> 145 types
-    (116, "description", String, [0x0, 0x0, 0x0]),           // ResearchElementDefinition
-    (116, "effective", Date, [0x0, 0x0, 0x0]),               // ResearchElementDefinition
-    (116, "identifier", Token, [0x0, 0x0, 0x0]),             // ResearchElementDefinition
-    (116, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // ResearchElementDefinition
-    (116, "name", String, [0x0, 0x0, 0x0]),                  // ResearchElementDefinition
-    (
-        116,
-        "predecessor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchElementDefinition -> 145 types
-    (116, "publisher", String, [0x0, 0x0, 0x0]),             // ResearchElementDefinition
-    (116, "status", Token, [0x0, 0x0, 0x0]),                 // ResearchElementDefinition
-    (
-        116,
-        "successor",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // ResearchElementDefinition -> 145 types
-    (116, "title", String, [0x0, 0x0, 0x0]),                 // ResearchElementDefinition
-    (116, "topic", Token, [0x0, 0x0, 0x0]),                  // ResearchElementDefinition
-    (116, "url", Uri, [0x0, 0x0, 0x0]),                      // ResearchElementDefinition
-    (116, "version", Token, [0x0, 0x0, 0x0]),                // ResearchElementDefinition
-    (117, "category", Token, [0x0, 0x0, 0x0]),               // ResearchStudy
-    (117, "date", Date, [0x0, 0x0, 0x0]),                    // ResearchStudy
-    (117, "focus", Token, [0x0, 0x0, 0x0]),                  // ResearchStudy
-    (117, "identifier", Token, [0x0, 0x0, 0x0]),             // ResearchStudy
-    (117, "keyword", Token, [0x0, 0x0, 0x0]),                // ResearchStudy
-    (117, "location", Token, [0x0, 0x0, 0x0]),               // ResearchStudy
+    (116, "date", Date, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "depends-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchElementDefinition -> 145 types
+    (116, "derived-from", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchElementDefinition -> 145 types
+    (116, "description", String, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "effective", Date, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "identifier", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "name", String, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "predecessor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchElementDefinition -> 145 types
+    (116, "publisher", String, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "status", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "successor", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // ResearchElementDefinition -> 145 types
+    (116, "title", String, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "topic", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "url", Uri, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (116, "version", Token, [0x0, 0x0, 0x0]), // ResearchElementDefinition
+    (117, "category", Token, [0x0, 0x0, 0x0]), // ResearchStudy
+    (117, "date", Date, [0x0, 0x0, 0x0]), // ResearchStudy
+    (117, "focus", Token, [0x0, 0x0, 0x0]), // ResearchStudy
+    (117, "identifier", Token, [0x0, 0x0, 0x0]), // ResearchStudy
+    (117, "keyword", Token, [0x0, 0x0, 0x0]), // ResearchStudy
+    (117, "location", Token, [0x0, 0x0, 0x0]), // ResearchStudy
     (117, "partof", Reference, [0x0, 0x20000000000000, 0x0]), // ResearchStudy -> ResearchStudy
-    (
-        117,
-        "principalinvestigator",
-        Reference,
-        [0x0, 0x180000000000, 0x0],
-    ), // ResearchStudy -> 2 types
+    (117, "principalinvestigator", Reference, [0x0, 0x180000000000, 0x0]), // ResearchStudy -> 2 types
     (117, "protocol", Reference, [0x0, 0x40000000000, 0x0]), // ResearchStudy -> PlanDefinition
-    (117, "site", Reference, [0x0, 0x40, 0x0]),              // ResearchStudy -> Location
-    (117, "sponsor", Reference, [0x0, 0x800000000, 0x0]),    // ResearchStudy -> Organization
-    (117, "status", Token, [0x0, 0x0, 0x0]),                 // ResearchStudy
-    (117, "title", String, [0x0, 0x0, 0x0]),                 // ResearchStudy
-    (118, "date", Date, [0x0, 0x0, 0x0]),                    // ResearchSubject
-    (118, "identifier", Token, [0x0, 0x0, 0x0]),             // ResearchSubject
+    (117, "site", Reference, [0x0, 0x40, 0x0]), // ResearchStudy -> Location
+    (117, "sponsor", Reference, [0x0, 0x800000000, 0x0]), // ResearchStudy -> Organization
+    (117, "status", Token, [0x0, 0x0, 0x0]), // ResearchStudy
+    (117, "title", String, [0x0, 0x0, 0x0]), // ResearchStudy
+    (118, "date", Date, [0x0, 0x0, 0x0]), // ResearchSubject
+    (118, "identifier", Token, [0x0, 0x0, 0x0]), // ResearchSubject
     (118, "individual", Reference, [0x0, 0x4000000000, 0x0]), // ResearchSubject -> Patient
-    (118, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // ResearchSubject -> Patient
-    (118, "status", Token, [0x0, 0x0, 0x0]),                 // ResearchSubject
+    (118, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ResearchSubject -> Patient
+    (118, "status", Token, [0x0, 0x0, 0x0]), // ResearchSubject
     (118, "study", Reference, [0x0, 0x20000000000000, 0x0]), // ResearchSubject -> ResearchStudy
-    (119, "condition", Reference, [0x8000000, 0x0, 0x0]),    // RiskAssessment -> Condition
-    (119, "date", Date, [0x0, 0x0, 0x0]),                    // RiskAssessment
+    (119, "condition", Reference, [0x8000000, 0x0, 0x0]), // RiskAssessment -> Condition
+    (119, "date", Date, [0x0, 0x0, 0x0]), // RiskAssessment
     (119, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // RiskAssessment -> 2 types
-    (119, "identifier", Token, [0x0, 0x0, 0x0]),             // RiskAssessment
-    (119, "method", Token, [0x0, 0x0, 0x0]),                 // RiskAssessment
-    (119, "patient", Reference, [0x0, 0x4000000000, 0x0]),   // RiskAssessment -> Patient
-    (
-        119,
-        "performer",
-        Reference,
-        [0x400000000, 0x180000000000, 0x0],
-    ), // RiskAssessment -> 3 types
-    (119, "probability", Number, [0x0, 0x0, 0x0]),           // RiskAssessment
-    (119, "risk", Token, [0x0, 0x0, 0x0]),                   // RiskAssessment
-    (
-        119,
-        "subject",
-        Reference,
-        [0x200000000000000, 0x4000000000, 0x0],
-    ), // RiskAssessment -> 2 types
-    (120, "context", Token, [0x0, 0x0, 0x0]),                // RiskEvidenceSynthesis
-    (120, "context-quantity", Quantity, [0x0, 0x0, 0x0]),    // RiskEvidenceSynthesis
-    (120, "context-type", Token, [0x0, 0x0, 0x0]),           // RiskEvidenceSynthesis
+    (119, "identifier", Token, [0x0, 0x0, 0x0]), // RiskAssessment
+    (119, "method", Token, [0x0, 0x0, 0x0]), // RiskAssessment
+    (119, "patient", Reference, [0x0, 0x4000000000, 0x0]), // RiskAssessment -> Patient
+    (119, "performer", Reference, [0x400000000, 0x180000000000, 0x0]), // RiskAssessment -> 3 types
+    (119, "probability", Number, [0x0, 0x0, 0x0]), // RiskAssessment
+    (119, "risk", Token, [0x0, 0x0, 0x0]), // RiskAssessment
+    (119, "subject", Reference, [0x200000000000000, 0x4000000000, 0x0]), // RiskAssessment -> 2 types
+    (120, "context", Token, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "context-type", Token, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
     (120, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
     (120, "context-type-value", Composite, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
-    (120, "date", Date, [0x0, 0x0, 0x0]),                    // RiskEvidenceSynthesis
-    (120, "description", String, [0x0, 0x0, 0x0]),           // RiskEvidenceSynthesis
-    (120, "effective", Date, [0x0, 0x0, 0x0]),               // RiskEvidenceSynthesis
-    (120, "identifier", Token, [0x0, 0x0, 0x0]),             // RiskEvidenceSynthesis
-    (120, "jurisdiction", Token, [0x0, 0x0, 0x0]),           // RiskEvidenceSynthesis
-    (120, "name", String, [0x0, 0x0, 0x0]),                  // RiskEvidenceSynthesis
-    (120, "publisher", String, [0x0, 0x0, 0x0]),             // RiskEvidenceSynthesis
-    (120, "status", Token, [0x0, 0x0, 0x0]),                 // RiskEvidenceSynthesis
-    (120, "title", String, [0x0, 0x0, 0x0]),                 // RiskEvidenceSynthesis
-    (120, "url", Uri, [0x0, 0x0, 0x0]),                      // RiskEvidenceSynthesis
-    (120, "version", Token, [0x0, 0x0, 0x0]),                // RiskEvidenceSynthesis
-    (121, "active", Token, [0x0, 0x0, 0x0]),                 // Schedule
-    (
-        121,
-        "actor",
-        Reference,
-        [0x800000400000000, 0x2184000000040, 0x0],
-    ), // Schedule -> 7 types
-    (121, "date", Date, [0x0, 0x0, 0x0]),                    // Schedule
-    (121, "identifier", Token, [0x0, 0x0, 0x0]),             // Schedule
-    (121, "service-category", Token, [0x0, 0x0, 0x0]),       // Schedule
-    (121, "service-type", Token, [0x0, 0x0, 0x0]),           // Schedule
-    (121, "specialty", Token, [0x0, 0x0, 0x0]),              // Schedule
-    (122, "base", Token, [0x0, 0x0, 0x0]),                   // SearchParameter
-    (122, "code", Token, [0x0, 0x0, 0x0]),                   // SearchParameter
+    (120, "date", Date, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "description", String, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "effective", Date, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "identifier", Token, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "jurisdiction", Token, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "name", String, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "publisher", String, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "status", Token, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "title", String, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "url", Uri, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (120, "version", Token, [0x0, 0x0, 0x0]), // RiskEvidenceSynthesis
+    (121, "active", Token, [0x0, 0x0, 0x0]), // Schedule
+    (121, "actor", Reference, [0x800000400000000, 0x2184000000040, 0x0]), // Schedule -> 7 types
+    (121, "date", Date, [0x0, 0x0, 0x0]), // Schedule
+    (121, "identifier", Token, [0x0, 0x0, 0x0]), // Schedule
+    (121, "service-category", Token, [0x0, 0x0, 0x0]), // Schedule
+    (121, "service-type", Token, [0x0, 0x0, 0x0]), // Schedule
+    (121, "specialty", Token, [0x0, 0x0, 0x0]), // Schedule
+    (122, "base", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "code", Token, [0x0, 0x0, 0x0]), // SearchParameter
     (122, "component", Reference, [0x0, 0x400000000000000, 0x0]), // SearchParameter -> SearchParameter
-    (122, "context", Token, [0x0, 0x0, 0x0]),                     // SearchParameter
-    (122, "context-quantity", Quantity, [0x0, 0x0, 0x0]),         // SearchParameter
-    (122, "context-type", Token, [0x0, 0x0, 0x0]),                // SearchParameter
-    (122, "context-type-quantity", Composite, [0x0, 0x0, 0x0]),   // SearchParameter
-    (122, "context-type-value", Composite, [0x0, 0x0, 0x0]),      // SearchParameter
-    (122, "date", Date, [0x0, 0x0, 0x0]),                         // SearchParameter
-    (
-        122,
-        "derived-from",
-        Reference,
-        [0x0, 0x400000000000000, 0x0],
-    ), // SearchParameter -> SearchParameter
-    (122, "description", String, [0x0, 0x0, 0x0]),                // SearchParameter
-    (122, "jurisdiction", Token, [0x0, 0x0, 0x0]),                // SearchParameter
-    (122, "name", String, [0x0, 0x0, 0x0]),                       // SearchParameter
-    (122, "publisher", String, [0x0, 0x0, 0x0]),                  // SearchParameter
-    (122, "status", Token, [0x0, 0x0, 0x0]),                      // SearchParameter
-    (122, "target", Token, [0x0, 0x0, 0x0]),                      // SearchParameter
-    (122, "type", Token, [0x0, 0x0, 0x0]),                        // SearchParameter
-    (122, "url", Uri, [0x0, 0x0, 0x0]),                           // SearchParameter
-    (122, "version", Token, [0x0, 0x0, 0x0]),                     // SearchParameter
-    (123, "authored", Date, [0x0, 0x0, 0x0]),                     // ServiceRequest
+    (122, "context", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "context-type", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "context-type-value", Composite, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "date", Date, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "derived-from", Reference, [0x0, 0x400000000000000, 0x0]), // SearchParameter -> SearchParameter
+    (122, "description", String, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "jurisdiction", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "name", String, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "publisher", String, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "status", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "target", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "type", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "url", Uri, [0x0, 0x0, 0x0]), // SearchParameter
+    (122, "version", Token, [0x0, 0x0, 0x0]), // SearchParameter
+    (123, "authored", Date, [0x0, 0x0, 0x0]), // ServiceRequest
     (123, "based-on", Reference, [0x2000, 0x800000000004000, 0x0]), // ServiceRequest -> 3 types
-    (123, "body-site", Token, [0x0, 0x0, 0x0]),                   // ServiceRequest
-    (123, "category", Token, [0x0, 0x0, 0x0]),                    // ServiceRequest
-    (123, "code", Token, [0x0, 0x0, 0x0]),                        // ServiceRequest
-    (123, "encounter", Reference, [0x880000000000, 0x0, 0x0]),    // ServiceRequest -> 2 types
-    (123, "identifier", Token, [0x0, 0x0, 0x0]),                  // ServiceRequest
-    (
-        123,
-        "instantiates-canonical",
-        Reference,
-        [0x2, 0x40000000000, 0x0],
-    ), // ServiceRequest -> 2 types
-    (123, "instantiates-uri", Uri, [0x0, 0x0, 0x0]),              // ServiceRequest
-    (123, "intent", Token, [0x0, 0x0, 0x0]),                      // ServiceRequest
-    (123, "occurrence", Date, [0x0, 0x0, 0x0]),                   // ServiceRequest
-    (123, "order-detail", Token, [0x0, 0x0, 0x0]),                // ServiceRequest
-    (123, "patient", Reference, [0x0, 0x4000000000, 0x0]),        // ServiceRequest -> Patient
-    (
-        123,
-        "performer",
-        Reference,
-        [0x800000400004000, 0x2184800000000, 0x0],
-    ), // ServiceRequest -> 8 types
-    (123, "performer-type", Token, [0x0, 0x0, 0x0]),              // ServiceRequest
-    (123, "priority", Token, [0x0, 0x0, 0x0]),                    // ServiceRequest
+    (123, "body-site", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "category", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "code", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // ServiceRequest -> 2 types
+    (123, "identifier", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "instantiates-canonical", Reference, [0x2, 0x40000000000, 0x0]), // ServiceRequest -> 2 types
+    (123, "instantiates-uri", Uri, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "intent", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "occurrence", Date, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "order-detail", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "patient", Reference, [0x0, 0x4000000000, 0x0]), // ServiceRequest -> Patient
+    (123, "performer", Reference, [0x800000400004000, 0x2184800000000, 0x0]), // ServiceRequest -> 8 types
+    (123, "performer-type", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "priority", Token, [0x0, 0x0, 0x0]), // ServiceRequest
     (123, "replaces", Reference, [0x0, 0x800000000000000, 0x0]), // ServiceRequest -> ServiceRequest
-    (
-        123,
-        "requester",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // ServiceRequest -> 6 types
-    (123, "requisition", Token, [0x0, 0x0, 0x0]),                // ServiceRequest
+    (123, "requester", Reference, [0x400000000, 0x2184800000000, 0x0]), // ServiceRequest -> 6 types
+    (123, "requisition", Token, [0x0, 0x0, 0x0]), // ServiceRequest
     (123, "specimen", Reference, [0x0, 0x2000000000000000, 0x0]), // ServiceRequest -> Specimen
-    (123, "status", Token, [0x0, 0x0, 0x0]),                     // ServiceRequest
-    (
-        123,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000040, 0x0],
-    ), // ServiceRequest -> 4 types
-    (124, "appointment-type", Token, [0x0, 0x0, 0x0]),           // Slot
-    (124, "identifier", Token, [0x0, 0x0, 0x0]),                 // Slot
+    (123, "status", Token, [0x0, 0x0, 0x0]), // ServiceRequest
+    (123, "subject", Reference, [0x200000400000000, 0x4000000040, 0x0]), // ServiceRequest -> 4 types
+    (124, "appointment-type", Token, [0x0, 0x0, 0x0]), // Slot
+    (124, "identifier", Token, [0x0, 0x0, 0x0]), // Slot
     (124, "schedule", Reference, [0x0, 0x200000000000000, 0x0]), // Slot -> Schedule
-    (124, "service-category", Token, [0x0, 0x0, 0x0]),           // Slot
-    (124, "service-type", Token, [0x0, 0x0, 0x0]),               // Slot
-    (124, "specialty", Token, [0x0, 0x0, 0x0]),                  // Slot
-    (124, "start", Date, [0x0, 0x0, 0x0]),                       // Slot
-    (124, "status", Token, [0x0, 0x0, 0x0]),                     // Slot
-    (125, "accession", Token, [0x0, 0x0, 0x0]),                  // Specimen
-    (125, "bodysite", Token, [0x0, 0x0, 0x0]),                   // Specimen
-    (125, "collected", Date, [0x0, 0x0, 0x0]),                   // Specimen
-    (125, "collector", Reference, [0x0, 0x180000000000, 0x0]),   // Specimen -> 2 types
-    (125, "container", Token, [0x0, 0x0, 0x0]),                  // Specimen
-    (125, "container-id", Token, [0x0, 0x0, 0x0]),               // Specimen
-    (125, "identifier", Token, [0x0, 0x0, 0x0]),                 // Specimen
-    (125, "parent", Reference, [0x0, 0x2000000000000000, 0x0]),  // Specimen -> Specimen
-    (125, "patient", Reference, [0x0, 0x4000000000, 0x0]),       // Specimen -> Patient
-    (125, "status", Token, [0x0, 0x0, 0x0]),                     // Specimen
-    (
-        125,
-        "subject",
-        Reference,
-        [0x200000400000000, 0x4000000040, 0x4],
-    ), // Specimen -> 5 types
-    (125, "type", Token, [0x0, 0x0, 0x0]),                       // Specimen
-    (126, "container", Token, [0x0, 0x0, 0x0]),                  // SpecimenDefinition
-    (126, "identifier", Token, [0x0, 0x0, 0x0]),                 // SpecimenDefinition
-    (126, "type", Token, [0x0, 0x0, 0x0]),                       // SpecimenDefinition
-    (127, "abstract", Token, [0x0, 0x0, 0x0]),                   // StructureDefinition
+    (124, "service-category", Token, [0x0, 0x0, 0x0]), // Slot
+    (124, "service-type", Token, [0x0, 0x0, 0x0]), // Slot
+    (124, "specialty", Token, [0x0, 0x0, 0x0]), // Slot
+    (124, "start", Date, [0x0, 0x0, 0x0]), // Slot
+    (124, "status", Token, [0x0, 0x0, 0x0]), // Slot
+    (125, "accession", Token, [0x0, 0x0, 0x0]), // Specimen
+    (125, "bodysite", Token, [0x0, 0x0, 0x0]), // Specimen
+    (125, "collected", Date, [0x0, 0x0, 0x0]), // Specimen
+    (125, "collector", Reference, [0x0, 0x180000000000, 0x0]), // Specimen -> 2 types
+    (125, "container", Token, [0x0, 0x0, 0x0]), // Specimen
+    (125, "container-id", Token, [0x0, 0x0, 0x0]), // Specimen
+    (125, "identifier", Token, [0x0, 0x0, 0x0]), // Specimen
+    (125, "parent", Reference, [0x0, 0x2000000000000000, 0x0]), // Specimen -> Specimen
+    (125, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Specimen -> Patient
+    (125, "status", Token, [0x0, 0x0, 0x0]), // Specimen
+    (125, "subject", Reference, [0x200000400000000, 0x4000000040, 0x4]), // Specimen -> 5 types
+    (125, "type", Token, [0x0, 0x0, 0x0]), // Specimen
+    (126, "container", Token, [0x0, 0x0, 0x0]), // SpecimenDefinition
+    (126, "identifier", Token, [0x0, 0x0, 0x0]), // SpecimenDefinition
+    (126, "type", Token, [0x0, 0x0, 0x0]), // SpecimenDefinition
+    (127, "abstract", Token, [0x0, 0x0, 0x0]), // StructureDefinition
     (127, "base", Reference, [0x0, 0x8000000000000000, 0x0]), // StructureDefinition -> StructureDefinition
-    (127, "base-path", Token, [0x0, 0x0, 0x0]),               // StructureDefinition
-    (127, "context", Token, [0x0, 0x0, 0x0]),                 // StructureDefinition
-    (127, "context-quantity", Quantity, [0x0, 0x0, 0x0]),     // StructureDefinition
-    (127, "context-type", Token, [0x0, 0x0, 0x0]),            // StructureDefinition
+    (127, "base-path", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "context", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "context-type", Token, [0x0, 0x0, 0x0]), // StructureDefinition
     (127, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // StructureDefinition
-    (127, "context-type-value", Composite, [0x0, 0x0, 0x0]),  // StructureDefinition
-    (127, "date", Date, [0x0, 0x0, 0x0]),                     // StructureDefinition
-    (127, "derivation", Token, [0x0, 0x0, 0x0]),              // StructureDefinition
-    (127, "description", String, [0x0, 0x0, 0x0]),            // StructureDefinition
-    (127, "experimental", Token, [0x0, 0x0, 0x0]),            // StructureDefinition
-    (127, "ext-context", Token, [0x0, 0x0, 0x0]),             // StructureDefinition
-    (127, "identifier", Token, [0x0, 0x0, 0x0]),              // StructureDefinition
-    (127, "jurisdiction", Token, [0x0, 0x0, 0x0]),            // StructureDefinition
-    (127, "keyword", Token, [0x0, 0x0, 0x0]),                 // StructureDefinition
-    (127, "kind", Token, [0x0, 0x0, 0x0]),                    // StructureDefinition
-    (127, "name", String, [0x0, 0x0, 0x0]),                   // StructureDefinition
-    (127, "path", Token, [0x0, 0x0, 0x0]),                    // StructureDefinition
-    (127, "publisher", String, [0x0, 0x0, 0x0]),              // StructureDefinition
-    (127, "status", Token, [0x0, 0x0, 0x0]),                  // StructureDefinition
-    (127, "title", String, [0x0, 0x0, 0x0]),                  // StructureDefinition
-    (127, "type", Uri, [0x0, 0x0, 0x0]),                      // StructureDefinition
-    (127, "url", Uri, [0x0, 0x0, 0x0]),                       // StructureDefinition
-    (127, "valueset", Reference, [0x0, 0x0, 0x8000]),         // StructureDefinition -> ValueSet
-    (127, "version", Token, [0x0, 0x0, 0x0]),                 // StructureDefinition
-    (128, "context", Token, [0x0, 0x0, 0x0]),                 // StructureMap
-    (128, "context-quantity", Quantity, [0x0, 0x0, 0x0]),     // StructureMap
-    (128, "context-type", Token, [0x0, 0x0, 0x0]),            // StructureMap
+    (127, "context-type-value", Composite, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "date", Date, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "derivation", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "description", String, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "experimental", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "ext-context", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "identifier", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "jurisdiction", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "keyword", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "kind", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "name", String, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "path", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "publisher", String, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "status", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "title", String, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "type", Uri, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "url", Uri, [0x0, 0x0, 0x0]), // StructureDefinition
+    (127, "valueset", Reference, [0x0, 0x0, 0x8000]), // StructureDefinition -> ValueSet
+    (127, "version", Token, [0x0, 0x0, 0x0]), // StructureDefinition
+    (128, "context", Token, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "context-type", Token, [0x0, 0x0, 0x0]), // StructureMap
     (128, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // StructureMap
-    (128, "context-type-value", Composite, [0x0, 0x0, 0x0]),  // StructureMap
-    (128, "date", Date, [0x0, 0x0, 0x0]),                     // StructureMap
-    (128, "description", String, [0x0, 0x0, 0x0]),            // StructureMap
-    (128, "identifier", Token, [0x0, 0x0, 0x0]),              // StructureMap
-    (128, "jurisdiction", Token, [0x0, 0x0, 0x0]),            // StructureMap
-    (128, "name", String, [0x0, 0x0, 0x0]),                   // StructureMap
-    (128, "publisher", String, [0x0, 0x0, 0x0]),              // StructureMap
-    (128, "status", Token, [0x0, 0x0, 0x0]),                  // StructureMap
-    (128, "title", String, [0x0, 0x0, 0x0]),                  // StructureMap
-    (128, "url", Uri, [0x0, 0x0, 0x0]),                       // StructureMap
-    (128, "version", Token, [0x0, 0x0, 0x0]),                 // StructureMap
-    (129, "contact", Token, [0x0, 0x0, 0x0]),                 // Subscription
-    (129, "criteria", String, [0x0, 0x0, 0x0]),               // Subscription
-    (129, "payload", Token, [0x0, 0x0, 0x0]),                 // Subscription
-    (129, "status", Token, [0x0, 0x0, 0x0]),                  // Subscription
-    (129, "type", Token, [0x0, 0x0, 0x0]),                    // Subscription
-    (129, "url", Uri, [0x0, 0x0, 0x0]),                       // Subscription
-    (130, "category", Token, [0x0, 0x0, 0x0]),                // Substance
-    (130, "code", Token, [0x0, 0x0, 0x0]),                    // Substance
-    (130, "container-identifier", Token, [0x0, 0x0, 0x0]),    // Substance
-    (130, "expiry", Date, [0x0, 0x0, 0x0]),                   // Substance
-    (130, "identifier", Token, [0x0, 0x0, 0x0]),              // Substance
-    (130, "quantity", Quantity, [0x0, 0x0, 0x0]),             // Substance
-    (130, "status", Token, [0x0, 0x0, 0x0]),                  // Substance
+    (128, "context-type-value", Composite, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "date", Date, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "description", String, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "identifier", Token, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "jurisdiction", Token, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "name", String, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "publisher", String, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "status", Token, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "title", String, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "url", Uri, [0x0, 0x0, 0x0]), // StructureMap
+    (128, "version", Token, [0x0, 0x0, 0x0]), // StructureMap
+    (129, "contact", Token, [0x0, 0x0, 0x0]), // Subscription
+    (129, "criteria", String, [0x0, 0x0, 0x0]), // Subscription
+    (129, "payload", Token, [0x0, 0x0, 0x0]), // Subscription
+    (129, "status", Token, [0x0, 0x0, 0x0]), // Subscription
+    (129, "type", Token, [0x0, 0x0, 0x0]), // Subscription
+    (129, "url", Uri, [0x0, 0x0, 0x0]), // Subscription
+    (130, "category", Token, [0x0, 0x0, 0x0]), // Substance
+    (130, "code", Token, [0x0, 0x0, 0x0]), // Substance
+    (130, "container-identifier", Token, [0x0, 0x0, 0x0]), // Substance
+    (130, "expiry", Date, [0x0, 0x0, 0x0]), // Substance
+    (130, "identifier", Token, [0x0, 0x0, 0x0]), // Substance
+    (130, "quantity", Quantity, [0x0, 0x0, 0x0]), // Substance
+    (130, "status", Token, [0x0, 0x0, 0x0]), // Substance
     (130, "substance-reference", Reference, [0x0, 0x0, 0x4]), // Substance -> Substance
-    (136, "code", Token, [0x0, 0x0, 0x0]),                    // SubstanceSpecification
-    (137, "identifier", Token, [0x0, 0x0, 0x0]),              // SupplyDelivery
-    (137, "patient", Reference, [0x0, 0x4000000000, 0x0]),    // SupplyDelivery -> Patient
+    (136, "code", Token, [0x0, 0x0, 0x0]), // SubstanceSpecification
+    (137, "identifier", Token, [0x0, 0x0, 0x0]), // SupplyDelivery
+    (137, "patient", Reference, [0x0, 0x4000000000, 0x0]), // SupplyDelivery -> Patient
     (137, "receiver", Reference, [0x0, 0x180000000000, 0x0]), // SupplyDelivery -> 2 types
-    (137, "status", Token, [0x0, 0x0, 0x0]),                  // SupplyDelivery
+    (137, "status", Token, [0x0, 0x0, 0x0]), // SupplyDelivery
     (137, "supplier", Reference, [0x0, 0x180800000000, 0x0]), // SupplyDelivery -> 3 types
-    (138, "category", Token, [0x0, 0x0, 0x0]),                // SupplyRequest
-    (138, "date", Date, [0x0, 0x0, 0x0]),                     // SupplyRequest
-    (138, "identifier", Token, [0x0, 0x0, 0x0]),              // SupplyRequest
-    (
-        138,
-        "requester",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // SupplyRequest -> 6 types
-    (138, "status", Token, [0x0, 0x0, 0x0]),                  // SupplyRequest
-    (138, "subject", Reference, [0x0, 0x4800000040, 0x0]),    // SupplyRequest -> 3 types
-    (
-        138,
-        "supplier",
-        Reference,
-        [0x800000000000000, 0x800000000, 0x0],
-    ), // SupplyRequest -> 2 types
-    (139, "authored-on", Date, [0x0, 0x0, 0x0]),              // Task
-    (
-        139,
-        "based-on",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Task -> 145 types
-    (139, "business-status", Token, [0x0, 0x0, 0x0]),         // Task
-    (139, "code", Token, [0x0, 0x0, 0x0]),                    // Task
+    (138, "category", Token, [0x0, 0x0, 0x0]), // SupplyRequest
+    (138, "date", Date, [0x0, 0x0, 0x0]), // SupplyRequest
+    (138, "identifier", Token, [0x0, 0x0, 0x0]), // SupplyRequest
+    (138, "requester", Reference, [0x400000000, 0x2184800000000, 0x0]), // SupplyRequest -> 6 types
+    (138, "status", Token, [0x0, 0x0, 0x0]), // SupplyRequest
+    (138, "subject", Reference, [0x0, 0x4800000040, 0x0]), // SupplyRequest -> 3 types
+    (138, "supplier", Reference, [0x800000000000000, 0x800000000, 0x0]), // SupplyRequest -> 2 types
+    (139, "authored-on", Date, [0x0, 0x0, 0x0]), // Task
+    (139, "based-on", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Task -> 145 types
+    (139, "business-status", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "code", Token, [0x0, 0x0, 0x0]), // Task
     (139, "encounter", Reference, [0x80000000000, 0x0, 0x0]), // Task -> Encounter
-    (
-        139,
-        "focus",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Task -> 145 types
-    (139, "group-identifier", Token, [0x0, 0x0, 0x0]),        // Task
-    (139, "identifier", Token, [0x0, 0x0, 0x0]),              // Task
-    (139, "intent", Token, [0x0, 0x0, 0x0]),                  // Task
-    (139, "modified", Date, [0x0, 0x0, 0x0]),                 // Task
-    (
-        139,
-        "owner",
-        Reference,
-        [0x800000400004000, 0x2184800000000, 0x0],
-    ), // Task -> 8 types
-    (139, "part-of", Reference, [0x0, 0x0, 0x800]),           // Task -> Task
-    (139, "patient", Reference, [0x0, 0x4000000000, 0x0]),    // Task -> Patient
-    (139, "performer", Token, [0x0, 0x0, 0x0]),               // Task
-    (139, "period", Date, [0x0, 0x0, 0x0]),                   // Task
-    (139, "priority", Token, [0x0, 0x0, 0x0]),                // Task
-    (
-        139,
-        "requester",
-        Reference,
-        [0x400000000, 0x2184800000000, 0x0],
-    ), // Task -> 6 types
-    (139, "status", Token, [0x0, 0x0, 0x0]),                  // Task
-    (
-        139,
-        "subject",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // Task -> 145 types
-    (140, "context", Token, [0x0, 0x0, 0x0]),                 // TerminologyCapabilities
-    (140, "context-quantity", Quantity, [0x0, 0x0, 0x0]),     // TerminologyCapabilities
-    (140, "context-type", Token, [0x0, 0x0, 0x0]),            // TerminologyCapabilities
+    (139, "focus", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Task -> 145 types
+    (139, "group-identifier", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "identifier", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "intent", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "modified", Date, [0x0, 0x0, 0x0]), // Task
+    (139, "owner", Reference, [0x800000400004000, 0x2184800000000, 0x0]), // Task -> 8 types
+    (139, "part-of", Reference, [0x0, 0x0, 0x800]), // Task -> Task
+    (139, "patient", Reference, [0x0, 0x4000000000, 0x0]), // Task -> Patient
+    (139, "performer", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "period", Date, [0x0, 0x0, 0x0]), // Task
+    (139, "priority", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "requester", Reference, [0x400000000, 0x2184800000000, 0x0]), // Task -> 6 types
+    (139, "status", Token, [0x0, 0x0, 0x0]), // Task
+    (139, "subject", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // Task -> 145 types
+    (140, "context", Token, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "context-type", Token, [0x0, 0x0, 0x0]), // TerminologyCapabilities
     (140, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // TerminologyCapabilities
-    (140, "context-type-value", Composite, [0x0, 0x0, 0x0]),  // TerminologyCapabilities
-    (140, "date", Date, [0x0, 0x0, 0x0]),                     // TerminologyCapabilities
-    (140, "description", String, [0x0, 0x0, 0x0]),            // TerminologyCapabilities
-    (140, "jurisdiction", Token, [0x0, 0x0, 0x0]),            // TerminologyCapabilities
-    (140, "name", String, [0x0, 0x0, 0x0]),                   // TerminologyCapabilities
-    (140, "publisher", String, [0x0, 0x0, 0x0]),              // TerminologyCapabilities
-    (140, "status", Token, [0x0, 0x0, 0x0]),                  // TerminologyCapabilities
-    (140, "title", String, [0x0, 0x0, 0x0]),                  // TerminologyCapabilities
-    (140, "url", Uri, [0x0, 0x0, 0x0]),                       // TerminologyCapabilities
-    (140, "version", Token, [0x0, 0x0, 0x0]),                 // TerminologyCapabilities
-    (141, "identifier", Token, [0x0, 0x0, 0x0]),              // TestReport
-    (141, "issued", Date, [0x0, 0x0, 0x0]),                   // TestReport
-    (141, "participant", Uri, [0x0, 0x0, 0x0]),               // TestReport
-    (141, "result", Token, [0x0, 0x0, 0x0]),                  // TestReport
-    (141, "tester", String, [0x0, 0x0, 0x0]),                 // TestReport
-    (141, "testscript", Reference, [0x0, 0x0, 0x4000]),       // TestReport -> TestScript
-    (142, "context", Token, [0x0, 0x0, 0x0]),                 // TestScript
-    (142, "context-quantity", Quantity, [0x0, 0x0, 0x0]),     // TestScript
-    (142, "context-type", Token, [0x0, 0x0, 0x0]),            // TestScript
+    (140, "context-type-value", Composite, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "date", Date, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "description", String, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "jurisdiction", Token, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "name", String, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "publisher", String, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "status", Token, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "title", String, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "url", Uri, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (140, "version", Token, [0x0, 0x0, 0x0]), // TerminologyCapabilities
+    (141, "identifier", Token, [0x0, 0x0, 0x0]), // TestReport
+    (141, "issued", Date, [0x0, 0x0, 0x0]), // TestReport
+    (141, "participant", Uri, [0x0, 0x0, 0x0]), // TestReport
+    (141, "result", Token, [0x0, 0x0, 0x0]), // TestReport
+    (141, "tester", String, [0x0, 0x0, 0x0]), // TestReport
+    (141, "testscript", Reference, [0x0, 0x0, 0x4000]), // TestReport -> TestScript
+    (142, "context", Token, [0x0, 0x0, 0x0]), // TestScript
+    (142, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // TestScript
+    (142, "context-type", Token, [0x0, 0x0, 0x0]), // TestScript
     (142, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // TestScript
-    (142, "context-type-value", Composite, [0x0, 0x0, 0x0]),  // TestScript
-    (142, "date", Date, [0x0, 0x0, 0x0]),                     // TestScript
-    (142, "description", String, [0x0, 0x0, 0x0]),            // TestScript
-    (142, "identifier", Token, [0x0, 0x0, 0x0]),              // TestScript
-    (142, "jurisdiction", Token, [0x0, 0x0, 0x0]),            // TestScript
-    (142, "name", String, [0x0, 0x0, 0x0]),                   // TestScript
-    (142, "publisher", String, [0x0, 0x0, 0x0]),              // TestScript
-    (142, "status", Token, [0x0, 0x0, 0x0]),                  // TestScript
-    (142, "testscript-capability", String, [0x0, 0x0, 0x0]),  // TestScript
-    (142, "title", String, [0x0, 0x0, 0x0]),                  // TestScript
-    (142, "url", Uri, [0x0, 0x0, 0x0]),                       // TestScript
-    (142, "version", Token, [0x0, 0x0, 0x0]),                 // TestScript
-    (143, "code", Token, [0x0, 0x0, 0x0]),                    // ValueSet
-    (143, "context", Token, [0x0, 0x0, 0x0]),                 // ValueSet
-    (143, "context-quantity", Quantity, [0x0, 0x0, 0x0]),     // ValueSet
-    (143, "context-type", Token, [0x0, 0x0, 0x0]),            // ValueSet
+    (142, "context-type-value", Composite, [0x0, 0x0, 0x0]), // TestScript
+    (142, "date", Date, [0x0, 0x0, 0x0]), // TestScript
+    (142, "description", String, [0x0, 0x0, 0x0]), // TestScript
+    (142, "identifier", Token, [0x0, 0x0, 0x0]), // TestScript
+    (142, "jurisdiction", Token, [0x0, 0x0, 0x0]), // TestScript
+    (142, "name", String, [0x0, 0x0, 0x0]), // TestScript
+    (142, "publisher", String, [0x0, 0x0, 0x0]), // TestScript
+    (142, "status", Token, [0x0, 0x0, 0x0]), // TestScript
+    (142, "testscript-capability", String, [0x0, 0x0, 0x0]), // TestScript
+    (142, "title", String, [0x0, 0x0, 0x0]), // TestScript
+    (142, "url", Uri, [0x0, 0x0, 0x0]), // TestScript
+    (142, "version", Token, [0x0, 0x0, 0x0]), // TestScript
+    (143, "code", Token, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "context", Token, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "context-quantity", Quantity, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "context-type", Token, [0x0, 0x0, 0x0]), // ValueSet
     (143, "context-type-quantity", Composite, [0x0, 0x0, 0x0]), // ValueSet
-    (143, "context-type-value", Composite, [0x0, 0x0, 0x0]),  // ValueSet
-    (143, "date", Date, [0x0, 0x0, 0x0]),                     // ValueSet
-    (143, "description", String, [0x0, 0x0, 0x0]),            // ValueSet
-    (143, "expansion", Uri, [0x0, 0x0, 0x0]),                 // ValueSet
-    (143, "identifier", Token, [0x0, 0x0, 0x0]),              // ValueSet
-    (143, "jurisdiction", Token, [0x0, 0x0, 0x0]),            // ValueSet
-    (143, "name", String, [0x0, 0x0, 0x0]),                   // ValueSet
-    (143, "publisher", String, [0x0, 0x0, 0x0]),              // ValueSet
-    (143, "reference", Uri, [0x0, 0x0, 0x0]),                 // ValueSet
-    (143, "status", Token, [0x0, 0x0, 0x0]),                  // ValueSet
-    (143, "title", String, [0x0, 0x0, 0x0]),                  // ValueSet
-    (143, "url", Uri, [0x0, 0x0, 0x0]),                       // ValueSet
-    (143, "version", Token, [0x0, 0x0, 0x0]),                 // ValueSet
-    (
-        144,
-        "target",
-        Reference,
-        [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff],
-    ), // VerificationResult -> 145 types
-    (145, "datewritten", Date, [0x0, 0x0, 0x0]),              // VisionPrescription
+    (143, "context-type-value", Composite, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "date", Date, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "description", String, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "expansion", Uri, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "identifier", Token, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "jurisdiction", Token, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "name", String, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "publisher", String, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "reference", Uri, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "status", Token, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "title", String, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "url", Uri, [0x0, 0x0, 0x0]), // ValueSet
+    (143, "version", Token, [0x0, 0x0, 0x0]), // ValueSet
+    (144, "target", Reference, [0xffffffffffffffff, 0xffffffdfffffffff, 0x3ffff]), // VerificationResult -> 145 types
+    (145, "datewritten", Date, [0x0, 0x0, 0x0]), // VisionPrescription
     (145, "encounter", Reference, [0x880000000000, 0x0, 0x0]), // VisionPrescription -> 2 types
-    (145, "identifier", Token, [0x0, 0x0, 0x0]),              // VisionPrescription
-    (145, "patient", Reference, [0x0, 0x4000000000, 0x0]),    // VisionPrescription -> Patient
+    (145, "identifier", Token, [0x0, 0x0, 0x0]), // VisionPrescription
+    (145, "patient", Reference, [0x0, 0x4000000000, 0x0]), // VisionPrescription -> Patient
     (145, "prescriber", Reference, [0x0, 0x180000000000, 0x0]), // VisionPrescription -> 2 types
-    (145, "status", Token, [0x0, 0x0, 0x0]),                  // VisionPrescription
+    (145, "status", Token, [0x0, 0x0, 0x0]), // VisionPrescription
 ];

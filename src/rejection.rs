@@ -97,14 +97,8 @@ impl Rejection {
     }
 
     pub(crate) fn insufficient_scope(missing: InsufficientScope) -> Self {
-        let detail = if missing.missing().is_empty() {
-            Cow::Borrowed("this interaction is not allowed by the guard")
-        } else {
-            Cow::Owned(format!(
-                "the access token's scopes do not cover this request; it would need: {}",
-                missing.scope_hint()
-            ))
-        };
+        // Names what is missing, why nothing could help, or each denied batch entry.
+        let detail = Cow::Owned(missing.to_string());
         Self {
             kind: AuthFailure::InsufficientScope,
             detail,

@@ -5,7 +5,13 @@
 
 use std::fmt;
 
-use crate::resource_type::ResourceType;
+use crate::{
+    fhir_path::{
+        BundleEntry, FhirRequest, Grants, Incoming, LetterGrants, NO_GRANT, Needs, Params,
+    },
+    resource_type::ResourceType,
+    search_params,
+};
 
 /// A set of SMART permission letters, a subset of `cruds`.
 ///
@@ -43,6 +49,15 @@ impl Permissions {
         (b's', Self::SEARCH),
     ];
 
+    /// The five letters, one flag each, in `cruds` order.
+    pub(crate) const EACH: [Self; 5] = [
+        Self::CREATE,
+        Self::READ,
+        Self::UPDATE,
+        Self::DELETE,
+        Self::SEARCH,
+    ];
+
     /// Whether every letter of `other` is in `self`.
     #[must_use]
     pub const fn contains(self, other: Self) -> bool {
@@ -62,12 +77,12 @@ impl Permissions {
     }
 
     /// Parses v2 letters: a non-empty subset of `cruds`, in that order, each at most once.
-    fn parse_v2(letters: &str) -> Option<Self> {
+    pub(crate) fn parse_v2(letters: &str) -> Option<Self> {
         let mut next = 0; // index into LETTERS of the earliest letter still allowed
         let mut set = Self::NONE;
         for byte in letters.bytes() {
             let offset = Self::LETTERS[next..].iter().position(|(l, _)| *l == byte)?;
-            set = set | Self::LETTERS[next + offset].1;
+            set |= Self::LETTERS[next + offset].1;
             next += offset + 1;
         }
         (!set.is_empty()).then_some(set)
@@ -160,7 +175,7 @@ pub struct SmartScope {
     resource: TypeScope,
     permissions: Permissions,
     syntax: ScopeSyntax,
-    constraints: Box<[(Box<str>, Box<str>)]>,
+    constraints: Constraints,
 }
 
 impl SmartScope {
@@ -270,7 +285,10 @@ impl fmt::Debug for SmartScope {
     }
 }
 
-fn parse_constraints(query: &str) -> Option<Box<[(Box<str>, Box<str>)]>> {
+/// Granular `name=value` pairs, percent-decoded.
+type Constraints = Box<[(Box<str>, Box<str>)]>;
+
+fn parse_constraints(query: &str) -> Option<Constraints> {
     let mut pairs = Vec::new();
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=')?;
@@ -308,8 +326,10 @@ impl Need {
 /// The scopes an access token was granted, parsed once per introspection answer.
 ///
 /// Scopes add up (SMART "Scope Equivalence"): `Observation.r` and `Observation.s` together are
-/// `Observation.rs`. Only unconstrained `system/` scopes grant access; `patient/` and `user/`
-/// scopes and granular scopes are kept for handlers but grant nothing here.
+/// `Observation.rs`. Only `system/` scopes grant access; `patient/` and `user/` scopes are kept for
+/// handlers but grant nothing here. A granular scope (`system/Observation.rs?category=laboratory`)
+/// only meets the `s` of a search on its type that restates every constraint (see
+/// [`ScopeSet::authorize`]).
 ///
 /// ```
 /// use smart_guard::{Need, Permissions, ResourceType, ScopeSet, TypeScope};
@@ -327,6 +347,8 @@ pub struct ScopeSet {
     ignored: usize,
     wildcard: Permissions,
     by_type: Box<[(ResourceType, Permissions)]>,
+    /// Indices of the `system/` type scopes with constraints and an `s`.
+    granular: Box<[u16]>,
 }
 
 impl ScopeSet {
@@ -344,8 +366,18 @@ impl ScopeSet {
         }
         let mut wildcard = Permissions::NONE;
         let mut by_type: Vec<(ResourceType, Permissions)> = Vec::new();
-        for scope in &scopes {
-            if scope.context != ScopeContext::System || !scope.constraints.is_empty() {
+        let mut granular = Vec::new();
+        for (index, scope) in scopes.iter().enumerate() {
+            if scope.context != ScopeContext::System {
+                continue;
+            }
+            if !scope.constraints.is_empty() {
+                if matches!(scope.resource, TypeScope::Type(_))
+                    && scope.permissions.contains(Permissions::SEARCH)
+                    && let Ok(index) = u16::try_from(index)
+                {
+                    granular.push(index);
+                }
                 continue;
             }
             match scope.resource {
@@ -362,6 +394,7 @@ impl ScopeSet {
             ignored,
             wildcard,
             by_type: by_type.into_boxed_slice(),
+            granular: granular.into_boxed_slice(),
         }
     }
 
@@ -393,8 +426,9 @@ impl ScopeSet {
         }
     }
 
-    /// Checks every need; on failure returns the needs (reduced to their missing letters) that
-    /// no granted scope covers.
+    /// Checks every need against the unconstrained `system/` scopes; on failure returns the
+    /// needs (reduced to their missing letters) that no granted scope covers. Granular scopes
+    /// need the request's parameters: use [`ScopeSet::authorize`] for them.
     ///
     /// # Errors
     ///
@@ -416,8 +450,162 @@ impl ScopeSet {
                 })
             })
             .collect();
-        Err(InsufficientScope { missing })
+        Err(InsufficientScope::missing_needs(missing))
     }
+
+    /// Authorizes a classified request, the whole rule set of SMART-NOTES §3-§6: unconstrained
+    /// `system/` scopes for every need; granular scopes for the searched type of a search that
+    /// restates every constraint (same name, no modifier, same value after percent-decoding, no
+    /// comma-OR) in its query or form body; every entry of a batch on its own. On success the
+    /// request records which scope met each need ([`FhirRequest::grants`]).
+    ///
+    /// `incoming` must be what `request` was classified from.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use smart_guard::{Incoming, Policy, ScopeSet};
+    ///
+    /// let scopes = ScopeSet::parse("system/Observation.rs?category=laboratory");
+    /// let incoming = Incoming::new(&Method::GET, "/Observation").with_query("category=laboratory&code=1");
+    /// let mut request = Policy::default().classify(&incoming).unwrap();
+    /// assert!(scopes.authorize(&mut request, &incoming).is_ok());
+    ///
+    /// let wider = Incoming::new(&Method::GET, "/Observation").with_query("code=1");
+    /// let mut request = Policy::default().classify(&wider).unwrap();
+    /// assert!(scopes.authorize(&mut request, &wider).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InsufficientScope`] naming what is missing (per entry for a batch).
+    pub fn authorize(
+        &self,
+        request: &mut FhirRequest,
+        incoming: &Incoming<'_>,
+    ) -> Result<(), InsufficientScope> {
+        let params = incoming.params(request.form_params);
+        self.authorize_with(request, params)
+    }
+
+    fn authorize_with(
+        &self,
+        request: &mut FhirRequest,
+        params: Params<'_>,
+    ) -> Result<(), InsufficientScope> {
+        let primary = usize::from(request.primary);
+        match &mut request.needs {
+            Needs::Nothing => Ok(()),
+            Needs::Never(why) => Err(InsufficientScope::never(why)),
+            Needs::One(need) => {
+                let granted = self
+                    .grant(need, primary > 0, params)
+                    .map_err(|lacking| InsufficientScope::missing_needs(vec![lacking]))?;
+                request.grants = Grants::One(granted);
+                Ok(())
+            }
+            Needs::Many(needs) => {
+                let mut grants = Vec::with_capacity(needs.len());
+                let mut missing = Vec::new();
+                for (index, need) in needs.iter().enumerate() {
+                    match self.grant(need, index < primary, params) {
+                        Ok(granted) => grants.push(granted),
+                        Err(lacking) => missing.push(lacking),
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(InsufficientScope::missing_needs(missing));
+                }
+                request.grants = Grants::Many(grants.into());
+                Ok(())
+            }
+            Needs::Bundle(bundle) => {
+                let bundle = std::sync::Arc::make_mut(bundle);
+                let mut denied = Vec::new();
+                for (index, BundleEntry { request, query }) in bundle.entries.iter_mut().enumerate()
+                {
+                    let params = Params {
+                        query: query.as_deref(),
+                        form: None,
+                    };
+                    if let Err(why) = self.authorize_with(request, params) {
+                        denied.push((index, why));
+                    }
+                }
+                if denied.is_empty() {
+                    Ok(())
+                } else {
+                    Err(InsufficientScope::entries(denied))
+                }
+            }
+        }
+    }
+
+    /// Which scope meets each letter of `need`, or the letters nothing meets.
+    fn grant(&self, need: &Need, primary: bool, params: Params<'_>) -> Result<LetterGrants, Need> {
+        let mut by = [NO_GRANT; 5];
+        let mut lacking = Permissions::NONE;
+        for (slot, letter) in by.iter_mut().zip(Permissions::EACH) {
+            if !need.permissions.contains(letter) {
+                continue;
+            }
+            let found = self.scopes.iter().position(|scope| {
+                scope.context == ScopeContext::System
+                    && scope.constraints.is_empty()
+                    && scope.permissions.contains(letter)
+                    && (scope.resource == TypeScope::Wildcard || scope.resource == need.resource)
+            });
+            match found {
+                Some(index) => *slot = u16::try_from(index).unwrap_or(NO_GRANT - 1),
+                None => lacking |= letter,
+            }
+        }
+        if lacking == Permissions::SEARCH && primary && !self.granular.is_empty() {
+            let restated = self.granular.iter().copied().find(|&index| {
+                self.scopes.get(usize::from(index)).is_some_and(|scope| {
+                    scope.resource == need.resource && restates(scope.constraints(), params)
+                })
+            });
+            if let Some(index) = restated {
+                by[4] = index;
+                lacking = Permissions::NONE;
+            }
+        }
+        if lacking.is_empty() {
+            Ok(by)
+        } else {
+            Err(Need {
+                resource: need.resource,
+                permissions: lacking,
+            })
+        }
+    }
+}
+
+/// Whether the request's own parameters restate every constraint: same name (no modifier), same
+/// value after percent-decoding, and no comma-OR in that value (SMART-NOTES §3.8).
+fn restates(constraints: &[(Box<str>, Box<str>)], params: Params<'_>) -> bool {
+    constraints.iter().all(|(name, value)| {
+        !name.contains([':', '.'])
+            && params.raw_pairs().any(|(raw_name, raw_value)| {
+                search_params::decode(raw_name) == **name && {
+                    let decoded = search_params::decode(raw_value);
+                    decoded == **value && !has_unescaped_comma(&decoded)
+                }
+            })
+    })
+}
+
+/// A `,` not escaped as `\,` ORs values in FHIR search.
+fn has_unescaped_comma(value: &str) -> bool {
+    let mut escaped = false;
+    for c in value.chars() {
+        match (escaped, c) {
+            (false, '\\') => escaped = true,
+            (false, ',') => return true,
+            _ => escaped = false,
+        }
+    }
+    false
 }
 
 impl fmt::Debug for ScopeSet {
@@ -429,10 +617,13 @@ impl fmt::Debug for ScopeSet {
     }
 }
 
-/// What a token lacks for a request: the needs no granted scope covers.
+/// What a token lacks for a request: the needs no granted scope covers, why no scope could
+/// help, or, for a batch, which entries were denied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InsufficientScope {
     missing: Vec<Need>,
+    reason: Option<&'static str>,
+    entries: Vec<(usize, InsufficientScope)>,
 }
 
 impl InsufficientScope {
@@ -441,13 +632,56 @@ impl InsufficientScope {
     pub fn unconditional() -> Self {
         Self {
             missing: Vec::new(),
+            reason: None,
+            entries: Vec::new(),
         }
     }
 
-    /// The unmet needs, each reduced to its missing letters; empty when no scope would help.
+    fn never(reason: &'static str) -> Self {
+        Self {
+            reason: Some(reason),
+            ..Self::unconditional()
+        }
+    }
+
+    fn missing_needs(missing: Vec<Need>) -> Self {
+        Self {
+            missing: smallest(missing.iter().copied()),
+            ..Self::unconditional()
+        }
+    }
+
+    fn entries(entries: Vec<(usize, InsufficientScope)>) -> Self {
+        let liftable = entries.iter().all(|(_, e)| !e.missing.is_empty());
+        let missing = if liftable {
+            smallest(entries.iter().flat_map(|(_, e)| e.missing.iter().copied()))
+        } else {
+            Vec::new()
+        };
+        Self {
+            missing,
+            reason: None,
+            entries,
+        }
+    }
+
+    /// The unmet needs, each reduced to its missing letters (for a batch, the union over its
+    /// denied entries, with what a `*` need covers left out); empty when no scope would help.
     #[must_use]
     pub fn missing(&self) -> &[Need] {
         &self.missing
+    }
+
+    /// Why no scope could help (GraphQL, an operation that is not allow-listed, …).
+    #[must_use]
+    pub fn reason(&self) -> Option<&'static str> {
+        self.reason
+    }
+
+    /// For a batch or transaction: each denied entry's index and its own denial.
+    #[must_use]
+    pub fn denied_entries(&self) -> &[(usize, InsufficientScope)] {
+        &self.entries
     }
 
     /// The space-separated v2 scopes that would have sufficed (the 403 `scope=` hint).
@@ -459,6 +693,53 @@ impl InsufficientScope {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+impl fmt::Display for InsufficientScope {
+    /// The 403 diagnostics: what is missing, why nothing helps, or per denied batch entry.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.entries.is_empty() {
+            for (i, (index, denial)) in self.entries.iter().enumerate() {
+                if i > 0 {
+                    f.write_str("; ")?;
+                }
+                write!(f, "entry {index}: {denial}")?;
+            }
+            return Ok(());
+        }
+        match (self.reason, self.missing.is_empty()) {
+            (Some(reason), _) => f.write_str(reason),
+            (None, true) => f.write_str("this interaction is not allowed by the guard"),
+            (None, false) => write!(
+                f,
+                "the access token's scopes do not cover this request; it would need: {}",
+                self.scope_hint()
+            ),
+        }
+    }
+}
+
+/// Merges needs per type and drops letters a `*` need already asks for: the smallest set of
+/// scopes that would suffice.
+fn smallest(needs: impl Iterator<Item = Need>) -> Vec<Need> {
+    let mut merged: Vec<Need> = Vec::new();
+    for need in needs {
+        match merged.iter_mut().find(|n| n.resource == need.resource) {
+            Some(existing) => existing.permissions |= need.permissions,
+            None => merged.push(need),
+        }
+    }
+    let wildcard = merged
+        .iter()
+        .find(|n| n.resource == TypeScope::Wildcard)
+        .map_or(Permissions::NONE, |n| n.permissions);
+    for need in &mut merged {
+        if need.resource != TypeScope::Wildcard {
+            need.permissions = need.permissions.without(wildcard);
+        }
+    }
+    merged.retain(|n| !n.permissions.is_empty());
+    merged
 }
 
 #[cfg(test)]

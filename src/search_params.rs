@@ -174,8 +174,11 @@ fn include(modifier: &str, value: &str, reverse: bool, touch: &mut dyn FnMut(Typ
         return touch(TypeScope::Wildcard);
     };
     // The source type's resources are in the result for a reverse include, and for an
-    // iterated include they may be; count it in every case.
-    touch(TypeScope::Type(source));
+    // iterated include they may be. A plain include applies to the matches only, which the
+    // search itself needs.
+    if reverse || !modifier.is_empty() {
+        touch(TypeScope::Type(source));
+    }
     if let Some(target) = target {
         return touch(type_or_wildcard(target));
     }
@@ -284,33 +287,18 @@ mod tests {
     fn cross_type_parameters_touch_their_types() {
         for (base, name, value, expected) in [
             ("Observation", "code", "1234", ""),
-            (
-                "Observation",
-                "_include",
-                "Observation:patient",
-                "Observation Patient",
-            ),
-            (
-                "Observation",
-                "_include",
-                "Observation:subject",
-                "Observation *",
-            ),
+            ("Observation", "_include", "Observation:patient", "Patient"),
+            ("Observation", "_include", "Observation:subject", "*"),
             (
                 "Observation",
                 "_include",
                 "Observation:subject:Patient",
-                "Observation Patient",
+                "Patient",
             ),
             ("Observation", "_include", "*", "*"),
-            ("Observation", "_include", "Observation:*", "Observation *"),
+            ("Observation", "_include", "Observation:*", "*"),
             ("Observation", "_include", "Nope:patient", "*"),
-            (
-                "Observation",
-                "_include",
-                "Observation:nope",
-                "Observation *",
-            ),
+            ("Observation", "_include", "Observation:nope", "*"),
             (
                 "Observation",
                 "_include:iterate",

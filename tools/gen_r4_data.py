@@ -152,7 +152,7 @@ def generate(package: pathlib.Path) -> str:
     w("")
     w("/// Search parameters per type: (type index, code, kind, target types as a bit set over")
     w("/// `RESOURCE_TYPES`), sorted by (type index, code). Non-reference parameters have no targets.")
-    w(f"pub(crate) const TYPE_PARAMS: [(u8, &str, ParamKind, [u64; 3]); {len(per_type)}] = [")
+    w(f"pub(crate) static TYPE_PARAMS: [(u8, &str, ParamKind, [u64; 3]); {len(per_type)}] = [")
     for (ty, code), (kind, targets) in sorted(per_type.items()):
         words = [0, 0, 0]
         for t in targets:
