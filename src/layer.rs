@@ -49,6 +49,13 @@ impl SmartGuardLayer {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::new(Config::from_env()?)
     }
+
+    /// A snapshot of the counters shared by this layer and every service it built: cache hits
+    /// and misses, introspection calls, errors and time, decisions by outcome.
+    #[must_use]
+    pub fn stats(&self) -> crate::GuardStats {
+        self.shared.stats.snapshot()
+    }
 }
 
 impl<S> Layer<S> for SmartGuardLayer {

@@ -123,10 +123,12 @@ where
                     .await;
                 match decision {
                     Ok(Decision::Public) => {
+                        shared.stats.decision(Ok(true));
                         tracing::Span::current().record("decision", "public");
                         ready.call(Request::from_parts(parts, body)).await
                     }
                     Ok(Decision::Allow(claims)) => {
+                        shared.stats.decision(Ok(false));
                         tracing::Span::current().record("decision", "allow");
                         if let Some(value) = parts.headers.get_mut(header::AUTHORIZATION) {
                             value.set_sensitive(true);
@@ -143,6 +145,7 @@ where
 }
 
 fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
+    shared.stats.decision(Err(rejection.kind));
     tracing::Span::current().record("decision", rejection.kind.as_str());
     if rejection.kind == AuthFailure::Unavailable {
         tracing::warn!("denied: authorization server unavailable");

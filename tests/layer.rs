@@ -710,3 +710,62 @@ async fn the_claims_extractor_without_the_layer_is_a_500_that_says_so() {
             .contains("SmartGuardLayer")
     );
 }
+
+#[tokio::test]
+async fn stats_count_hits_misses_calls_and_decisions() {
+    use axum::Router;
+    let auth = MockAs::start().await;
+    auth.answer(TOKEN, active("system/Patient.rs"));
+    let layer = smart_guard::SmartGuardLayer::new(auth.config()).expect("layer");
+    let (base, _app) = support::serve(
+        Router::new()
+            .nest("/fhir", support::fhir_routes())
+            .layer(layer.clone()),
+    )
+    .await;
+    let client = http();
+    for path in [
+        "Patient/1",
+        "Patient/2",
+        "Patient/3",
+        "Observation/1",
+        "metadata",
+    ] {
+        client
+            .get(format!("{base}/fhir/{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+    }
+    client
+        .get(format!("{base}/fhir/Patient/1"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("send");
+    client
+        .get(format!("{base}/fhir/Patient/1"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("send");
+    let stats = layer.stats();
+    assert_eq!(stats.introspection_calls, 2);
+    assert_eq!(stats.cache_misses, 2);
+    assert_eq!(
+        stats.cache_hits, 4,
+        "three cached actives and one cached inactive"
+    );
+    assert_eq!(stats.inactive_hits, 1);
+    assert_eq!(stats.allowed, 3);
+    assert_eq!(stats.public, 1);
+    assert_eq!(
+        stats.denied,
+        [
+            (smart_guard::AuthFailure::InvalidToken, 2),
+            (smart_guard::AuthFailure::InsufficientScope, 1)
+        ]
+    );
+    assert!(stats.introspection_errors.is_empty());
+}

@@ -2,6 +2,7 @@
 
 mod cache;
 mod client;
+mod front;
 pub(crate) mod response;
 
 use std::{
@@ -16,13 +17,15 @@ use moka::future::Cache;
 
 pub(crate) use self::cache::unix_now;
 use self::{
-    cache::{ActiveTtl, TokenHasher, TokenKey},
+    cache::{ActiveTtl, DigestHasherBuilder, TokenHasher, TokenKey, cached_until_ms, unix_now_ms},
     client::IntrospectionClient,
+    front::FrontCache,
     response::{Answer, Checks, TokenInfo},
 };
 use crate::{
     config::Config,
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
+    stats::Stats,
 };
 
 /// Where an answer came from.
@@ -69,10 +72,13 @@ pub(crate) enum Miss {
 /// ones (smaller, short TTL), so a flood of bad tokens cannot evict good entries.
 pub(crate) struct Introspector {
     client: IntrospectionClient,
-    active: Cache<TokenKey, Arc<TokenInfo>>,
-    inactive: Cache<TokenKey, ()>,
+    front: FrontCache,
+    active: Cache<TokenKey, Arc<TokenInfo>, DigestHasherBuilder>,
+    inactive: Cache<TokenKey, (), DigestHasherBuilder>,
     hasher: TokenHasher,
     checks: Checks,
+    max_ttl: Duration,
+    stats: Arc<Stats>,
     credentials_logged_at: AtomicU64,
 }
 
@@ -87,19 +93,24 @@ impl std::fmt::Debug for Introspector {
 }
 
 impl Introspector {
-    pub(crate) fn new(config: &Config, http: Option<reqwest::Client>) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        config: &Config,
+        http: Option<reqwest::Client>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, ConfigError> {
+        // The front holds the hottest tokens; moka holds them all.
+        let front_slots = usize::try_from(config.capacity.min(4096)).unwrap_or(4096);
         Ok(Self {
+            front: FrontCache::new(front_slots),
             client: IntrospectionClient::new(config, http)?,
             active: Cache::builder()
                 .max_capacity(config.capacity)
-                .expire_after(ActiveTtl {
-                    max_ttl: config.max_ttl,
-                })
-                .build(),
+                .expire_after(ActiveTtl)
+                .build_with_hasher(DigestHasherBuilder),
             inactive: Cache::builder()
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
-                .build(),
+                .build_with_hasher(DigestHasherBuilder),
             hasher: TokenHasher::random(),
             checks: Checks {
                 require_exp: config.require_exp,
@@ -107,6 +118,8 @@ impl Introspector {
                 expected_issuer: config.expected_issuer.clone(),
                 expected_audience: config.expected_audience.clone(),
             },
+            max_ttl: config.max_ttl,
+            stats,
             credentials_logged_at: AtomicU64::new(0),
         })
     }
@@ -114,10 +127,19 @@ impl Introspector {
     /// Looks `token` up: a cache hit (with `exp` checked again), or one coalesced call.
     pub(crate) async fn lookup(&self, token: &str) -> Lookup {
         let key = self.hasher.key_of(token);
+        let now_ms = unix_now_ms();
+        if let Some(info) = self.front.get(&key, now_ms) {
+            self.stats.cache_hit();
+            return self.recheck(&key, info, CacheStatus::Hit, now_ms).await;
+        }
         if let Some(info) = self.active.get(&key).await {
-            return self.recheck(&key, info, CacheStatus::Hit).await;
+            self.stats.cache_hit();
+            self.front.put(key, Arc::clone(&info));
+            return self.recheck(&key, info, CacheStatus::Hit, now_ms).await;
         }
         if self.inactive.contains_key(&key) {
+            self.stats.cache_hit();
+            self.stats.inactive_hit();
             tracing::trace!("inactive cache hit");
             return Lookup::Inactive(CacheStatus::Hit, "inactive (cached)");
         }
@@ -129,12 +151,17 @@ impl Introspector {
         };
         let result = self.active.try_get_with(key, call).await;
         let status = if ran.load(Ordering::Relaxed) {
+            self.stats.cache_miss();
             CacheStatus::Miss
         } else {
+            self.stats.coalesced_wait();
             CacheStatus::Coalesced
         };
         match result {
-            Ok(info) => self.recheck(&key, info, status).await,
+            Ok(info) => {
+                self.front.put(key, Arc::clone(&info));
+                self.recheck(&key, info, status, unix_now_ms()).await
+            }
             Err(miss) => match &*miss {
                 Miss::Inactive { cacheable, reason } => {
                     if *cacheable && status == CacheStatus::Miss {
@@ -148,10 +175,17 @@ impl Introspector {
     }
 
     /// `exp` is checked again on every use, cached or not.
-    async fn recheck(&self, key: &TokenKey, info: Arc<TokenInfo>, status: CacheStatus) -> Lookup {
-        if self.checks.exp_ok(info.exp, unix_now()) {
+    async fn recheck(
+        &self,
+        key: &TokenKey,
+        info: Arc<TokenInfo>,
+        status: CacheStatus,
+        now_ms: u64,
+    ) -> Lookup {
+        if self.checks.exp_ok(info.exp, now_ms / 1000) {
             Lookup::Active(info, status)
         } else {
+            self.front.remove(key);
             self.active.invalidate(key).await;
             Lookup::Inactive(status, "token expired")
         }
@@ -159,20 +193,26 @@ impl Introspector {
 
     async fn call(&self, token: &str) -> Result<Arc<TokenInfo>, Miss> {
         let started = std::time::Instant::now();
-        let body = self.client.introspect(token).await.map_err(|e| {
-            self.log_failure(&e);
-            Miss::Failed(e)
-        })?;
-        let answer = response::parse_answer(&body, &self.checks, unix_now()).map_err(|e| {
+        let answer = match self.client.introspect(token).await {
+            Ok(body) => response::parse_answer(&body, &self.checks, unix_now()),
+            Err(error) => Err(error),
+        };
+        let elapsed = started.elapsed();
+        self.stats
+            .as_call(elapsed, answer.as_ref().err().map(IntrospectError::kind));
+        let answer = answer.map_err(|e| {
             self.log_failure(&e);
             Miss::Failed(e)
         })?;
         tracing::trace!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "introspection answered"
         );
         match answer {
-            Answer::Active(info) => Ok(Arc::new(info)),
+            Answer::Active(mut info) => {
+                info.cached_until_ms = cached_until_ms(info.exp, unix_now_ms(), self.max_ttl);
+                Ok(Arc::new(info))
+            }
             Answer::Inactive { cacheable, reason } => Err(Miss::Inactive { cacheable, reason }),
         }
     }

@@ -27,6 +27,9 @@ pub(crate) struct TokenInfo {
     pub(crate) encounter: Option<Box<str>>,
     pub(crate) fhir_user: Option<Box<str>>,
     pub(crate) extra: Map<String, Value>,
+    /// Unix milliseconds until which this answer may be served from a cache: min(`exp`, arrival
+    /// + max TTL). Set once when the answer arrives; every cache layer ends the entry then.
+    pub(crate) cached_until_ms: u64,
 }
 
 /// The local checks applied to every answer (and `exp` again on every cache hit).
@@ -177,6 +180,7 @@ pub(crate) fn parse_answer(
         encounter,
         fhir_user,
         extra: map,
+        cached_until_ms: 0,
     }))
 }
 

@@ -1,0 +1,275 @@
+//! Counters of one guard: a [`GuardStats`] snapshot for code without a metrics recorder, and
+//! (feature `metrics`) the same events through the `metrics` facade.
+//!
+//! Counters are striped per thread and cache-line padded, so the hit path pays one uncontended
+//! relaxed add per event, not a shared cache line bouncing between cores.
+
+use std::{
+    cell::Cell,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use crate::{error::IntrospectErrorKind, rejection::AuthFailure};
+
+const STRIPES: usize = 8;
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// A counter striped over [`STRIPES`] cache lines.
+#[derive(Default)]
+struct Counter([Padded; STRIPES]);
+
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        }
+        s.get()
+    })
+}
+
+impl Counter {
+    fn add(&self, n: u64) {
+        self.0[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+const ERROR_KINDS: [IntrospectErrorKind; 8] = [
+    IntrospectErrorKind::Connect,
+    IntrospectErrorKind::Timeout,
+    IntrospectErrorKind::CredentialsRejected,
+    IntrospectErrorKind::Status,
+    IntrospectErrorKind::AnswerTooLarge,
+    IntrospectErrorKind::MalformedAnswer,
+    IntrospectErrorKind::Transport,
+    IntrospectErrorKind::OwnCredentials,
+];
+
+const FAILURES: [AuthFailure; 8] = [
+    AuthFailure::MissingToken,
+    AuthFailure::InvalidRequest,
+    AuthFailure::MalformedPath,
+    AuthFailure::NotFound,
+    AuthFailure::PayloadTooLarge,
+    AuthFailure::InvalidToken,
+    AuthFailure::InsufficientScope,
+    AuthFailure::Unavailable,
+];
+
+fn error_index(kind: IntrospectErrorKind) -> usize {
+    ERROR_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(ERROR_KINDS.len() - 1)
+}
+
+fn failure_index(kind: AuthFailure) -> usize {
+    FAILURES.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// The live counters of one guard (shared by its clones).
+#[derive(Default)]
+pub(crate) struct Stats {
+    cache_hits: Counter,
+    cache_misses: Counter,
+    inactive_hits: Counter,
+    coalesced_waits: Counter,
+    as_calls: Counter,
+    as_latency_micros: Counter,
+    as_errors: [Counter; ERROR_KINDS.len()],
+    allowed: Counter,
+    public: Counter,
+    denied: [Counter; FAILURES.len()],
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod names {
+    pub(super) const CACHE_HITS: &str = "smart_guard_cache_hits_total";
+    pub(super) const CACHE_MISSES: &str = "smart_guard_cache_misses_total";
+    pub(super) const INACTIVE_HITS: &str = "smart_guard_inactive_cache_hits_total";
+    pub(super) const COALESCED: &str = "smart_guard_coalesced_waits_total";
+    pub(super) const AS_CALLS: &str = "smart_guard_introspection_calls_total";
+    pub(super) const AS_ERRORS: &str = "smart_guard_introspection_errors_total";
+    pub(super) const AS_LATENCY: &str = "smart_guard_introspection_duration_seconds";
+    pub(super) const DECISIONS: &str = "smart_guard_decisions_total";
+}
+
+impl Stats {
+    pub(crate) fn cache_hit(&self) {
+        self.cache_hits.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::CACHE_HITS).increment(1);
+    }
+
+    pub(crate) fn cache_miss(&self) {
+        self.cache_misses.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::CACHE_MISSES).increment(1);
+    }
+
+    pub(crate) fn inactive_hit(&self) {
+        self.inactive_hits.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::INACTIVE_HITS).increment(1);
+    }
+
+    pub(crate) fn coalesced_wait(&self) {
+        self.coalesced_waits.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::COALESCED).increment(1);
+    }
+
+    /// One introspection call finished (successfully or not) after `elapsed`.
+    pub(crate) fn as_call(&self, elapsed: Duration, error: Option<IntrospectErrorKind>) {
+        self.as_calls.add(1);
+        self.as_latency_micros
+            .add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+        if let Some(kind) = error {
+            self.as_errors[error_index(kind)].add(1);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!(names::AS_CALLS).increment(1);
+            metrics::histogram!(names::AS_LATENCY).record(elapsed.as_secs_f64());
+            if let Some(kind) = error {
+                metrics::counter!(names::AS_ERRORS, "kind" => kind.as_str()).increment(1);
+            }
+        }
+    }
+
+    /// The guard's decision on one request: allowed, public, or denied with `failure`.
+    pub(crate) fn decision(&self, outcome: Result<bool, AuthFailure>) {
+        match outcome {
+            Ok(true) => self.public.add(1),
+            Ok(false) => self.allowed.add(1),
+            Err(kind) => self.denied[failure_index(kind)].add(1),
+        }
+        #[cfg(feature = "metrics")]
+        {
+            let label = match outcome {
+                Ok(true) => "public",
+                Ok(false) => "allow",
+                Err(kind) => kind.as_str(),
+            };
+            metrics::counter!(names::DECISIONS, "outcome" => label).increment(1);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> GuardStats {
+        GuardStats {
+            cache_hits: self.cache_hits.get(),
+            cache_misses: self.cache_misses.get(),
+            inactive_hits: self.inactive_hits.get(),
+            coalesced_waits: self.coalesced_waits.get(),
+            introspection_calls: self.as_calls.get(),
+            introspection_time: Duration::from_micros(self.as_latency_micros.get()),
+            introspection_errors: ERROR_KINDS
+                .iter()
+                .zip(&self.as_errors)
+                .map(|(kind, c)| (*kind, c.get()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            allowed: self.allowed.get(),
+            public: self.public.get(),
+            denied: FAILURES
+                .iter()
+                .zip(&self.denied)
+                .map(|(kind, c)| (*kind, c.get()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// A snapshot of a guard's counters since it was built (all clones of one layer share them).
+///
+/// ```
+/// # fn f(layer: &smart_guard::SmartGuardLayer) {
+/// let stats = layer.stats();
+/// println!("{} hits, {} AS calls", stats.cache_hits, stats.introspection_calls);
+/// # }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuardStats {
+    /// Requests whose token was found in the active or inactive cache.
+    pub cache_hits: u64,
+    /// Requests that made an introspection call.
+    pub cache_misses: u64,
+    /// Of the hits, those that found a cached inactive answer.
+    pub inactive_hits: u64,
+    /// Requests that waited for another request's concurrent introspection call.
+    pub coalesced_waits: u64,
+    /// Introspection calls made, successful or not.
+    pub introspection_calls: u64,
+    /// Time spent in introspection calls, summed.
+    pub introspection_time: Duration,
+    /// Failed introspection calls, by kind (kinds with no failure are left out).
+    pub introspection_errors: Vec<(IntrospectErrorKind, u64)>,
+    /// Requests allowed to the inner service after authorization.
+    pub allowed: u64,
+    /// Requests to public endpoints, passed without a token.
+    pub public: u64,
+    /// Requests denied, by reason (reasons with no denial are left out).
+    pub denied: Vec<(AuthFailure, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn striped_counters_add_up_across_threads() {
+        let stats = std::sync::Arc::new(Stats::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let stats = std::sync::Arc::clone(&stats);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        stats.cache_hit();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(stats.snapshot().cache_hits, 4000);
+    }
+
+    #[test]
+    fn the_snapshot_lists_only_seen_error_kinds_and_denials() {
+        let stats = Stats::default();
+        stats.as_call(Duration::from_millis(3), Some(IntrospectErrorKind::Timeout));
+        stats.as_call(Duration::from_millis(2), None);
+        stats.decision(Err(AuthFailure::InvalidToken));
+        stats.decision(Ok(false));
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.introspection_calls, 2);
+        assert_eq!(snapshot.introspection_time, Duration::from_millis(5));
+        assert_eq!(
+            snapshot.introspection_errors,
+            [(IntrospectErrorKind::Timeout, 1)]
+        );
+        assert_eq!(snapshot.denied, [(AuthFailure::InvalidToken, 1)]);
+        assert_eq!(snapshot.allowed, 1);
+    }
+}
