@@ -11,14 +11,38 @@ use crate::{
     operations::{BulkPath, OperationRule},
 };
 
-/// `SMART_GUARD_INTROSPECTION_URL`: the RFC 7662 introspection endpoint (required).
+/// `SMART_GUARD_INTROSPECTION_URL`: the RFC 7662 introspection endpoint (required unless
+/// [`ENV_ISSUER`] is set and the endpoint is discovered with [`Config::discover`]).
 pub const ENV_INTROSPECTION_URL: &str = "SMART_GUARD_INTROSPECTION_URL";
+/// `SMART_GUARD_ISSUER`: the authorization server's issuer identifier. With no introspection URL,
+/// [`Config::discover`] reads the endpoints from its metadata; it is also the default of
+/// [`ENV_EXPECTED_ISSUER`].
+pub const ENV_ISSUER: &str = "SMART_GUARD_ISSUER";
 /// `SMART_GUARD_CLIENT_ID`: this resource server's client id at the AS (required).
 pub const ENV_CLIENT_ID: &str = "SMART_GUARD_CLIENT_ID";
-/// `SMART_GUARD_CLIENT_SECRET`: this resource server's client secret at the AS (required).
+/// `SMART_GUARD_CLIENT_SECRET`: this resource server's client secret at the AS (required for
+/// `client_secret_basic` and `client_secret_post`, unused otherwise).
 pub const ENV_CLIENT_SECRET: &str = "SMART_GUARD_CLIENT_SECRET";
-/// `SMART_GUARD_CLIENT_AUTH`: `client_secret_basic` (default) or `client_secret_post`.
+/// `SMART_GUARD_CLIENT_AUTH`: how the resource server authenticates to the introspection endpoint:
+/// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt` or `bearer`
+/// (the last two need the `client` feature).
 pub const ENV_CLIENT_AUTH: &str = "SMART_GUARD_CLIENT_AUTH";
+/// `SMART_GUARD_CLIENT_KEY_FILE`: path of this resource server's PKCS#8 PEM private key (RS384 or
+/// ES384), for `private_key_jwt` and `bearer`.
+pub const ENV_CLIENT_KEY_FILE: &str = "SMART_GUARD_CLIENT_KEY_FILE";
+/// `SMART_GUARD_CLIENT_KEY_ALG`: `RS384` or `ES384`; if set, the key file must hold a key of
+/// this algorithm (default: whatever the key is).
+pub const ENV_CLIENT_KEY_ALG: &str = "SMART_GUARD_CLIENT_KEY_ALG";
+/// `SMART_GUARD_CLIENT_ASSERTION_AUD`: the `aud` of `private_key_jwt` assertions sent to the
+/// introspection endpoint: `introspection_endpoint` (default), `issuer`, `token_endpoint`, or an
+/// absolute URL.
+pub const ENV_CLIENT_ASSERTION_AUD: &str = "SMART_GUARD_CLIENT_ASSERTION_AUD";
+/// `SMART_GUARD_TOKEN_URL`: the AS token endpoint, where `bearer` mode gets this resource
+/// server's own access token (default: discovered from [`ENV_ISSUER`]).
+pub const ENV_TOKEN_URL: &str = "SMART_GUARD_TOKEN_URL";
+/// `SMART_GUARD_TOKEN_SCOPE`: the scope `bearer` mode requests for this resource server's own
+/// access token, i.e. whatever scope the AS requires for introspection (required for `bearer`).
+pub const ENV_TOKEN_SCOPE: &str = "SMART_GUARD_TOKEN_SCOPE";
 /// `SMART_GUARD_CACHE_MAX_TTL_SECS`: longest time an active answer is cached (default 60).
 pub const ENV_CACHE_MAX_TTL_SECS: &str = "SMART_GUARD_CACHE_MAX_TTL_SECS";
 /// `SMART_GUARD_NEGATIVE_TTL_SECS`: how long an inactive answer is cached (default 5).
@@ -71,14 +95,90 @@ pub enum ClientAuth {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// A fresh RFC 7523 client assertion (new `jti`) signed with this resource server's key,
+    /// on every call (SMART asymmetric client authentication).
+    #[cfg(feature = "client")]
+    PrivateKeyJwt,
+    /// SMART bearer authorization (SMART Token Introspection): this resource server gets its own
+    /// Backend Services access token (`client_credentials` + `private_key_jwt` at the token
+    /// endpoint), sends it as `Authorization: Bearer`, refreshes it before it expires, and on a
+    /// 401 from the introspection endpoint refreshes it once and retries.
+    #[cfg(feature = "client")]
+    Bearer,
 }
 
 impl ClientAuth {
-    fn parse(value: &str) -> Option<Self> {
+    fn parse(value: &str) -> Result<Self, &'static str> {
         match value {
-            "client_secret_basic" => Some(Self::ClientSecretBasic),
-            "client_secret_post" => Some(Self::ClientSecretPost),
-            _ => None,
+            "client_secret_basic" => Ok(Self::ClientSecretBasic),
+            "client_secret_post" => Ok(Self::ClientSecretPost),
+            #[cfg(feature = "client")]
+            "private_key_jwt" => Ok(Self::PrivateKeyJwt),
+            #[cfg(feature = "client")]
+            "bearer" => Ok(Self::Bearer),
+            #[cfg(not(feature = "client"))]
+            "private_key_jwt" | "bearer" => Err("needs smart-guard's `client` feature"),
+            _ => Err("expected client_secret_basic, client_secret_post, private_key_jwt or bearer"),
+        }
+    }
+
+    /// The method's name, as in `SMART_GUARD_CLIENT_AUTH` and in AS metadata
+    /// (`introspection_endpoint_auth_methods_supported`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            #[cfg(feature = "client")]
+            Self::PrivateKeyJwt => "private_key_jwt",
+            #[cfg(feature = "client")]
+            Self::Bearer => "bearer",
+        }
+    }
+
+    /// Whether this method sends the client secret.
+    pub(crate) fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+
+    /// Whether this method signs with a private key.
+    #[cfg(feature = "client")]
+    pub(crate) fn uses_key(self) -> bool {
+        matches!(self, Self::PrivateKeyJwt | Self::Bearer)
+    }
+}
+
+/// The `aud` of the `private_key_jwt` assertions sent to the introspection endpoint.
+///
+/// RFC 7523 lets the AS decide which values identify it; SMART uses the token endpoint URL at the
+/// token endpoint. Most servers accept the endpoint being called (oidc-provider accepts that, its
+/// issuer and its token endpoint); some accept only the issuer.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AssertionAudience {
+    /// The introspection endpoint URL (the default).
+    #[default]
+    IntrospectionEndpoint,
+    /// The issuer identifier ([`ENV_ISSUER`], required).
+    Issuer,
+    /// The token endpoint URL ([`ENV_TOKEN_URL`] or discovered).
+    TokenEndpoint,
+    /// This exact value.
+    Value(String),
+}
+
+impl AssertionAudience {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "introspection_endpoint" => Ok(Self::IntrospectionEndpoint),
+            "issuer" => Ok(Self::Issuer),
+            "token_endpoint" => Ok(Self::TokenEndpoint),
+            other => match Url::parse(other) {
+                Ok(_) => Ok(Self::Value(other.to_owned())),
+                Err(_) => Err(format!(
+                    "expected introspection_endpoint, issuer, token_endpoint or an absolute URL, got {other:?}"
+                )),
+            },
         }
     }
 }
@@ -99,7 +199,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Everything the guard needs. `Debug` redacts the client secret.
+/// Everything the guard needs. `Debug` redacts the client secret and the private key.
 ///
 /// ```
 /// use std::time::Duration;
@@ -118,10 +218,18 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Config {
-    pub(crate) introspection_url: Url,
+    /// `None` until [`Config::discover`] finds it from the issuer's metadata.
+    pub(crate) introspection_url: Option<Url>,
+    /// The issuer exactly as configured (compared as a string, RFC 8414 §3.3).
+    pub(crate) issuer: Option<String>,
     pub(crate) client_id: String,
-    pub(crate) client_secret: Secret,
+    pub(crate) client_secret: Option<Secret>,
     pub(crate) client_auth: ClientAuth,
+    #[cfg(feature = "client")]
+    pub(crate) client_key: Option<Arc<crate::client::KeyPair>>,
+    pub(crate) assertion_audience: AssertionAudience,
+    pub(crate) token_url: Option<Url>,
+    pub(crate) token_scope: Option<String>,
     pub(crate) max_ttl: Duration,
     pub(crate) negative_ttl: Duration,
     pub(crate) capacity: u64,
@@ -151,11 +259,34 @@ impl Config {
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
     ) -> Self {
+        Self::with_endpoint(Some(introspection_url), client_id.into())
+            .with_client_secret(client_secret)
+    }
+
+    /// A configuration for the AS with this issuer identifier, whose endpoints
+    /// [`Config::discover`] reads from the AS metadata. No secret is set: add one with
+    /// [`Config::with_client_secret`], or a key with `with_private_key` (feature `client`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] unless the issuer is an http(s) URL with a host and no
+    /// credentials, query or fragment.
+    pub fn for_issuer(issuer: &str, client_id: impl Into<String>) -> Result<Self, ConfigError> {
+        Self::with_endpoint(None, client_id.into()).with_issuer_checked("issuer", issuer)
+    }
+
+    fn with_endpoint(introspection_url: Option<Url>, client_id: String) -> Self {
         Self {
             introspection_url,
-            client_id: client_id.into(),
-            client_secret: Secret(client_secret.into()),
+            issuer: None,
+            client_id,
+            client_secret: None,
             client_auth: ClientAuth::default(),
+            #[cfg(feature = "client")]
+            client_key: None,
+            assertion_audience: AssertionAudience::default(),
+            token_url: None,
+            token_scope: None,
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             capacity: 100_000,
@@ -211,27 +342,54 @@ impl Config {
         let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
         let required = |var: &'static str| get(var).ok_or(ConfigError::Missing { var });
 
-        let url = required(ENV_INTROSPECTION_URL)?;
-        let url = parse_url(ENV_INTROSPECTION_URL, url.trim())?;
+        let issuer = get(ENV_ISSUER);
+        let url = match (get(ENV_INTROSPECTION_URL), &issuer) {
+            (Some(url), _) => Some(parse_url(ENV_INTROSPECTION_URL, url.trim())?),
+            (None, Some(_)) => None,
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    var: ENV_INTROSPECTION_URL,
+                });
+            }
+        };
         let client_id = required(ENV_CLIENT_ID)?;
-        let secret =
-            lookup(ENV_CLIENT_SECRET)
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing {
-                    var: ENV_CLIENT_SECRET,
-                })?;
-        let mut config = Self::new(url, client_id.trim(), secret);
+        let mut config = Self::with_endpoint(url, client_id.trim().to_owned());
+        if let Some(issuer) = issuer {
+            config = config.with_issuer_checked(ENV_ISSUER, issuer.trim())?;
+        }
 
         if let Some(v) = get(ENV_CLIENT_AUTH) {
             config.client_auth =
-                ClientAuth::parse(v.trim()).ok_or_else(|| ConfigError::Invalid {
+                ClientAuth::parse(v.trim()).map_err(|reason| ConfigError::Invalid {
                     var: ENV_CLIENT_AUTH,
-                    reason: format!(
-                        "expected client_secret_basic or client_secret_post, got {:?}",
-                        v.trim()
-                    ),
+                    reason: format!("{reason}, got {:?}", v.trim()),
                 })?;
         }
+        // The secret is read as is (no trim) and only when the method sends it.
+        if config.client_auth.uses_secret() {
+            let secret = lookup(ENV_CLIENT_SECRET).filter(|v| !v.is_empty()).ok_or(
+                ConfigError::Missing {
+                    var: ENV_CLIENT_SECRET,
+                },
+            )?;
+            config.client_secret = Some(Secret(secret));
+        }
+        #[cfg(feature = "client")]
+        if config.client_auth.uses_key() {
+            let path = required(ENV_CLIENT_KEY_FILE)?;
+            config.client_key = Some(Arc::new(read_key(path.trim(), get(ENV_CLIENT_KEY_ALG))?));
+        }
+        if let Some(v) = get(ENV_CLIENT_ASSERTION_AUD) {
+            config.assertion_audience =
+                AssertionAudience::parse(v.trim()).map_err(|reason| ConfigError::Invalid {
+                    var: ENV_CLIENT_ASSERTION_AUD,
+                    reason,
+                })?;
+        }
+        if let Some(v) = get(ENV_TOKEN_URL) {
+            config.token_url = Some(parse_url(ENV_TOKEN_URL, v.trim())?);
+        }
+        config.token_scope = get(ENV_TOKEN_SCOPE).map(|v| v.trim().to_owned());
         if let Some(v) = get(ENV_CACHE_MAX_TTL_SECS) {
             config.max_ttl = Duration::from_secs(positive(ENV_CACHE_MAX_TTL_SECS, &v)?);
         }
@@ -253,7 +411,9 @@ impl Config {
         if let Some(v) = get(ENV_MAX_RESPONSE_BYTES) {
             config.max_response_bytes = usize_of(ENV_MAX_RESPONSE_BYTES, &v)?;
         }
-        config.expected_issuer = get(ENV_EXPECTED_ISSUER).map(|v| v.trim().to_owned());
+        if let Some(v) = get(ENV_EXPECTED_ISSUER) {
+            config.expected_issuer = Some(v.trim().to_owned());
+        }
         config.expected_audience = get(ENV_EXPECTED_AUDIENCE).map(|v| v.trim().to_owned());
         if let Some(v) = get(ENV_REQUIRE_EXP) {
             config.require_exp = match v.trim() {
@@ -294,12 +454,122 @@ impl Config {
         if let Some(v) = get(ENV_MAX_JSON_DEPTH) {
             config.max_json_depth = usize_of(ENV_MAX_JSON_DEPTH, &v)?;
         }
+        config.check_client_auth(false)?;
         Ok(config)
+    }
+
+    /// Checks that the chosen introspection authentication has what it needs. Before discovery
+    /// (`resolved == false`) endpoints may still come from the issuer's metadata.
+    pub(crate) fn check_client_auth(&self, resolved: bool) -> Result<(), ConfigError> {
+        let discoverable = !resolved && self.issuer.is_some();
+        if self.introspection_url.is_none() && !discoverable {
+            return Err(ConfigError::Invalid {
+                var: ENV_INTROSPECTION_URL,
+                reason: "not set; set it, or set SMART_GUARD_ISSUER and call Config::discover()"
+                    .to_owned(),
+            });
+        }
+        if self.client_auth.uses_secret() && self.client_secret.is_none() {
+            return Err(ConfigError::Missing {
+                var: ENV_CLIENT_SECRET,
+            });
+        }
+        #[cfg(feature = "client")]
+        if self.client_auth.uses_key() && self.client_key.is_none() {
+            return Err(ConfigError::Missing {
+                var: ENV_CLIENT_KEY_FILE,
+            });
+        }
+        #[cfg(feature = "client")]
+        if self.client_auth == ClientAuth::Bearer {
+            if self.token_scope.is_none() {
+                return Err(ConfigError::Missing {
+                    var: ENV_TOKEN_SCOPE,
+                });
+            }
+            if self.token_url.is_none() && !discoverable {
+                return Err(ConfigError::Invalid {
+                    var: ENV_TOKEN_URL,
+                    reason: "bearer needs a token endpoint; set it, or set SMART_GUARD_ISSUER and call Config::discover()".to_owned(),
+                });
+            }
+        }
+        #[cfg(feature = "client")]
+        if self.client_auth == ClientAuth::PrivateKeyJwt {
+            match self.assertion_audience {
+                AssertionAudience::Issuer if self.issuer.is_none() => {
+                    return Err(ConfigError::Invalid {
+                        var: ENV_CLIENT_ASSERTION_AUD,
+                        reason: "is issuer, but SMART_GUARD_ISSUER is not set".to_owned(),
+                    });
+                }
+                AssertionAudience::TokenEndpoint if self.token_url.is_none() && !discoverable => {
+                    return Err(ConfigError::Invalid {
+                        var: ENV_CLIENT_ASSERTION_AUD,
+                        reason: "is token_endpoint, but no token endpoint is set or discoverable"
+                            .to_owned(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// How to authenticate to the introspection endpoint.
     pub fn with_client_auth(mut self, auth: ClientAuth) -> Self {
         self.client_auth = auth;
+        self
+    }
+
+    /// The client secret for `client_secret_basic` and `client_secret_post` (never logged).
+    pub fn with_client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(Secret(secret.into()));
+        self
+    }
+
+    /// The introspection endpoint (instead of discovering it).
+    pub fn with_introspection_url(mut self, url: Url) -> Self {
+        self.introspection_url = Some(url);
+        self
+    }
+
+    /// The AS issuer identifier: [`Config::discover`] reads the AS metadata from it, and an `iss`
+    /// in introspection answers must equal it unless [`Config::with_expected_issuer`] says
+    /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] unless the issuer is an http(s) URL with a host and no
+    /// credentials, query or fragment.
+    pub fn with_issuer(self, issuer: &str) -> Result<Self, ConfigError> {
+        self.with_issuer_checked("issuer", issuer)
+    }
+
+    /// This resource server's private key (RS384 or ES384), for [`ClientAuth::PrivateKeyJwt`]
+    /// and [`ClientAuth::Bearer`]. Its `kid` is its RFC 7638 thumbprint, as in the JWKS that
+    /// `smart-guard keygen` writes: register that JWKS at the AS.
+    #[cfg(feature = "client")]
+    pub fn with_private_key(mut self, key: impl Into<Arc<crate::client::KeyPair>>) -> Self {
+        self.client_key = Some(key.into());
+        self
+    }
+
+    /// The `aud` of `private_key_jwt` assertions sent to the introspection endpoint.
+    pub fn with_assertion_audience(mut self, audience: AssertionAudience) -> Self {
+        self.assertion_audience = audience;
+        self
+    }
+
+    /// The token endpoint where [`ClientAuth::Bearer`] gets this resource server's own token.
+    pub fn with_token_url(mut self, url: Url) -> Self {
+        self.token_url = Some(url);
+        self
+    }
+
+    /// The scope [`ClientAuth::Bearer`] requests for this resource server's own token.
+    pub fn with_token_scope(mut self, scope: impl Into<String>) -> Self {
+        self.token_scope = Some(scope.into());
         self
     }
 
@@ -435,15 +705,43 @@ impl Config {
         self
     }
 
-    /// The introspection endpoint.
-    pub fn introspection_url(&self) -> &Url {
-        &self.introspection_url
+    /// The introspection endpoint; `None` before [`Config::discover`] when only an issuer is set.
+    #[must_use]
+    pub fn introspection_url(&self) -> Option<&Url> {
+        self.introspection_url.as_ref()
+    }
+
+    /// The AS issuer identifier, if one is set.
+    #[must_use]
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// The token endpoint used by [`ClientAuth::Bearer`], if set or discovered.
+    #[must_use]
+    pub fn token_url(&self) -> Option<&Url> {
+        self.token_url.as_ref()
     }
 
     /// The base path, `""` for the root.
     #[must_use]
     pub fn base_path(&self) -> &str {
         &self.base_path
+    }
+
+    fn with_issuer_checked(mut self, var: &'static str, issuer: &str) -> Result<Self, ConfigError> {
+        let url = parse_url(var, issuer)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::Invalid {
+                var,
+                reason: "an issuer has no query or fragment (RFC 8414 §2)".to_owned(),
+            });
+        }
+        if self.expected_issuer.is_none() {
+            self.expected_issuer = Some(issuer.to_owned());
+        }
+        self.issuer = Some(issuer.to_owned());
+        Ok(self)
     }
 
     fn with_realm_checked(mut self, var: &'static str, realm: &str) -> Result<Self, ConfigError> {
@@ -502,6 +800,35 @@ fn parse_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
         });
     }
     Ok(url)
+}
+
+/// Reads and parses the private key file; errors name the variable and never show key bytes.
+#[cfg(feature = "client")]
+fn read_key(path: &str, alg: Option<String>) -> Result<crate::client::KeyPair, ConfigError> {
+    use crate::client::{KeyPair, SigningAlg};
+    let pem = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        var: ENV_CLIENT_KEY_FILE,
+        reason: format!("cannot read {path:?}: {}", e.kind()),
+    })?;
+    let key = KeyPair::from_pkcs8_pem(&pem).map_err(|_| ConfigError::Invalid {
+        var: ENV_CLIENT_KEY_FILE,
+        reason: format!(
+            "{path:?} is not an unencrypted PKCS#8 PEM holding an RSA (>= 2048 bit) or P-384 key"
+        ),
+    })?;
+    if let Some(alg) = alg {
+        let want = SigningAlg::from_name(alg.trim()).ok_or_else(|| ConfigError::Invalid {
+            var: ENV_CLIENT_KEY_ALG,
+            reason: format!("expected RS384 or ES384, got {:?}", alg.trim()),
+        })?;
+        if want != key.alg() {
+            return Err(ConfigError::Invalid {
+                var: ENV_CLIENT_KEY_ALG,
+                reason: format!("is {want}, but {path:?} holds an {} key", key.alg()),
+            });
+        }
+    }
+    Ok(key)
 }
 
 fn number(var: &'static str, value: &str) -> Result<u64, ConfigError> {
@@ -697,5 +1024,207 @@ mod tests {
         let err =
             config_from(&[(ENV_CLIENT_SECRET, ""), (ENV_CLIENT_ID, "")]).expect_err("missing");
         assert!(!format!("{err} {err:?}").contains("top-s3cret"));
+    }
+
+    #[test]
+    fn an_issuer_replaces_the_introspection_url_until_discovery() {
+        let config = config_from(&[
+            (ENV_INTROSPECTION_URL, ""),
+            (ENV_ISSUER, "http://127.0.0.1:9"),
+        ])
+        .expect("valid");
+        assert_eq!(config.introspection_url(), None);
+        assert_eq!(config.issuer(), Some("http://127.0.0.1:9"));
+        assert_eq!(
+            config.expected_issuer.as_deref(),
+            Some("http://127.0.0.1:9"),
+            "the issuer is the default expected iss"
+        );
+        let explicit = config_from(&[
+            (ENV_ISSUER, "http://127.0.0.1:9"),
+            (ENV_EXPECTED_ISSUER, "http://other"),
+        ])
+        .expect("valid");
+        assert_eq!(explicit.expected_issuer.as_deref(), Some("http://other"));
+        for value in [
+            "not a url",
+            "http://as/?q=1",
+            "http://as/#f",
+            "http://u:p@as/",
+        ] {
+            let err = config_from(&[(ENV_ISSUER, value)]).expect_err(value);
+            assert!(
+                err.to_string()
+                    .starts_with("SMART_GUARD_ISSUER is invalid: "),
+                "{err}"
+            );
+        }
+        // Without discovery the layer refuses to start, naming what is missing.
+        let err = crate::SmartGuardLayer::new(config).expect_err("not discovered");
+        assert!(err.to_string().contains("Config::discover()"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_is_needed_only_by_the_secret_methods() {
+        let err = config_from(&[
+            (ENV_CLIENT_SECRET, ""),
+            (ENV_CLIENT_AUTH, "client_secret_post"),
+        ])
+        .expect_err("secret needed");
+        assert_eq!(
+            err.to_string(),
+            "SMART_GUARD_CLIENT_SECRET is required but not set"
+        );
+        #[cfg(not(feature = "client"))]
+        for method in ["private_key_jwt", "bearer"] {
+            let err = config_from(&[(ENV_CLIENT_AUTH, method)]).expect_err(method);
+            assert!(err.to_string().contains("`client` feature"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "client")]
+    fn key_file(alg: crate::client::SigningAlg) -> std::path::PathBuf {
+        let key = crate::client::KeyPair::generate(alg).expect("keygen");
+        let path = std::env::temp_dir().join(format!(
+            "smart-guard-config-{}-{}-{alg}.pem",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, key.private_key_pem()).expect("write key");
+        path
+    }
+
+    #[cfg(feature = "client")]
+    #[test]
+    fn private_key_jwt_reads_the_key_file_and_checks_its_algorithm() {
+        use crate::client::SigningAlg;
+        let path = key_file(SigningAlg::Es384);
+        let file = path.to_str().expect("utf-8 path");
+        let config = config_from(&[
+            (ENV_CLIENT_SECRET, ""),
+            (ENV_CLIENT_AUTH, "private_key_jwt"),
+            (ENV_CLIENT_KEY_FILE, file),
+            (ENV_CLIENT_KEY_ALG, "ES384"),
+            (ENV_CLIENT_ASSERTION_AUD, "https://as.example/token"),
+        ])
+        .expect("valid");
+        assert_eq!(config.client_auth, ClientAuth::PrivateKeyJwt);
+        assert_eq!(config.client_secret, None);
+        assert_eq!(
+            config.assertion_audience,
+            AssertionAudience::Value("https://as.example/token".to_owned())
+        );
+        let pem = std::fs::read_to_string(&path).expect("read");
+        let body_line = pem.lines().nth(1).expect("pem body");
+        assert!(
+            !format!("{config:?}").contains(body_line),
+            "Debug shows no key"
+        );
+
+        for (pairs, var) in [
+            (vec![(ENV_CLIENT_KEY_FILE, "")], ENV_CLIENT_KEY_FILE),
+            (
+                vec![(ENV_CLIENT_KEY_FILE, "/nonexistent/key.pem")],
+                ENV_CLIENT_KEY_FILE,
+            ),
+            (
+                vec![(ENV_CLIENT_KEY_FILE, "/etc/hostname")],
+                ENV_CLIENT_KEY_FILE,
+            ),
+            (
+                vec![(ENV_CLIENT_KEY_FILE, file), (ENV_CLIENT_KEY_ALG, "RS384")],
+                ENV_CLIENT_KEY_ALG,
+            ),
+            (
+                vec![(ENV_CLIENT_KEY_FILE, file), (ENV_CLIENT_KEY_ALG, "HS256")],
+                ENV_CLIENT_KEY_ALG,
+            ),
+            (
+                vec![
+                    (ENV_CLIENT_KEY_FILE, file),
+                    (ENV_CLIENT_ASSERTION_AUD, "nope"),
+                ],
+                ENV_CLIENT_ASSERTION_AUD,
+            ),
+            (
+                vec![
+                    (ENV_CLIENT_KEY_FILE, file),
+                    (ENV_CLIENT_ASSERTION_AUD, "issuer"),
+                ],
+                ENV_CLIENT_ASSERTION_AUD,
+            ),
+            (
+                vec![
+                    (ENV_CLIENT_KEY_FILE, file),
+                    (ENV_CLIENT_ASSERTION_AUD, "token_endpoint"),
+                ],
+                ENV_CLIENT_ASSERTION_AUD,
+            ),
+        ] {
+            let mut pairs = pairs;
+            pairs.push((ENV_CLIENT_AUTH, "private_key_jwt"));
+            let err = config_from(&pairs).expect_err(var);
+            let text = err.to_string();
+            assert!(text.starts_with(var), "{text}");
+            assert!(
+                !text.contains(body_line) && !text.contains("top-s3cret"),
+                "{text}"
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[cfg(feature = "client")]
+    #[test]
+    fn bearer_needs_a_key_a_scope_and_a_token_endpoint() {
+        use crate::client::SigningAlg;
+        let path = key_file(SigningAlg::Rs384);
+        let file = path.to_str().expect("utf-8 path");
+        let base = [
+            (ENV_CLIENT_SECRET, ""),
+            (ENV_CLIENT_AUTH, "bearer"),
+            (ENV_CLIENT_KEY_FILE, file),
+        ];
+        let config = config_from(
+            &[
+                &base[..],
+                &[
+                    (ENV_TOKEN_URL, "http://127.0.0.1:9/token"),
+                    (ENV_TOKEN_SCOPE, " introspection "),
+                ],
+            ]
+            .concat(),
+        )
+        .expect("valid");
+        assert_eq!(config.client_auth, ClientAuth::Bearer);
+        assert_eq!(config.token_scope.as_deref(), Some("introspection"));
+        assert_eq!(
+            config.token_url().map(Url::as_str),
+            Some("http://127.0.0.1:9/token")
+        );
+        let with_issuer = config_from(
+            &[
+                &base[..],
+                &[(ENV_TOKEN_SCOPE, "x"), (ENV_ISSUER, "http://127.0.0.1:9")],
+            ]
+            .concat(),
+        )
+        .expect("the token endpoint may be discovered");
+        assert_eq!(with_issuer.token_url(), None);
+        for (extra, var) in [
+            (
+                vec![(ENV_TOKEN_URL, "http://127.0.0.1:9/token")],
+                ENV_TOKEN_SCOPE,
+            ),
+            (vec![(ENV_TOKEN_SCOPE, "x")], ENV_TOKEN_URL),
+            (
+                vec![(ENV_TOKEN_SCOPE, "x"), (ENV_TOKEN_URL, "ftp://x/")],
+                ENV_TOKEN_URL,
+            ),
+        ] {
+            let err = config_from(&[&base[..], &extra[..]].concat()).expect_err(var);
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -21,6 +21,15 @@ pub enum ConfigError {
     },
     /// The HTTP client for introspection could not be built.
     HttpClient(reqwest::Error),
+    /// [`Config::discover`](crate::Config::discover) found no usable metadata: the AS is
+    /// unreachable, or its metadata is inconsistent (issuer mismatch, missing endpoint,
+    /// unsupported authentication method or algorithm).
+    Discovery {
+        /// The configured issuer.
+        issuer: String,
+        /// What went wrong, naming the metadata URLs tried.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -29,6 +38,12 @@ impl fmt::Display for ConfigError {
             Self::Missing { var } => write!(f, "{var} is required but not set"),
             Self::Invalid { var, reason } => write!(f, "{var} is invalid: {reason}"),
             Self::HttpClient(_) => f.write_str("could not build the introspection HTTP client"),
+            Self::Discovery { issuer, reason } => {
+                write!(
+                    f,
+                    "discovery of the authorization server {issuer} failed: {reason}"
+                )
+            }
         }
     }
 }
@@ -60,6 +75,26 @@ pub enum IntrospectErrorKind {
     MalformedAnswer,
     /// Another transport error (reset connection, truncated body, protocol error).
     Transport,
+    /// This resource server could not produce its own credentials: signing a client assertion
+    /// failed, or (bearer mode) its own access token could not be obtained from the AS.
+    OwnCredentials,
+}
+
+impl IntrospectErrorKind {
+    /// A short snake_case name, used in logs and metric labels.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::CredentialsRejected => "credentials_rejected",
+            Self::Status => "status",
+            Self::AnswerTooLarge => "answer_too_large",
+            Self::MalformedAnswer => "malformed_answer",
+            Self::Transport => "transport",
+            Self::OwnCredentials => "own_credentials",
+        }
+    }
 }
 
 /// An introspection call that produced no usable answer. Never cached; the request gets 503.

@@ -37,10 +37,16 @@
 //!
 //! | Variable | Default | Meaning |
 //! |---|---|---|
-//! | `SMART_GUARD_INTROSPECTION_URL` | required | RFC 7662 introspection endpoint |
+//! | `SMART_GUARD_INTROSPECTION_URL` | required unless discovered | RFC 7662 introspection endpoint |
+//! | `SMART_GUARD_ISSUER` | unset | the AS issuer: [`Config::discover`] reads the endpoints from its metadata; default of `SMART_GUARD_EXPECTED_ISSUER` |
 //! | `SMART_GUARD_CLIENT_ID` | required | this resource server's client id at the AS |
-//! | `SMART_GUARD_CLIENT_SECRET` | required | its client secret (never logged) |
-//! | `SMART_GUARD_CLIENT_AUTH` | `client_secret_basic` | or `client_secret_post` |
+//! | `SMART_GUARD_CLIENT_AUTH` | `client_secret_basic` | `client_secret_post`, `private_key_jwt` or `bearer` (the last two: feature `client`) |
+//! | `SMART_GUARD_CLIENT_SECRET` | required for `client_secret_*` | its client secret (never logged) |
+//! | `SMART_GUARD_CLIENT_KEY_FILE` | required for `private_key_jwt`, `bearer` | PKCS#8 PEM private key, RS384 or ES384 (`smart-guard keygen`); never logged |
+//! | `SMART_GUARD_CLIENT_KEY_ALG` | the key's | `RS384` or `ES384`: the key must be of this algorithm |
+//! | `SMART_GUARD_CLIENT_ASSERTION_AUD` | `introspection_endpoint` | `aud` of `private_key_jwt` assertions: or `issuer`, `token_endpoint`, an absolute URL |
+//! | `SMART_GUARD_TOKEN_URL` | discovered | token endpoint where `bearer` mode gets its own token |
+//! | `SMART_GUARD_TOKEN_SCOPE` | required for `bearer` | scope of that token (what the AS requires for introspection) |
 //! | `SMART_GUARD_CACHE_MAX_TTL_SECS` | `60` | longest an active answer is cached (also capped by `exp`) |
 //! | `SMART_GUARD_NEGATIVE_TTL_SECS` | `5` | how long an inactive answer is cached |
 //! | `SMART_GUARD_CACHE_CAPACITY` | `100000` | most active entries |
@@ -78,6 +84,13 @@
 //! `*.rs` (what an export without `_type` needs, since the guard does not know which export a
 //! status URL belongs to): `/$export-poll-status; GET /bulk-files=*.rs`. Unconfigured status
 //! and file URLs are refused.
+//!
+//! ### Discovery
+//!
+//! With `SMART_GUARD_ISSUER` and no `SMART_GUARD_INTROSPECTION_URL`, the endpoints come from the
+//! AS metadata. Construction does no I/O, so discover first:
+//! `SmartGuardLayer::new(Config::from_env()?.discover().await?)`. See [`Config::discover`] for
+//! the documents tried and the checks made.
 //!
 //! ## Responses
 //!
@@ -131,7 +144,11 @@
 //! ## Features
 //!
 //! - `axum` (default): [`VerifiedClaims`] is an axum extractor.
-//! - `client`: the client side of the flow (key pairs, JWKS, assertions, token requests).
+//! - `client` (default): the client side of the flow (key pairs, JWKS, assertions, token
+//!   requests), and with it the `private_key_jwt` and `bearer` introspection authentication. It
+//!   costs little: the crypto library (aws-lc-rs) is already built for rustls. Without it
+//!   (`default-features = false, features = ["axum"]`) the guard builds with the two
+//!   `client_secret_*` methods only.
 //! - `dev-server`: a development authorization server, for development and tests only.
 //! - `cli`: the `smart-guard` command-line tool.
 //!
@@ -142,6 +159,7 @@ mod bearer;
 mod bundle;
 mod claims;
 mod config;
+mod discovery;
 mod error;
 mod fhir_path;
 mod future;
@@ -155,6 +173,7 @@ mod resource_type;
 mod scope;
 mod search_params;
 mod service;
+mod stats;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -165,12 +184,14 @@ pub use self::{
     bearer::{BearerError, BearerToken, extract_bearer},
     claims::VerifiedClaims,
     config::{
-        ClientAuth, Config, ENV_ALLOWED_OPERATIONS, ENV_BASE_PATH, ENV_BULK_PATHS,
-        ENV_CACHE_CAPACITY, ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_AUTH, ENV_CLIENT_ID,
-        ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS, ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE,
-        ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL, ENV_MAX_BODY_BYTES, ENV_MAX_JSON_DEPTH,
+        AssertionAudience, ClientAuth, Config, ENV_ALLOWED_OPERATIONS, ENV_BASE_PATH,
+        ENV_BULK_PATHS, ENV_CACHE_CAPACITY, ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_ASSERTION_AUD,
+        ENV_CLIENT_AUTH, ENV_CLIENT_ID, ENV_CLIENT_KEY_ALG, ENV_CLIENT_KEY_FILE, ENV_CLIENT_SECRET,
+        ENV_CLOCK_SKEW_SECS, ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER,
+        ENV_INTROSPECTION_URL, ENV_ISSUER, ENV_MAX_BODY_BYTES, ENV_MAX_JSON_DEPTH,
         ENV_MAX_RESPONSE_BYTES, ENV_MAX_TOKEN_BYTES, ENV_NEGATIVE_CACHE_CAPACITY,
         ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUIRE_EXP, ENV_RETRY_AFTER_SECS, ENV_TIMEOUT_MS,
+        ENV_TOKEN_SCOPE, ENV_TOKEN_URL,
     },
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
     fhir_path::{
@@ -186,4 +207,5 @@ pub use self::{
         TypeScope,
     },
     service::SmartGuard,
+    stats::GuardStats,
 };
