@@ -252,11 +252,12 @@ pub(crate) fn parse_bulk_paths(text: &str) -> Result<Box<[BulkPath]>, String> {
                 resource: TypeScope::Wildcard,
                 permissions: Permissions::READ | Permissions::SEARCH,
             }],
+            // `[type]` is refused by `parse_needs(_, false)`, so every need is fixed.
             Some(needs) => parse_needs(needs, false)?
                 .iter()
-                .map(|n| match n {
-                    RuleNeed::Fixed(need) => *need,
-                    RuleNeed::PathType(_) => unreachable!("rejected by parse_needs"),
+                .filter_map(|n| match n {
+                    RuleNeed::Fixed(need) => Some(*need),
+                    RuleNeed::PathType(_) => None,
                 })
                 .collect(),
         };
