@@ -1,5 +1,7 @@
 //! The pipeline, free of tower: path → public? → bearer → classify → introspect → scopes.
 
+use std::sync::Arc;
+
 use http::{Extensions, HeaderMap, Method, Uri};
 
 use crate::{
@@ -25,6 +27,7 @@ pub(crate) enum Decision {
 #[derive(Debug)]
 pub(crate) struct Shared {
     introspector: Introspector,
+    pub(crate) stats: Arc<crate::stats::Stats>,
     pub(crate) challenges: Challenges,
     base_path: String,
     max_token_bytes: usize,
@@ -34,9 +37,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
+        let stats = Arc::new(crate::stats::Stats::default());
         Ok(Self {
             policy: Policy::from_config(&config),
-            introspector: Introspector::new(&config, config.http_client.clone())?,
+            introspector: Introspector::new(
+                &config,
+                config.http_client.clone(),
+                Arc::clone(&stats),
+            )?,
+            stats,
             challenges: Challenges::new(&config.realm, config.retry_after.as_secs()),
             base_path: config.base_path,
             max_token_bytes: config.max_token_bytes,

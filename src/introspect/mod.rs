@@ -125,13 +125,22 @@ impl Introspector {
     }
 
     /// Looks `token` up: a cache hit (with `exp` checked again), or one coalesced call.
+    ///
+    /// The front-cache hit is synchronous and small; everything else (moka reads, the coalesced
+    /// call) runs in a boxed future, so the request future every hit carries stays small.
     pub(crate) async fn lookup(&self, token: &str) -> Lookup {
         let key = self.hasher.key_of(token);
         let now_ms = unix_now_ms();
         if let Some(info) = self.front.get(&key, now_ms) {
-            self.stats.cache_hit();
-            return self.recheck(&key, info, CacheStatus::Hit, now_ms).await;
+            if self.checks.exp_ok(info.exp, now_ms / 1000) {
+                self.stats.cache_hit();
+                return Lookup::Active(info, CacheStatus::Hit);
+            }
         }
+        Box::pin(self.lookup_slow(token, key, now_ms)).await
+    }
+
+    async fn lookup_slow(&self, token: &str, key: TokenKey, now_ms: u64) -> Lookup {
         if let Some(info) = self.active.get(&key).await {
             self.stats.cache_hit();
             self.front.put(key, Arc::clone(&info));
@@ -174,7 +183,7 @@ impl Introspector {
         }
     }
 
-    /// `exp` is checked again on every use, cached or not.
+    /// `exp` is checked again on every use, cached or not; an expired entry leaves both caches.
     async fn recheck(
         &self,
         key: &TokenKey,
