@@ -67,13 +67,13 @@ impl Shared {
             return Some(path);
         }
         #[cfg(feature = "axum")]
-        if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
-            if original.path() != path {
-                // Nested: the router already stripped the base; check it was exactly our base.
-                let rest = original.path().strip_prefix(self.base_path.as_str())?;
-                let same = rest == path || (rest.is_empty() && path == "/");
-                return same.then_some(path);
-            }
+        if let Some(axum::extract::OriginalUri(original)) = extensions.get()
+            && original.path() != path
+        {
+            // Nested: the router already stripped the base; check it was exactly our base.
+            let rest = original.path().strip_prefix(self.base_path.as_str())?;
+            let same = rest == path || (rest.is_empty() && path == "/");
+            return same.then_some(path);
         }
         #[cfg(not(feature = "axum"))]
         let _ = extensions;

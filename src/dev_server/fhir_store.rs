@@ -105,10 +105,10 @@ fn fhir_json(status: StatusCode, body: Value, claims: Option<&VerifiedClaims>) -
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/fhir+json"),
     );
-    if let Some(client) = claims.and_then(VerifiedClaims::client_id) {
-        if let Ok(value) = HeaderValue::from_str(client) {
-            headers.insert("x-smart-client-id", value);
-        }
+    if let Some(client) = claims.and_then(VerifiedClaims::client_id)
+        && let Ok(value) = HeaderValue::from_str(client)
+    {
+        headers.insert("x-smart-client-id", value);
     }
     response
 }

@@ -131,11 +131,11 @@ impl Introspector {
     pub(crate) async fn lookup(&self, token: &str) -> Lookup {
         let key = self.hasher.key_of(token);
         let now_ms = unix_now_ms();
-        if let Some(info) = self.front.get(&key, now_ms) {
-            if self.checks.exp_ok(info.exp, now_ms / 1000) {
-                self.stats.cache_hit();
-                return Lookup::Active(info, CacheStatus::Hit);
-            }
+        if let Some(info) = self.front.get(&key, now_ms)
+            && self.checks.exp_ok(info.exp, now_ms / 1000)
+        {
+            self.stats.cache_hit();
+            return Lookup::Active(info, CacheStatus::Hit);
         }
         Box::pin(self.lookup_slow(token, key, now_ms)).await
     }
@@ -220,7 +220,7 @@ impl Introspector {
         match answer {
             Answer::Active(mut info) => {
                 info.cached_until_ms = cached_until_ms(info.exp, unix_now_ms(), self.max_ttl);
-                Ok(Arc::new(info))
+                Ok(Arc::from(info))
             }
             Answer::Inactive { cacheable, reason } => Err(Miss::Inactive { cacheable, reason }),
         }

@@ -45,7 +45,7 @@ pub(crate) struct Checks {
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// Active and passing every local check.
-    Active(TokenInfo),
+    Active(Box<TokenInfo>),
     /// `active:false`, or a local check failed. `cacheable` is false for answers the AS should
     /// not have given (no `exp`, non-boolean `active`), which are never cached.
     Inactive {
@@ -147,15 +147,16 @@ pub(crate) fn parse_answer(
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(checks.clock_skew.as_secs())) {
         return reject("token not yet valid (nbf)");
     }
-    if let (Some(expected), Some(iss)) = (&checks.expected_issuer, &iss) {
-        if **iss != **expected {
-            return reject("issuer mismatch");
-        }
+    if let (Some(expected), Some(iss)) = (&checks.expected_issuer, &iss)
+        && **iss != **expected
+    {
+        return reject("issuer mismatch");
     }
-    if let Some(expected) = &checks.expected_audience {
-        if !aud.is_empty() && !aud.iter().any(|a| **a == **expected) {
-            return reject("audience mismatch");
-        }
+    if let Some(expected) = &checks.expected_audience
+        && !aud.is_empty()
+        && !aud.iter().any(|a| **a == **expected)
+    {
+        return reject("audience mismatch");
     }
     if token_type
         .as_deref()
@@ -164,7 +165,7 @@ pub(crate) fn parse_answer(
         return reject("token_type is not bearer");
     }
 
-    Ok(Answer::Active(TokenInfo {
+    Ok(Answer::Active(Box::new(TokenInfo {
         scopes: ScopeSet::parse(&scope),
         scope,
         client_id,
@@ -181,7 +182,7 @@ pub(crate) fn parse_answer(
         fhir_user,
         extra: map,
         cached_until_ms: 0,
-    }))
+    })))
 }
 
 /// A NumericDate: seconds since the epoch, possibly fractional (RFC 7519 §2); floored.
