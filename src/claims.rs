@@ -20,7 +20,7 @@ use crate::{
 /// async fn handler(claims: VerifiedClaims) -> String {
 ///     format!("hello {}", claims.client_id().unwrap_or("unknown client"))
 /// }
-/// # let _ = axum::routing::get(handler);
+/// # let _: axum::routing::MethodRouter = axum::routing::get(handler);
 /// ```
 ///
 /// Handlers may tighten access further (for example per `client_id`); they never widen it.
