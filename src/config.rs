@@ -85,6 +85,22 @@ pub const ENV_ALLOWED_OPERATIONS: &str = "SMART_GUARD_ALLOWED_OPERATIONS";
 pub const ENV_BULK_PATHS: &str = "SMART_GUARD_BULK_PATHS";
 /// `SMART_GUARD_MAX_JSON_DEPTH`: deepest nesting of a batch or `$export` JSON body (default 64).
 pub const ENV_MAX_JSON_DEPTH: &str = "SMART_GUARD_MAX_JSON_DEPTH";
+/// `SMART_GUARD_MAX_IN_FLIGHT`: most introspection calls out at once (default 64). A miss beyond
+/// that gets 503 at once instead of queueing; requests coalesced onto a call already out do
+/// not count.
+pub const ENV_MAX_IN_FLIGHT: &str = "SMART_GUARD_MAX_IN_FLIGHT";
+/// `SMART_GUARD_BREAKER_FAILURES`: consecutive AS outages (connect, timeout, transport, 5xx, 429)
+/// that open the circuit breaker (default 5).
+pub const ENV_BREAKER_FAILURES: &str = "SMART_GUARD_BREAKER_FAILURES";
+/// `SMART_GUARD_BREAKER_COOLDOWN_MS`: how long an open breaker refuses calls before it lets one
+/// probe through (default 5000).
+pub const ENV_BREAKER_COOLDOWN_MS: &str = "SMART_GUARD_BREAKER_COOLDOWN_MS";
+/// `SMART_GUARD_REQUEST_DEADLINE_MS`: longest a request waits for an introspection answer, its
+/// own call or one it joined (default: `SMART_GUARD_TIMEOUT_MS`).
+pub const ENV_REQUEST_DEADLINE_MS: &str = "SMART_GUARD_REQUEST_DEADLINE_MS";
+/// `SMART_GUARD_STALE_IF_ERROR_SECS`: during an AS outage, serve a token's last active answer for
+/// at most this long past its cache TTL, never past its `exp` (default 0: off).
+pub const ENV_STALE_IF_ERROR_SECS: &str = "SMART_GUARD_STALE_IF_ERROR_SECS";
 
 /// How the resource server authenticates to the introspection endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -250,6 +266,13 @@ pub struct Config {
     pub(crate) allowed_operations: Arc<[OperationRule]>,
     pub(crate) bulk_paths: Arc<[BulkPath]>,
     pub(crate) max_json_depth: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) breaker_failures: u32,
+    pub(crate) breaker_cooldown: Duration,
+    /// `None`: the introspection timeout.
+    pub(crate) request_deadline: Option<Duration>,
+    /// `None`: stale-if-error is off.
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 impl Config {
@@ -307,6 +330,11 @@ impl Config {
             allowed_operations: Arc::new([]),
             bulk_paths: Arc::new([]),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            max_in_flight: 64,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_millis(5_000),
+            request_deadline: None,
+            stale_if_error: None,
         }
     }
 
@@ -453,6 +481,31 @@ impl Config {
         }
         if let Some(v) = get(ENV_MAX_JSON_DEPTH) {
             config.max_json_depth = usize_of(ENV_MAX_JSON_DEPTH, &v)?;
+        }
+        if let Some(v) = get(ENV_MAX_IN_FLIGHT) {
+            config.max_in_flight = usize_of(ENV_MAX_IN_FLIGHT, &v)?;
+        }
+        if let Some(v) = get(ENV_BREAKER_FAILURES) {
+            config.breaker_failures =
+                u32::try_from(positive(ENV_BREAKER_FAILURES, &v)?).map_err(|_| {
+                    ConfigError::Invalid {
+                        var: ENV_BREAKER_FAILURES,
+                        reason: "too large".to_owned(),
+                    }
+                })?;
+        }
+        if let Some(v) = get(ENV_BREAKER_COOLDOWN_MS) {
+            config.breaker_cooldown = Duration::from_millis(positive(ENV_BREAKER_COOLDOWN_MS, &v)?);
+        }
+        if let Some(v) = get(ENV_REQUEST_DEADLINE_MS) {
+            config.request_deadline = Some(Duration::from_millis(positive(
+                ENV_REQUEST_DEADLINE_MS,
+                &v,
+            )?));
+        }
+        if let Some(v) = get(ENV_STALE_IF_ERROR_SECS) {
+            config = config
+                .with_stale_if_error(Duration::from_secs(number(ENV_STALE_IF_ERROR_SECS, &v)?));
         }
         config.check_client_auth(false)?;
         Ok(config)
@@ -689,6 +742,46 @@ impl Config {
     /// deeper bodies are refused with 400.
     pub fn with_max_json_depth(mut self, depth: usize) -> Self {
         self.max_json_depth = depth;
+        self
+    }
+
+    /// The most introspection calls out at once (default 64). A miss beyond that gets 503 at
+    /// once, not a place in a queue; requests coalesced onto a call already out do not count.
+    /// `0` is taken as 1.
+    pub fn with_max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// The circuit breaker: `failures` consecutive AS outages (connect, timeout, transport, 5xx,
+    /// 429) open it (default 5); while open, uncached tokens get 503 without an AS call; after
+    /// `cooldown` (default 5 s) one probe call goes through and its success closes it. `0`
+    /// failures is taken as 1.
+    pub fn with_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker_failures = failures.max(1);
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// The longest a request waits for an introspection answer, whether it made the call or
+    /// joined one (default: the introspection timeout of [`Config::with_timeouts`]).
+    pub fn with_request_deadline(mut self, deadline: Duration) -> Self {
+        self.request_deadline = Some(deadline);
+        self
+    }
+
+    /// Stale-if-error (default off; [`Duration::ZERO`] turns it off): while the AS is out
+    /// (transport error, timeout, 5xx, breaker open, in-flight cap, deadline), a token's last
+    /// active answer is served for at most `window` past its cache TTL, and never past its
+    /// `exp`. Each use is counted and logged at warn.
+    ///
+    /// # Security
+    ///
+    /// A token revoked during the outage keeps working for up to `window` longer than the cache
+    /// TTL alone would allow (RFC 7662 §4). Inactive answers are never served stale, and an
+    /// inactive answer ends a token's stale entry.
+    pub fn with_stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = (!window.is_zero()).then_some(window);
         self
     }
 
@@ -1014,6 +1107,58 @@ mod tests {
                 .expect("valid")
                 .with_bulk_paths("nope")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn fault_tolerance_variables_are_read_and_checked() {
+        let defaults = config_from(&[]).expect("valid");
+        assert_eq!(defaults.max_in_flight, 64);
+        assert_eq!(defaults.breaker_failures, 5);
+        assert_eq!(defaults.breaker_cooldown, Duration::from_secs(5));
+        assert_eq!(defaults.request_deadline, None, "the timeout");
+        assert_eq!(defaults.stale_if_error, None, "off");
+        let config = config_from(&[
+            (ENV_MAX_IN_FLIGHT, "8"),
+            (ENV_BREAKER_FAILURES, "3"),
+            (ENV_BREAKER_COOLDOWN_MS, "250"),
+            (ENV_REQUEST_DEADLINE_MS, "1500"),
+            (ENV_STALE_IF_ERROR_SECS, "120"),
+        ])
+        .expect("valid");
+        assert_eq!(config.max_in_flight, 8);
+        assert_eq!(config.breaker_failures, 3);
+        assert_eq!(config.breaker_cooldown, Duration::from_millis(250));
+        assert_eq!(config.request_deadline, Some(Duration::from_millis(1500)));
+        assert_eq!(config.stale_if_error, Some(Duration::from_secs(120)));
+        let off = config_from(&[(ENV_STALE_IF_ERROR_SECS, "0")]).expect("valid");
+        assert_eq!(off.stale_if_error, None);
+        for (var, value) in [
+            (ENV_MAX_IN_FLIGHT, "0"),
+            (ENV_MAX_IN_FLIGHT, "many"),
+            (ENV_BREAKER_FAILURES, "0"),
+            (ENV_BREAKER_FAILURES, "99999999999"),
+            (ENV_BREAKER_COOLDOWN_MS, "0"),
+            (ENV_REQUEST_DEADLINE_MS, "0"),
+            (ENV_REQUEST_DEADLINE_MS, "1s"),
+            (ENV_STALE_IF_ERROR_SECS, "-1"),
+        ] {
+            let text = config_from(&[(var, value)]).expect_err(var).to_string();
+            assert!(text.starts_with(&format!("{var} is invalid: ")), "{text}");
+        }
+        let built = config_from(&[])
+            .expect("valid")
+            .with_max_in_flight(0)
+            .with_breaker(0, Duration::from_millis(10))
+            .with_request_deadline(Duration::from_millis(20))
+            .with_stale_if_error(Duration::from_secs(30));
+        assert_eq!((built.max_in_flight, built.breaker_failures), (1, 1));
+        assert_eq!(built.breaker_cooldown, Duration::from_millis(10));
+        assert_eq!(built.request_deadline, Some(Duration::from_millis(20)));
+        assert_eq!(built.stale_if_error, Some(Duration::from_secs(30)));
+        assert_eq!(
+            built.with_stale_if_error(Duration::ZERO).stale_if_error,
+            None
         );
     }
 

@@ -66,6 +66,11 @@
 //! | `SMART_GUARD_ALLOWED_OPERATIONS` | none | `$operations` allowed besides `$export`/`$everything`, see below |
 //! | `SMART_GUARD_BULK_PATHS` | none | bulk-data status and file URL prefixes, see below |
 //! | `SMART_GUARD_RETRY_AFTER_SECS` | `5` | `Retry-After` on 503 answers |
+//! | `SMART_GUARD_MAX_IN_FLIGHT` | `64` | most introspection calls out at once; a miss beyond that gets 503 at once (coalesced requests do not count) |
+//! | `SMART_GUARD_BREAKER_FAILURES` | `5` | consecutive AS outages (connect, timeout, transport, 5xx, 429) that open the circuit breaker |
+//! | `SMART_GUARD_BREAKER_COOLDOWN_MS` | `5000` | an open breaker refuses calls this long, then lets one probe through |
+//! | `SMART_GUARD_REQUEST_DEADLINE_MS` | `SMART_GUARD_TIMEOUT_MS` | longest a request waits for an introspection answer (its own call or one it joined) |
+//! | `SMART_GUARD_STALE_IF_ERROR_SECS` | `0` (off) | during an AS outage, serve a token's last active answer this long past its cache TTL, never past `exp` |
 //!
 //! ## Operations and bulk-data URLs
 //!
@@ -106,7 +111,7 @@
 //! | inactive, expired, unknown token; `iss`/`aud`/`nbf`/`token_type` checks fail | 401 | `error="invalid_token"` |
 //! | scopes do not cover the request (for a batch: any entry; the diagnostics name each entry index) | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
 //! | GraphQL, an operation that is not allow-listed, another Bundle type, a nested bundle | 403 | `error="insufficient_scope"` (no scope would help) |
-//! | AS unreachable, slow, 5xx, garbage, or rejects our credentials | 503 + `Retry-After` | — |
+//! | AS unreachable, slow, 5xx, garbage, or rejects our credentials; circuit breaker open; `SMART_GUARD_MAX_IN_FLIGHT` calls out; request deadline passed | 503 + `Retry-After` | — |
 //!
 //! Every denial has a FHIR `OperationOutcome` body (`application/fhir+json`) and carries its
 //! [`AuthFailure`] in the response extensions.
@@ -185,13 +190,15 @@ pub use self::{
     claims::VerifiedClaims,
     config::{
         AssertionAudience, ClientAuth, Config, ENV_ALLOWED_OPERATIONS, ENV_BASE_PATH,
-        ENV_BULK_PATHS, ENV_CACHE_CAPACITY, ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_ASSERTION_AUD,
-        ENV_CLIENT_AUTH, ENV_CLIENT_ID, ENV_CLIENT_KEY_ALG, ENV_CLIENT_KEY_FILE, ENV_CLIENT_SECRET,
-        ENV_CLOCK_SKEW_SECS, ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER,
-        ENV_INTROSPECTION_URL, ENV_ISSUER, ENV_MAX_BODY_BYTES, ENV_MAX_JSON_DEPTH,
+        ENV_BREAKER_COOLDOWN_MS, ENV_BREAKER_FAILURES, ENV_BULK_PATHS, ENV_CACHE_CAPACITY,
+        ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_ASSERTION_AUD, ENV_CLIENT_AUTH, ENV_CLIENT_ID,
+        ENV_CLIENT_KEY_ALG, ENV_CLIENT_KEY_FILE, ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS,
+        ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL,
+        ENV_ISSUER, ENV_MAX_BODY_BYTES, ENV_MAX_IN_FLIGHT, ENV_MAX_JSON_DEPTH,
         ENV_MAX_RESPONSE_BYTES, ENV_MAX_TOKEN_BYTES, ENV_NEGATIVE_CACHE_CAPACITY,
-        ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUIRE_EXP, ENV_RETRY_AFTER_SECS, ENV_TIMEOUT_MS,
-        ENV_TOKEN_SCOPE, ENV_TOKEN_URL,
+        ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUEST_DEADLINE_MS, ENV_REQUIRE_EXP,
+        ENV_RETRY_AFTER_SECS, ENV_STALE_IF_ERROR_SECS, ENV_TIMEOUT_MS, ENV_TOKEN_SCOPE,
+        ENV_TOKEN_URL,
     },
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
     fhir_path::{

@@ -92,6 +92,11 @@ pub(crate) struct Stats {
     allowed: Counter,
     public: Counter,
     denied: [Counter; FAILURES.len()],
+    breaker_open_rejections: Counter,
+    breaker_openings: Counter,
+    in_flight_rejections: Counter,
+    deadline_rejections: Counter,
+    stale_served: Counter,
 }
 
 impl std::fmt::Debug for Stats {
@@ -110,6 +115,11 @@ mod names {
     pub(super) const AS_ERRORS: &str = "smart_guard_introspection_errors_total";
     pub(super) const AS_LATENCY: &str = "smart_guard_introspection_duration_seconds";
     pub(super) const DECISIONS: &str = "smart_guard_decisions_total";
+    pub(super) const BREAKER_REJECTIONS: &str = "smart_guard_breaker_open_rejections_total";
+    pub(super) const BREAKER_OPENINGS: &str = "smart_guard_breaker_openings_total";
+    pub(super) const IN_FLIGHT_REJECTIONS: &str = "smart_guard_in_flight_rejections_total";
+    pub(super) const DEADLINE_REJECTIONS: &str = "smart_guard_deadline_rejections_total";
+    pub(super) const STALE_SERVED: &str = "smart_guard_stale_served_total";
 }
 
 impl Stats {
@@ -173,6 +183,41 @@ impl Stats {
         }
     }
 
+    /// An uncached token was refused without calling the AS: the circuit breaker is open.
+    pub(crate) fn breaker_open_rejection(&self) {
+        self.breaker_open_rejections.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::BREAKER_REJECTIONS).increment(1);
+    }
+
+    /// The circuit breaker opened (after consecutive outages, or a failed probe).
+    pub(crate) fn breaker_opened(&self) {
+        self.breaker_openings.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::BREAKER_OPENINGS).increment(1);
+    }
+
+    /// An uncached token was refused without calling the AS: too many calls in flight.
+    pub(crate) fn in_flight_rejection(&self) {
+        self.in_flight_rejections.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::IN_FLIGHT_REJECTIONS).increment(1);
+    }
+
+    /// A request stopped waiting for an introspection answer at its deadline.
+    pub(crate) fn deadline_rejection(&self) {
+        self.deadline_rejections.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::DEADLINE_REJECTIONS).increment(1);
+    }
+
+    /// A stale active answer was served during an AS outage (stale-if-error).
+    pub(crate) fn stale_served(&self) {
+        self.stale_served.add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::STALE_SERVED).increment(1);
+    }
+
     pub(crate) fn snapshot(&self) -> GuardStats {
         GuardStats {
             cache_hits: self.cache_hits.get(),
@@ -195,6 +240,11 @@ impl Stats {
                 .map(|(kind, c)| (*kind, c.get()))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            breaker_open_rejections: self.breaker_open_rejections.get(),
+            breaker_openings: self.breaker_openings.get(),
+            in_flight_rejections: self.in_flight_rejections.get(),
+            deadline_rejections: self.deadline_rejections.get(),
+            stale_served: self.stale_served.get(),
         }
     }
 }
@@ -230,6 +280,17 @@ pub struct GuardStats {
     pub public: u64,
     /// Requests denied, by reason (reasons with no denial are left out).
     pub denied: Vec<(AuthFailure, u64)>,
+    /// Requests refused with 503 without an AS call because the circuit breaker was open.
+    pub breaker_open_rejections: u64,
+    /// Times the circuit breaker opened.
+    pub breaker_openings: u64,
+    /// Requests refused with 503 without an AS call because `SMART_GUARD_MAX_IN_FLIGHT` calls
+    /// were already out.
+    pub in_flight_rejections: u64,
+    /// Requests that stopped waiting for an introspection answer at `SMART_GUARD_REQUEST_DEADLINE_MS`.
+    pub deadline_rejections: u64,
+    /// Requests allowed on a stale active answer during an AS outage (`SMART_GUARD_STALE_IF_ERROR_SECS`).
+    pub stale_served: u64,
 }
 
 #[cfg(test)]

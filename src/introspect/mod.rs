@@ -1,9 +1,11 @@
 //! Token introspection with a cache: one coalesced RFC 7662 call per token per TTL.
 
+mod breaker;
 mod cache;
 mod client;
 mod front;
 pub(crate) mod response;
+mod stale;
 
 use std::{
     sync::{
@@ -14,13 +16,16 @@ use std::{
 };
 
 use moka::future::Cache;
+use tokio::sync::Semaphore;
 
 pub(crate) use self::cache::unix_now;
 use self::{
+    breaker::{Breaker, Transition},
     cache::{ActiveTtl, DigestHasherBuilder, TokenHasher, TokenKey, cached_until_ms, unix_now_ms},
     client::IntrospectionClient,
     front::FrontCache,
     response::{Answer, Checks, TokenInfo},
+    stale::StaleCache,
 };
 use crate::{
     config::Config,
@@ -37,6 +42,8 @@ pub(crate) enum CacheStatus {
     Miss,
     /// Another request's concurrent call answered this one.
     Coalesced,
+    /// The AS is out and stale-if-error served the token's last active answer.
+    Stale,
 }
 
 impl CacheStatus {
@@ -45,6 +52,7 @@ impl CacheStatus {
             Self::Hit => "hit",
             Self::Miss => "miss",
             Self::Coalesced => "coalesced",
+            Self::Stale => "stale",
         }
     }
 }
@@ -66,7 +74,78 @@ pub(crate) enum Miss {
         reason: &'static str,
     },
     Failed(IntrospectError),
+    /// No call was made, or the request stopped waiting for one: the AS is being protected.
+    Shed(Shed),
 }
+
+/// Why a request got 503 without an answer from the AS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// The circuit breaker is open.
+    BreakerOpen,
+    /// `SMART_GUARD_MAX_IN_FLIGHT` calls are already out.
+    InFlight,
+    /// The request deadline passed while waiting for an answer.
+    Deadline,
+}
+
+impl Miss {
+    /// A short name of what went wrong, for logs.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Inactive { reason, .. } => reason,
+            Self::Failed(error) => error.kind().as_str(),
+            Self::Shed(Shed::BreakerOpen) => "breaker_open",
+            Self::Shed(Shed::InFlight) => "in_flight_cap",
+            Self::Shed(Shed::Deadline) => "deadline",
+        }
+    }
+}
+
+/// Whether a failed call says the AS is down or overloaded (what the breaker counts and what
+/// stale-if-error covers), as opposed to an AS that answered something unusable.
+fn is_outage(error: &IntrospectError) -> bool {
+    match error.kind() {
+        IntrospectErrorKind::Connect
+        | IntrospectErrorKind::Timeout
+        | IntrospectErrorKind::Transport => true,
+        IntrospectErrorKind::Status => error.status().is_some_and(|s| s >= 500 || s == 429),
+        _ => false,
+    }
+}
+
+/// Lets a log line through at most once per interval (so an outage or a misconfiguration logs
+/// once per interval, not once per request).
+#[derive(Debug)]
+struct LogEvery {
+    interval_secs: u64,
+    /// Unix seconds of the last line + 1 (0: never logged).
+    last: AtomicU64,
+}
+
+impl LogEvery {
+    const fn new(interval: Duration) -> Self {
+        Self {
+            interval_secs: interval.as_secs(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn due(&self) -> bool {
+        let now = unix_now().saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= self.interval_secs)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// How often a rejected-credentials error is logged.
+const CREDENTIALS_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the warnings for stale answers and refused calls are logged.
+const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Introspects tokens through two caches: active answers (bounded, TTL per entry) and inactive
 /// ones (smaller, short TTL), so a flood of bad tokens cannot evict good entries.
@@ -79,7 +158,13 @@ pub(crate) struct Introspector {
     checks: Checks,
     max_ttl: Duration,
     stats: Arc<Stats>,
-    credentials_logged_at: AtomicU64,
+    breaker: Breaker,
+    in_flight: Semaphore,
+    deadline: Duration,
+    stale: Option<StaleCache>,
+    credentials_log: LogEvery,
+    stale_log: LogEvery,
+    shed_log: LogEvery,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -88,6 +173,10 @@ impl std::fmt::Debug for Introspector {
             .field("client", &self.client)
             .field("active_entries", &self.active.entry_count())
             .field("inactive_entries", &self.inactive.entry_count())
+            .field("breaker", &self.breaker)
+            .field("in_flight_available", &self.in_flight.available_permits())
+            .field("deadline", &self.deadline)
+            .field("stale", &self.stale)
             .finish_non_exhaustive()
     }
 }
@@ -120,7 +209,15 @@ impl Introspector {
             },
             max_ttl: config.max_ttl,
             stats,
-            credentials_logged_at: AtomicU64::new(0),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            in_flight: Semaphore::new(config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+            deadline: config.request_deadline.unwrap_or(config.timeout),
+            stale: config
+                .stale_if_error
+                .map(|window| StaleCache::new(config.capacity, window)),
+            credentials_log: LogEvery::new(CREDENTIALS_LOG_INTERVAL),
+            stale_log: LogEvery::new(OUTAGE_LOG_INTERVAL),
+            shed_log: LogEvery::new(OUTAGE_LOG_INTERVAL),
         })
     }
 
@@ -153,12 +250,22 @@ impl Introspector {
             return Lookup::Inactive(CacheStatus::Hit, "inactive (cached)");
         }
 
+        // The whole wait, for a call of our own or one we joined, ends at the deadline.
+        let deadline = tokio::time::Instant::now() + self.deadline;
         let ran = AtomicBool::new(false);
         let call = async {
             ran.store(true, Ordering::Relaxed);
-            self.call(token).await
+            self.call(token, key, deadline).await
         };
-        let result = self.active.try_get_with(key, call).await;
+        let result =
+            match tokio::time::timeout_at(deadline, self.active.try_get_with(key, call)).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    self.stats.deadline_rejection();
+                    tracing::debug!("request deadline passed waiting for introspection");
+                    Err(Arc::new(Miss::Shed(Shed::Deadline)))
+                }
+            };
         let status = if ran.load(Ordering::Relaxed) {
             self.stats.cache_miss();
             CacheStatus::Miss
@@ -178,9 +285,38 @@ impl Introspector {
                     }
                     Lookup::Inactive(status, reason)
                 }
-                Miss::Failed(_) => Lookup::Unavailable(miss),
+                Miss::Failed(error) if !is_outage(error) => Lookup::Unavailable(miss),
+                Miss::Failed(_) | Miss::Shed(_) => self.stale_or_unavailable(&key, miss).await,
             },
         }
+    }
+
+    /// The AS is out: the token's last active answer if stale-if-error is on and it is still
+    /// within its window (and before its `exp`), else 503.
+    async fn stale_or_unavailable(&self, key: &TokenKey, miss: Arc<Miss>) -> Lookup {
+        let info = match &self.stale {
+            Some(stale) => stale.get(key, unix_now_ms()).await,
+            None => None,
+        };
+        let Some(info) = info else {
+            tracing::debug!(why = miss.reason(), "AS unavailable");
+            return Lookup::Unavailable(miss);
+        };
+        self.stats.stale_served();
+        if self.stale_log.due() {
+            tracing::warn!(
+                client_id = info.client_id.as_deref(),
+                jti = info.jti.as_deref(),
+                why = miss.reason(),
+                "AS unavailable: serving a stale introspection answer (stale-if-error; further ones for 10 s at debug)"
+            );
+        } else {
+            tracing::debug!(
+                client_id = info.client_id.as_deref(),
+                "serving a stale introspection answer"
+            );
+        }
+        Lookup::Active(info, CacheStatus::Stale)
     }
 
     /// `exp` is checked again on every use, cached or not; an expired entry leaves both caches.
@@ -200,15 +336,56 @@ impl Introspector {
         }
     }
 
-    async fn call(&self, token: &str) -> Result<Arc<TokenInfo>, Miss> {
+    /// One introspection call, unless the breaker is open or the in-flight cap is reached; it
+    /// ends at `deadline` at the latest. Runs once per coalesced group of requests.
+    async fn call(
+        &self,
+        token: &str,
+        key: TokenKey,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<TokenInfo>, Miss> {
+        let Some(ticket) = self.breaker.admit(unix_now_ms()) else {
+            self.stats.breaker_open_rejection();
+            tracing::debug!("circuit breaker open: no introspection call");
+            return Err(Miss::Shed(Shed::BreakerOpen));
+        };
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            // Dropping the ticket unreported hands a probe's turn to the next caller.
+            drop(ticket);
+            self.stats.in_flight_rejection();
+            if self.shed_log.due() {
+                tracing::warn!(
+                    "introspection calls at SMART_GUARD_MAX_IN_FLIGHT: refusing misses with 503 (further ones for 10 s at debug)"
+                );
+            } else {
+                tracing::debug!("in-flight cap reached: no introspection call");
+            }
+            return Err(Miss::Shed(Shed::InFlight));
+        };
         let started = std::time::Instant::now();
-        let answer = match self.client.introspect(token).await {
-            Ok(body) => response::parse_answer(&body, &self.checks, unix_now()),
-            Err(error) => Err(error),
+        let answer = match tokio::time::timeout_at(deadline, self.client.introspect(token)).await {
+            Ok(Ok(body)) => response::parse_answer(&body, &self.checks, unix_now()),
+            Ok(Err(error)) => Err(error),
+            Err(_elapsed) => Err(IntrospectError::new(
+                IntrospectErrorKind::Timeout,
+                "the AS did not answer within the request deadline",
+            )),
         };
         let elapsed = started.elapsed();
         self.stats
             .as_call(elapsed, answer.as_ref().err().map(IntrospectError::kind));
+        let outage = answer.as_ref().err().is_some_and(is_outage);
+        match ticket.finish(outage, unix_now_ms()) {
+            Transition::Opened => {
+                self.stats.breaker_opened();
+                tracing::warn!(
+                    cooldown_ms = self.breaker.cooldown_ms(),
+                    "circuit breaker opened: introspection calls refused until the cool-down ends"
+                );
+            }
+            Transition::Closed => tracing::info!("circuit breaker closed: the AS answers again"),
+            Transition::None => {}
+        }
         let answer = answer.map_err(|e| {
             self.log_failure(&e);
             Miss::Failed(e)
@@ -220,28 +397,78 @@ impl Introspector {
         match answer {
             Answer::Active(mut info) => {
                 info.cached_until_ms = cached_until_ms(info.exp, unix_now_ms(), self.max_ttl);
-                Ok(Arc::from(info))
+                let info = Arc::from(info);
+                if let Some(stale) = &self.stale {
+                    stale.put(key, Arc::clone(&info)).await;
+                }
+                Ok(info)
             }
-            Answer::Inactive { cacheable, reason } => Err(Miss::Inactive { cacheable, reason }),
+            Answer::Inactive { cacheable, reason } => {
+                if let Some(stale) = &self.stale {
+                    // Never serve stale after the AS said no.
+                    stale.remove(&key).await;
+                }
+                Err(Miss::Inactive { cacheable, reason })
+            }
         }
     }
 
     /// AS failures are warnings; rejected credentials are a misconfiguration, logged as an error
-    /// at most once a minute.
+    /// at most once a minute (the calls themselves are still counted in the stats).
     fn log_failure(&self, error: &IntrospectError) {
         if error.kind() == IntrospectErrorKind::CredentialsRejected {
-            let now = unix_now();
-            let last = self.credentials_logged_at.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= Duration::from_secs(60).as_secs()
-                && self
-                    .credentials_logged_at
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                tracing::error!(error = %error, "introspection endpoint rejected our credentials: check SMART_GUARD_CLIENT_ID/SECRET");
+            if self.credentials_log.due() {
+                tracing::error!(error = %error, "introspection endpoint rejected our credentials: check SMART_GUARD_CLIENT_ID/SECRET (logged once a minute)");
+            } else {
+                tracing::debug!(error = %error, "introspection endpoint rejected our credentials");
             }
         } else {
             tracing::warn!(error = %error, kind = ?error.kind(), "introspection failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_say_the_as_is_out_count_as_outages() {
+        let error = |kind, status: Option<u16>| {
+            let e = IntrospectError::new(kind, "test");
+            match status {
+                Some(s) => e.with_status(s),
+                None => e,
+            }
+        };
+        for (kind, status, outage) in [
+            (IntrospectErrorKind::Connect, None, true),
+            (IntrospectErrorKind::Timeout, None, true),
+            (IntrospectErrorKind::Transport, None, true),
+            (IntrospectErrorKind::Status, Some(500), true),
+            (IntrospectErrorKind::Status, Some(503), true),
+            (IntrospectErrorKind::Status, Some(429), true),
+            (IntrospectErrorKind::Status, Some(404), false),
+            (IntrospectErrorKind::Status, Some(302), false),
+            (IntrospectErrorKind::CredentialsRejected, Some(401), false),
+            (IntrospectErrorKind::MalformedAnswer, None, false),
+            (IntrospectErrorKind::AnswerTooLarge, None, false),
+            (IntrospectErrorKind::OwnCredentials, None, false),
+        ] {
+            assert_eq!(
+                is_outage(&error(kind, status)),
+                outage,
+                "{kind:?} {status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rate_limited_line_is_due_once_per_interval() {
+        let every = LogEvery::new(Duration::from_secs(60));
+        assert!(every.due(), "the first line is logged");
+        assert!(!every.due(), "the next one within the interval is not");
+        let every = LogEvery::new(Duration::ZERO);
+        assert!(every.due() && every.due());
     }
 }

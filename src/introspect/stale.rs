@@ -1,0 +1,129 @@
+//! Opt-in stale-if-error: the last active answer for a token, kept for a window past its normal
+//! cache deadline, served only while the AS is out (transport error, timeout, 5xx, breaker open,
+//! in-flight cap, request deadline) and never past the token's `exp`.
+//!
+//! A separate moka cache keyed like the active one: an entry is written when an active answer is
+//! cached, removed when the AS later calls the token inactive, and ends at
+//! min(`cached_until_ms` + window, `exp`).
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use moka::{Expiry, future::Cache};
+
+use super::{
+    cache::{DigestHasherBuilder, TokenKey, unix_now_ms},
+    response::TokenInfo,
+};
+
+/// Recently active answers, for serving during an AS outage.
+pub(crate) struct StaleCache {
+    entries: Cache<TokenKey, Arc<TokenInfo>, DigestHasherBuilder>,
+    window_ms: u64,
+}
+
+impl std::fmt::Debug for StaleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaleCache")
+            .field("window_ms", &self.window_ms)
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+/// Until when (unix ms) an answer may be served stale: `window` past its cache deadline, and
+/// never at or past `exp`.
+pub(crate) fn stale_until_ms(info: &TokenInfo, window_ms: u64) -> u64 {
+    let by_window = info.cached_until_ms.saturating_add(window_ms);
+    info.exp
+        .map_or(by_window, |exp| by_window.min(exp.saturating_mul(1000)))
+}
+
+struct StaleTtl {
+    window_ms: u64,
+}
+
+impl Expiry<TokenKey, Arc<TokenInfo>> for StaleTtl {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        info: &Arc<TokenInfo>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(
+            stale_until_ms(info, self.window_ms).saturating_sub(unix_now_ms()),
+        ))
+    }
+}
+
+impl StaleCache {
+    pub(crate) fn new(capacity: u64, window: Duration) -> Self {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            entries: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(StaleTtl { window_ms })
+                .build_with_hasher(DigestHasherBuilder),
+            window_ms,
+        }
+    }
+
+    /// Remembers an active answer just cached.
+    pub(crate) async fn put(&self, key: TokenKey, info: Arc<TokenInfo>) {
+        self.entries.insert(key, info).await;
+    }
+
+    /// The last active answer for `key`, if it may still be served at `now_ms`.
+    pub(crate) async fn get(&self, key: &TokenKey, now_ms: u64) -> Option<Arc<TokenInfo>> {
+        let info = self.entries.get(key).await?;
+        (now_ms < stale_until_ms(&info, self.window_ms)).then_some(info)
+    }
+
+    /// Forgets `key`: the AS called the token inactive, or it expired.
+    pub(crate) async fn remove(&self, key: &TokenKey) {
+        self.entries.invalidate(key).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(cached_until_ms: u64, exp: Option<u64>) -> TokenInfo {
+        TokenInfo {
+            cached_until_ms,
+            exp,
+            ..TokenInfo::default()
+        }
+    }
+
+    #[test]
+    fn stale_ends_at_the_window_or_exp_whichever_is_sooner() {
+        for (cached_until_ms, exp, window_ms, want) in [
+            (10_000, Some(100), 5_000, 15_000),    // the window is sooner
+            (10_000, Some(12), 5_000, 12_000),     // exp is sooner: never past exp
+            (10_000, Some(10), 5_000, 10_000),     // exp at the cache deadline: no stale at all
+            (10_000, None, 5_000, 15_000),         // no exp (REQUIRE_EXP=false): the window
+            (u64::MAX - 1, None, 5_000, u64::MAX), // saturates
+        ] {
+            assert_eq!(
+                stale_until_ms(&info(cached_until_ms, exp), window_ms),
+                want,
+                "{cached_until_ms} {exp:?} {window_ms}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_served_within_its_window_and_forgotten_on_remove() {
+        let now = unix_now_ms();
+        let cache = StaleCache::new(10, Duration::from_secs(30));
+        let key = [3u8; 32];
+        cache
+            .put(key, Arc::new(info(now, Some(now / 1000 + 60))))
+            .await;
+        assert!(cache.get(&key, now + 1_000).await.is_some());
+        assert!(cache.get(&key, now + 31_000).await.is_none(), "window over");
+        cache.remove(&key).await;
+        assert!(cache.get(&key, now + 1_000).await.is_none());
+    }
+}
