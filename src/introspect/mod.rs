@@ -4,6 +4,7 @@ mod breaker;
 mod cache;
 mod client;
 mod front;
+mod intern;
 pub(crate) mod response;
 mod stale;
 

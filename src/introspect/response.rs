@@ -1,8 +1,16 @@
 //! The RFC 7662 answer: parsed once, checked per SMART-NOTES §2.3, kept as the token's claims.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use std::borrow::Cow;
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, MapAccess, Visitor},
+};
 use serde_json::{Map, Value};
+
+use super::intern;
 
 use crate::{
     error::{IntrospectError, IntrospectErrorKind},
@@ -12,16 +20,17 @@ use crate::{
 /// What the introspection endpoint said about an active token, after the local checks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TokenInfo {
-    pub(crate) scope: Box<str>,
-    pub(crate) scopes: ScopeSet,
-    pub(crate) client_id: Option<Box<str>>,
-    pub(crate) sub: Option<Box<str>>,
+    /// Interned: tokens of one client share the string and its parsed scopes.
+    pub(crate) scope: Arc<str>,
+    pub(crate) scopes: Arc<ScopeSet>,
+    pub(crate) client_id: Option<Arc<str>>,
+    pub(crate) sub: Option<Arc<str>>,
     pub(crate) exp: Option<u64>,
     pub(crate) iat: Option<u64>,
     pub(crate) nbf: Option<u64>,
-    pub(crate) iss: Option<Box<str>>,
+    pub(crate) iss: Option<Arc<str>>,
     pub(crate) aud: Box<[Box<str>]>,
-    pub(crate) token_type: Option<Box<str>>,
+    pub(crate) token_type: Option<Arc<str>>,
     pub(crate) jti: Option<Box<str>>,
     pub(crate) patient: Option<Box<str>>,
     pub(crate) encounter: Option<Box<str>>,
@@ -66,21 +75,27 @@ impl Checks {
 
 /// Parses and checks an answer body. `now` is unix seconds.
 ///
+/// Parsing streams the JSON object once, borrowing strings from the body where it can; only what
+/// the cache keeps is allocated (and the shared parts are interned), so 100 000 cached answers do
+/// not leave 100 000 parse leftovers behind in the heap.
+///
 /// # Errors
 ///
-/// A malformed answer (not a JSON object, or a known field of the wrong type) is an
-/// [`IntrospectError`] of kind `Malformed`: the AS is broken, not the client's token.
+/// A malformed answer (not a JSON object, a known field of the wrong type or given twice) is an
+/// [`IntrospectError`] of kind `MalformedAnswer`: the AS is broken, not the client's token.
 pub(crate) fn parse_answer(
     body: &[u8],
     checks: &Checks,
     now: u64,
 ) -> Result<Answer, IntrospectError> {
-    let malformed =
-        |what: &'static str| IntrospectError::new(IntrospectErrorKind::MalformedAnswer, what);
-    let mut map: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|_| malformed("answer is not a JSON object"))?;
+    let raw: RawAnswer<'_> = serde_json::from_slice(body).map_err(|_| {
+        IntrospectError::new(
+            IntrospectErrorKind::MalformedAnswer,
+            "answer is not a valid introspection response",
+        )
+    })?;
 
-    match map.remove("active") {
+    match raw.active {
         Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => {
             return Ok(Answer::Inactive {
@@ -97,109 +112,186 @@ pub(crate) fn parse_answer(
         }
     }
 
-    let mut string = |name: &'static str| -> Result<Option<Box<str>>, IntrospectError> {
-        match map.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.into_boxed_str())),
-            Some(_) => Err(malformed(name)),
-        }
-    };
-    let scope = string("scope")?.unwrap_or_default();
-    let client_id = string("client_id")?;
-    let sub = string("sub")?;
-    let iss = string("iss")?;
-    let token_type = string("token_type")?;
-    let jti = string("jti")?;
-    let patient = string("patient")?;
-    let encounter = string("encounter")?;
-    let fhir_user = string("fhirUser")?;
-    let exp = numeric_date(&mut map, "exp").map_err(|()| malformed("exp"))?;
-    let iat = numeric_date(&mut map, "iat").map_err(|()| malformed("iat"))?;
-    let nbf = numeric_date(&mut map, "nbf").map_err(|()| malformed("nbf"))?;
-    let aud: Box<[Box<str>]> = match map.remove("aud") {
-        None | Some(Value::Null) => Box::default(),
-        Some(Value::String(s)) => Box::new([s.into_boxed_str()]),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.into_boxed_str()),
-                _ => Err(malformed("aud")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(malformed("aud")),
-    };
-
     let reject = |reason| {
         Ok(Answer::Inactive {
             cacheable: true,
             reason,
         })
     };
-    if exp.is_none() && checks.require_exp {
+    if raw.exp.is_none() && checks.require_exp {
         return Ok(Answer::Inactive {
             cacheable: false,
             reason: "answer has no exp",
         });
     }
-    if !checks.exp_ok(exp, now) {
+    if !checks.exp_ok(raw.exp, now) {
         return reject("token expired");
     }
-    if nbf.is_some_and(|nbf| nbf > now.saturating_add(checks.clock_skew.as_secs())) {
+    if raw
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(checks.clock_skew.as_secs()))
+    {
         return reject("token not yet valid (nbf)");
     }
-    if let (Some(expected), Some(iss)) = (&checks.expected_issuer, &iss)
+    if let (Some(expected), Some(iss)) = (&checks.expected_issuer, &raw.iss)
         && **iss != **expected
     {
         return reject("issuer mismatch");
     }
     if let Some(expected) = &checks.expected_audience
-        && !aud.is_empty()
-        && !aud.iter().any(|a| **a == **expected)
+        && !raw.aud.is_empty()
+        && !raw.aud.iter().any(|a| **a == **expected)
     {
         return reject("audience mismatch");
     }
-    if token_type
+    if raw
+        .token_type
         .as_deref()
         .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
     {
         return reject("token_type is not bearer");
     }
 
+    let (scope, scopes) = intern::scopes(raw.scope.as_deref().unwrap_or_default());
+    let shared = |s: &Option<Cow<'_, str>>| s.as_deref().map(intern::string);
+    let owned = |s: Option<Cow<'_, str>>| s.map(|s| Box::<str>::from(s.as_ref()));
     Ok(Answer::Active(Box::new(TokenInfo {
-        scopes: ScopeSet::parse(&scope),
         scope,
-        client_id,
-        sub,
-        exp,
-        iat,
-        nbf,
-        iss,
-        aud,
-        token_type,
-        jti,
-        patient,
-        encounter,
-        fhir_user,
-        extra: map,
+        scopes,
+        client_id: shared(&raw.client_id),
+        sub: shared(&raw.sub),
+        exp: raw.exp,
+        iat: raw.iat,
+        nbf: raw.nbf,
+        iss: shared(&raw.iss),
+        aud: raw
+            .aud
+            .iter()
+            .map(|a| Box::<str>::from(a.as_ref()))
+            .collect(),
+        token_type: shared(&raw.token_type),
+        jti: owned(raw.jti),
+        patient: owned(raw.patient),
+        encounter: owned(raw.encounter),
+        fhir_user: owned(raw.fhir_user),
+        extra: raw.extra,
         cached_until_ms: 0,
     })))
 }
 
-/// A NumericDate: seconds since the epoch, possibly fractional (RFC 7519 §2); floored.
-fn numeric_date(map: &mut Map<String, Value>, name: &str) -> Result<Option<u64>, ()> {
-    match map.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e15)
-                    .map(|f| f as u64)
-            })
-            .map(Some)
-            .ok_or(()),
-        Some(_) => Err(()),
+/// A string borrowed from the answer body when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The answer as read, before checks: known fields typed, the rest kept as JSON.
+#[derive(Default)]
+struct RawAnswer<'a> {
+    active: Option<Value>,
+    scope: Option<Cow<'a, str>>,
+    client_id: Option<Cow<'a, str>>,
+    sub: Option<Cow<'a, str>>,
+    iss: Option<Cow<'a, str>>,
+    token_type: Option<Cow<'a, str>>,
+    jti: Option<Cow<'a, str>>,
+    patient: Option<Cow<'a, str>>,
+    encounter: Option<Cow<'a, str>>,
+    fhir_user: Option<Cow<'a, str>>,
+    exp: Option<u64>,
+    iat: Option<u64>,
+    nbf: Option<u64>,
+    aud: Vec<Cow<'a, str>>,
+    extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for RawAnswer<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawAnswerVisitor)
     }
+}
+
+struct RawAnswerVisitor;
+
+impl<'de> Visitor<'de> for RawAnswerVisitor {
+    type Value = RawAnswer<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an RFC 7662 introspection response object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawAnswer<'de>, M::Error> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            value: Option<T>,
+            name: &str,
+        ) -> Result<(), E> {
+            if slot.is_some() {
+                return Err(E::custom(format_args!("duplicate field {name}")));
+            }
+            *slot = value;
+            Ok(())
+        }
+        let mut raw = RawAnswer::default();
+        let mut seen_aud = false;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            let text = |v: Option<Text<'de>>| v.map(|Text(t)| t);
+            match key.as_ref() {
+                "active" => {
+                    let value = map.next_value::<Value>()?;
+                    once(&mut raw.active, Some(value), "active")?;
+                }
+                "scope" => once(&mut raw.scope, text(map.next_value()?), "scope")?,
+                "client_id" => once(&mut raw.client_id, text(map.next_value()?), "client_id")?,
+                "sub" => once(&mut raw.sub, text(map.next_value()?), "sub")?,
+                "iss" => once(&mut raw.iss, text(map.next_value()?), "iss")?,
+                "token_type" => once(&mut raw.token_type, text(map.next_value()?), "token_type")?,
+                "jti" => once(&mut raw.jti, text(map.next_value()?), "jti")?,
+                "patient" => once(&mut raw.patient, text(map.next_value()?), "patient")?,
+                "encounter" => once(&mut raw.encounter, text(map.next_value()?), "encounter")?,
+                "fhirUser" => once(&mut raw.fhir_user, text(map.next_value()?), "fhirUser")?,
+                "exp" => once(&mut raw.exp, numeric_date(map.next_value()?)?, "exp")?,
+                "iat" => once(&mut raw.iat, numeric_date(map.next_value()?)?, "iat")?,
+                "nbf" => once(&mut raw.nbf, numeric_date(map.next_value()?)?, "nbf")?,
+                "aud" => {
+                    if std::mem::replace(&mut seen_aud, true) {
+                        return Err(de::Error::custom("duplicate field aud"));
+                    }
+                    raw.aud = match map.next_value::<Option<OneOrMany<'de>>>()? {
+                        None => Vec::new(),
+                        Some(OneOrMany::One(Text(one))) => vec![one],
+                        Some(OneOrMany::Many(many)) => many.into_iter().map(|Text(t)| t).collect(),
+                    };
+                }
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    if raw.extra.insert(key.into_owned(), value).is_some() {
+                        return Err(de::Error::custom("duplicate field"));
+                    }
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// `aud`: a string or an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<'a> {
+    One(#[serde(borrow)] Text<'a>),
+    Many(#[serde(borrow)] Vec<Text<'a>>),
+}
+
+/// A NumericDate: seconds since the epoch, possibly fractional (RFC 7519 §2); floored.
+fn numeric_date<E: de::Error>(value: Option<serde_json::Number>) -> Result<Option<u64>, E> {
+    let Some(n) = value else { return Ok(None) };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e15)
+                .map(|f| f as u64)
+        })
+        .map(Some)
+        .ok_or_else(|| E::custom("not a NumericDate"))
 }
 
 #[cfg(test)]
