@@ -37,6 +37,16 @@ pub enum Behaviour {
     Raw(&'static str),
     /// Wait, then answer normally.
     Delay(Duration),
+    /// Accept the request and never answer it.
+    Hang,
+    /// Answer 200 with `Content-Length: 100`, send 20 bytes, then drop the connection.
+    TruncatedBody,
+    /// Answer 200 with a JSON object of this many bytes (`Content-Length` set).
+    HugeBody(usize),
+    /// Answer 200 with a JSON object of this many bytes, chunked (no `Content-Length`).
+    HugeChunked(usize),
+    /// Drop the connection as soon as a request arrives, without an answer.
+    ConnectionClose,
 }
 
 #[derive(Default)]
@@ -53,12 +63,17 @@ pub struct MockAs {
     pub addr: SocketAddr,
     calls: Arc<AtomicUsize>,
     state: Arc<Mutex<AsState>>,
-    task: JoinHandle<()>,
+    /// Bumped by [`MockAs::stop`]: connections accepted under an older generation die.
+    generation: Arc<AtomicUsize>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for MockAs {
     fn drop(&mut self) {
-        self.task.abort();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
     }
 }
 
@@ -80,22 +95,59 @@ pub fn active(scope: &str) -> Value {
 
 impl MockAs {
     pub async fn start() -> Self {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let state = Arc::new(Mutex::new(AsState::default()));
-        let app = Router::new()
-            .route("/introspect", post(introspect))
-            .with_state((Arc::clone(&calls), Arc::clone(&state)));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let mock = Self {
+            addr,
+            calls: Arc::new(AtomicUsize::new(0)),
+            state: Arc::new(Mutex::new(AsState::default())),
+            generation: Arc::new(AtomicUsize::new(0)),
+            task: Mutex::new(None),
+        };
+        mock.serve(listener);
+        mock
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let app = Router::new()
+            .route("/introspect", post(introspect))
+            .with_state((Arc::clone(&self.calls), Arc::clone(&self.state)));
+        let listener = MockListener {
+            inner: listener,
+            calls: Arc::clone(&self.calls),
+            state: Arc::clone(&self.state),
+            generation: Arc::clone(&self.generation),
+        };
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        Self {
-            addr,
-            calls,
-            state,
-            task,
+        if let Some(old) = self.task.lock().unwrap().replace(task) {
+            old.abort();
         }
+    }
+
+    /// Takes the AS down: the port refuses connections and open connections die.
+    pub fn stop(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+
+    /// Brings the AS back on the same port after [`MockAs::stop`] (no-op if it is up).
+    pub async fn restart(&self) {
+        if self.task.lock().unwrap().is_some() {
+            return;
+        }
+        // The aborted task releases the port at its next poll; retry the bind briefly.
+        for _ in 0..100 {
+            if let Ok(listener) = TcpListener::bind(self.addr).await {
+                self.serve(listener);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("could not bind {} again", self.addr);
     }
 
     pub fn url(&self) -> String {
@@ -141,6 +193,180 @@ impl MockAs {
 
 type AsShared = (Arc<AtomicUsize>, Arc<Mutex<AsState>>);
 
+/// The mock's listener: connections die when the mock is stopped, and
+/// [`Behaviour::ConnectionClose`] drops them as soon as a request arrives.
+struct MockListener {
+    inner: TcpListener,
+    calls: Arc<AtomicUsize>,
+    state: Arc<Mutex<AsState>>,
+    generation: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for MockListener {
+    type Io = MockConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (MockConn, SocketAddr) {
+        loop {
+            if let Ok((stream, addr)) = self.inner.accept().await {
+                let conn = MockConn {
+                    stream,
+                    calls: Arc::clone(&self.calls),
+                    state: Arc::clone(&self.state),
+                    born: self.generation.load(Ordering::SeqCst),
+                    generation: Arc::clone(&self.generation),
+                };
+                return (conn, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+struct MockConn {
+    stream: tokio::net::TcpStream,
+    calls: Arc<AtomicUsize>,
+    state: Arc<Mutex<AsState>>,
+    born: usize,
+    generation: Arc<AtomicUsize>,
+}
+
+impl MockConn {
+    fn dead(&self) -> bool {
+        self.generation.load(Ordering::SeqCst) != self.born
+    }
+
+    fn reset() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock AS closed it")
+    }
+}
+
+impl tokio::io::AsyncRead for MockConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.dead() {
+            return std::task::Poll::Ready(Err(Self::reset()));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        let close = matches!(
+            self.state.lock().unwrap().behaviour,
+            Some(Behaviour::ConnectionClose)
+        );
+        if close && buf.filled().len() > before {
+            // A request arrived: count it and hang up without answering.
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            return std::task::Poll::Ready(Err(Self::reset()));
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for MockConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.dead() {
+            return std::task::Poll::Ready(Err(Self::reset()));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A response body that sends its frames and then, if `fail`, errors (so the server drops the
+/// connection mid-body).
+struct TestBody {
+    frames: std::collections::VecDeque<bytes::Bytes>,
+    fail: bool,
+    size: Option<u64>,
+}
+
+impl http_body::Body for TestBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))));
+        }
+        if self.fail {
+            self.fail = false;
+            return std::task::Poll::Ready(Some(Err(MockConn::reset())));
+        }
+        std::task::Poll::Ready(None)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.size {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
+fn test_response(body: TestBody) -> Response {
+    let mut response = Response::new(axum::body::Body::new(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `{"active":true,"pad":"xxxx…"}` of `bytes` bytes, in 8 KiB frames; `Content-Length` only if
+/// `sized`.
+fn huge_body(bytes: usize, sized: bool) -> Response {
+    let head: &[u8] = br#"{"active":true,"pad":""#;
+    let tail: &[u8] = br#""}"#;
+    let pad = bytes.saturating_sub(head.len() + tail.len());
+    let mut frames = std::collections::VecDeque::from([bytes::Bytes::from_static(head)]);
+    let chunk = bytes::Bytes::from(vec![b'x'; 8192]);
+    frames.extend(std::iter::repeat_n(chunk, pad / 8192));
+    frames.push_back(bytes::Bytes::from(vec![b'x'; pad % 8192]));
+    frames.push_back(bytes::Bytes::from_static(tail));
+    test_response(TestBody {
+        frames,
+        fail: false,
+        size: sized.then_some((head.len() + pad + tail.len()) as u64),
+    })
+}
+
+/// Promises 100 bytes, sends 20, then fails.
+fn truncated_body() -> Response {
+    test_response(TestBody {
+        frames: std::collections::VecDeque::from([bytes::Bytes::from_static(
+            br#"{"active":true,"exp""#,
+        )]),
+        fail: true,
+        size: Some(100),
+    })
+}
+
 async fn introspect(
     State((calls, state)): State<AsShared>,
     headers: HeaderMap,
@@ -163,6 +389,12 @@ async fn introspect(
         }
         Behaviour::Raw(body) => return (StatusCode::OK, body).into_response(),
         Behaviour::Delay(delay) => tokio::time::sleep(delay).await,
+        Behaviour::Hang => std::future::pending::<()>().await,
+        Behaviour::TruncatedBody => return truncated_body(),
+        Behaviour::HugeBody(bytes) => return huge_body(bytes, true),
+        Behaviour::HugeChunked(bytes) => return huge_body(bytes, false),
+        // Handled by the connection (MockConn) before the request reaches this handler.
+        Behaviour::ConnectionClose => {}
     }
     if !authenticated(&headers, &form) {
         return (
@@ -318,4 +550,54 @@ pub async fn raw_get(base: &str, path: &str, token: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Captures everything a `tracing` subscriber writes, for assertions on log output.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// A subscriber that writes every event and span (TRACE and up), without colours, here.
+    /// Install it with `tracing::subscriber::set_default` on a current-thread runtime, so the
+    /// tasks the test spawns log into it too.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines written so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
