@@ -103,11 +103,20 @@ fn is_b64token(token: &[u8]) -> bool {
     let body = &token[..body_len];
     let chunks = body.chunks_exact(32);
     let tail = chunks.remainder();
-    body_len > 0
-        && chunks
-            .into_iter()
-            .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_b64token_char(b)))
-        && tail.iter().all(|&b| is_b64token_char(b))
+    // OR together a "bad byte" flag per byte over fixed-size arrays, without branches, so each
+    // 32-byte chunk compiles to a handful of SIMD compares.
+    let mut bad = 0u8;
+    for chunk in chunks {
+        let mut lanes = [0u8; 32];
+        lanes.copy_from_slice(chunk);
+        bad |= lanes
+            .iter()
+            .fold(0u8, |acc, &b| acc | u8::from(!is_b64token_char(b)));
+    }
+    bad |= tail
+        .iter()
+        .fold(0u8, |acc, &b| acc | u8::from(!is_b64token_char(b)));
+    body_len > 0 && bad == 0
 }
 
 #[inline(always)]

@@ -68,7 +68,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let fresh = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        let ready = std::mem::replace(&mut self.inner, fresh);
         let shared = Arc::clone(&self.shared);
         let span = tracing::debug_span!(
             "smart_guard",
@@ -77,70 +77,85 @@ where
             client_id = tracing::field::Empty,
             cache = tracing::field::Empty,
         );
-        ResponseFuture::new(Box::pin(
-            async move {
-                let (mut parts, body) = request.into_parts();
-                let Some(relative) = shared.relative_path(&parts.uri, &parts.extensions) else {
-                    return Ok(deny(
-                        &shared,
-                        Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
-                    ));
-                };
-                let (body, body_bytes) =
-                    if Shared::needs_body(&parts.method, relative, &parts.headers) {
-                        match Limited::new(body, shared.max_body_bytes).collect().await {
-                            Ok(collected) => {
-                                let bytes = collected.to_bytes();
-                                (ReqBody::from(bytes.clone()), Some(bytes))
-                            }
-                            Err(error) => {
-                                let too_large = error.is::<http_body_util::LengthLimitError>();
-                                let rejection = if too_large {
-                                    Rejection::new(
-                                        AuthFailure::PayloadTooLarge,
-                                        "the request body is too large",
-                                    )
-                                } else {
-                                    Rejection::new(
-                                        AuthFailure::InvalidRequest,
-                                        "the request body could not be read",
-                                    )
-                                };
-                                return Ok(deny(&shared, rejection));
-                            }
-                        }
-                    } else {
-                        (body, None)
-                    };
-                let decision = shared
-                    .authorize(
-                        &parts.method,
-                        relative,
-                        parts.uri.query(),
-                        &parts.headers,
-                        body_bytes.as_deref(),
-                    )
-                    .await;
-                match decision {
-                    Ok(Decision::Public) => {
-                        shared.stats.decision(Ok(true));
-                        tracing::Span::current().record("decision", "public");
-                        ready.call(Request::from_parts(parts, body)).await
-                    }
-                    Ok(Decision::Allow(claims)) => {
-                        shared.stats.decision(Ok(false));
-                        tracing::Span::current().record("decision", "allow");
-                        if let Some(value) = parts.headers.get_mut(header::AUTHORIZATION) {
-                            value.set_sensitive(true);
-                        }
-                        parts.extensions.insert(claims);
-                        ready.call(Request::from_parts(parts, body)).await
-                    }
-                    Err(rejection) => Ok(deny(&shared, rejection)),
-                }
+        let future = guard(shared, ready, request);
+        // An unwatched span costs a log-crate check on every poll: instrument only when enabled.
+        if span.is_disabled() {
+            ResponseFuture::new(Box::pin(future))
+        } else {
+            ResponseFuture::new(Box::pin(future.instrument(span)))
+        }
+    }
+}
+
+/// One request through the guard: classify, authenticate, authorize, then call `ready`.
+async fn guard<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut ready: S,
+    request: Request<ReqBody>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: From<String>,
+{
+    let (mut parts, body) = request.into_parts();
+    let Some(relative) = shared.relative_path(&parts.uri, &parts.extensions) else {
+        return Ok(deny(
+            &shared,
+            Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
+        ));
+    };
+    let (body, body_bytes) = if Shared::needs_body(&parts.method, relative, &parts.headers) {
+        match Limited::new(body, shared.max_body_bytes).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                (ReqBody::from(bytes.clone()), Some(bytes))
             }
-            .instrument(span),
-        ))
+            Err(error) => {
+                let too_large = error.is::<http_body_util::LengthLimitError>();
+                let rejection = if too_large {
+                    Rejection::new(
+                        AuthFailure::PayloadTooLarge,
+                        "the request body is too large",
+                    )
+                } else {
+                    Rejection::new(
+                        AuthFailure::InvalidRequest,
+                        "the request body could not be read",
+                    )
+                };
+                return Ok(deny(&shared, rejection));
+            }
+        }
+    } else {
+        (body, None)
+    };
+    let decision = shared
+        .authorize(
+            &parts.method,
+            relative,
+            parts.uri.query(),
+            &parts.headers,
+            body_bytes.as_deref(),
+        )
+        .await;
+    match decision {
+        Ok(Decision::Public) => {
+            shared.stats.decision(Ok(true));
+            tracing::Span::current().record("decision", "public");
+            ready.call(Request::from_parts(parts, body)).await
+        }
+        Ok(Decision::Allow(claims)) => {
+            shared.stats.decision(Ok(false));
+            tracing::Span::current().record("decision", "allow");
+            if let Some(value) = parts.headers.get_mut(header::AUTHORIZATION) {
+                value.set_sensitive(true);
+            }
+            parts.extensions.insert(claims);
+            ready.call(Request::from_parts(parts, body)).await
+        }
+        Err(rejection) => Ok(deny(&shared, rejection)),
     }
 }
 
