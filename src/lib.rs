@@ -180,6 +180,9 @@ mod search_params;
 mod service;
 mod stats;
 
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "dev-server")]
