@@ -13,6 +13,9 @@ use support::{MockAs, active, guarded, http, raw_request};
 
 const TOKEN: &str = "valid-token";
 
+/// A label, raw header lines, the expected status and OperationOutcome issue code.
+type Case<'a> = (&'a str, Vec<&'a [u8]>, u16, Option<&'a str>);
+
 /// Every request here must be answered well within this.
 const QUICK: Duration = Duration::from_secs(1);
 
@@ -48,7 +51,7 @@ async fn hostile_credentials_are_refused_without_introspection() {
     let (auth, base) = setup(|c| c).await;
     let long = format!("Authorization: Bearer {}", "a".repeat(8 * 1024 + 1));
     let at_limit = format!("Authorization: Bearer {}", "a".repeat(8 * 1024));
-    let cases: Vec<(&str, Vec<&[u8]>, u16, Option<&str>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("8 KiB + 1", vec![long.as_bytes()], 400, Some("invalid")),
         (
             "non-ASCII token",

@@ -464,6 +464,61 @@ mod tests {
         }
     }
 
+    /// A one-shot HTTP server on loopback that answers every request with `response`.
+    async fn fixed_as(response: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(response).await;
+            }
+        });
+        format!("http://{addr}/introspect")
+    }
+
+    #[tokio::test]
+    async fn failures_never_carry_the_token_or_the_secret() {
+        const TOKEN: &str = "the-token-value-0xdeadbeef";
+        const SECRET: &str = "s3cret-value-0xfeedface";
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}/introspect", listener.local_addr().expect("addr"))
+        };
+        let urls = [
+            closed,
+            fixed_as(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 2\r\n\r\n{}").await,
+            fixed_as(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n").await,
+            fixed_as(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\ngarbage").await,
+            fixed_as(b"HTTP/1.1 200 OK\r\ncontent-length: 90\r\n\r\n{\"active\":true").await,
+        ];
+        for url in urls {
+            let config = Config::new(url.parse().expect("url"), "rs", SECRET)
+                .with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
+            let introspector =
+                Introspector::new(&config, None, Arc::new(Stats::default())).expect("introspector");
+            let lookup = introspector.lookup(TOKEN).await;
+            let Lookup::Unavailable(miss) = &lookup else {
+                panic!("{url}: {lookup:?}");
+            };
+            let mut text = format!("{lookup:?} {introspector:?}");
+            if let Miss::Failed(error) = &**miss {
+                text.push_str(&format!("{error} {error:?}"));
+                let mut source = std::error::Error::source(error);
+                while let Some(cause) = source {
+                    text.push_str(&format!(" {cause} {cause:?}"));
+                    source = cause.source();
+                }
+            }
+            assert!(!text.contains(TOKEN), "{url}: {text}");
+            assert!(!text.contains(SECRET), "{url}: {text}");
+        }
+    }
+
     #[test]
     fn a_rate_limited_line_is_due_once_per_interval() {
         let every = LogEvery::new(Duration::from_secs(60));
