@@ -1372,7 +1372,8 @@ pub fn classify_with(
     if if_none_exist {
         incoming = incoming.with_if_none_exist("");
     }
-    Policy::default().classify(&incoming)
+    static DEFAULT: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(Policy::default);
+    DEFAULT.classify(&incoming)
 }
 
 #[cfg(test)]
