@@ -7,7 +7,10 @@
 
 use std::{fmt, sync::Arc};
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderName, Method, header};
+
+/// `If-None-Exist`, parsed once rather than on every request.
+const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
 
 use crate::{
     bundle::{self, BundleError, BundleKind},
@@ -433,7 +436,7 @@ impl<'a> Incoming<'a> {
             .and_then(|v| v.to_str().ok());
         self.body = body;
         self.if_none_exist = headers
-            .get("if-none-exist")
+            .get(&IF_NONE_EXIST)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
         self
     }

@@ -70,15 +70,20 @@ where
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
         let shared = Arc::clone(&self.shared);
-        let span = tracing::debug_span!(
-            "smart_guard",
-            method = %request.method(),
-            decision = tracing::field::Empty,
-            client_id = tracing::field::Empty,
-            cache = tracing::field::Empty,
-        );
+        // Build the span only when a subscriber wants DEBUG: a disabled span still costs field
+        // formatting and a log-crate check on every poll.
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "smart_guard",
+                method = %request.method(),
+                decision = tracing::field::Empty,
+                client_id = tracing::field::Empty,
+                cache = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let future = guard(shared, ready, request);
-        // An unwatched span costs a log-crate check on every poll: instrument only when enabled.
         if span.is_disabled() {
             ResponseFuture::new(Box::pin(future))
         } else {
