@@ -373,6 +373,7 @@ async fn the_breaker_opens_after_consecutive_outages_and_one_probe_closes_it() {
         (stats.breaker_openings, stats.breaker_open_rejections),
         (1, 5)
     );
+    assert_eq!(stats.cache_misses, 4, "refused calls are not misses");
 
     // After the cool-down: exactly one probe, even with many uncached tokens at once.
     tokio::time::sleep(Duration::from_millis(1000)).await;

@@ -268,7 +268,12 @@ impl Introspector {
                 }
             };
         let status = if ran.load(Ordering::Relaxed) {
-            self.stats.cache_miss();
+            // A call refused by the breaker or the in-flight cap is counted as that, not a miss.
+            let refused = matches!(&result, Err(miss)
+                if matches!(**miss, Miss::Shed(Shed::BreakerOpen | Shed::InFlight)));
+            if !refused {
+                self.stats.cache_miss();
+            }
             CacheStatus::Miss
         } else {
             self.stats.coalesced_wait();
