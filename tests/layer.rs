@@ -769,3 +769,94 @@ async fn stats_count_hits_misses_calls_and_decisions() {
     );
     assert!(stats.introspection_errors.is_empty());
 }
+
+#[tokio::test]
+async fn the_claims_record_which_scope_granted_each_need() {
+    let auth = MockAs::start().await;
+    auth.answer(
+        TOKEN,
+        active("system/Observation.s system/*.r system/Patient.rs"),
+    );
+    let (base, _app) = guarded(auth.config()).await;
+    let response = http()
+        .get(format!("{base}/fhir/Observation/1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.expect("json");
+    assert_eq!(
+        seen["grants"],
+        json!([{ "entry": null, "need": "Observation.r", "scope": "system/*.r" }])
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_checked_entry_by_entry_and_a_denied_entry_is_named() {
+    let auth = MockAs::start().await;
+    auth.answer(TOKEN, active("system/Patient.rs system/Observation.c"));
+    let (base, _app) = guarded(auth.config()).await;
+    let client = http();
+    let batch = |entries: Value| {
+        json!({ "resourceType": "Bundle", "type": "batch", "entry": entries }).to_string()
+    };
+    let allowed = batch(json!([
+        { "request": { "method": "GET", "url": "Patient/1" } },
+        { "request": { "method": "POST", "url": "Observation" },
+          "resource": { "resourceType": "Observation", "status": "final" } }
+    ]));
+    let response = client
+        .post(format!("{base}/fhir"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(allowed.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.expect("json");
+    assert_eq!(
+        seen["body"], allowed,
+        "the bundle reaches the handler unchanged"
+    );
+    let entries: Vec<_> = seen["grants"]
+        .as_array()
+        .expect("grants")
+        .iter()
+        .map(|g| g["entry"].clone())
+        .collect();
+    assert!(
+        entries.contains(&json!(0)) && entries.contains(&json!(1)),
+        "{seen}"
+    );
+
+    let denied = batch(json!([
+        { "request": { "method": "GET", "url": "Patient/1" } },
+        { "request": { "method": "DELETE", "url": "Patient/2" } }
+    ]));
+    let response = client
+        .post(format!("{base}/fhir"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(denied)
+        .send()
+        .await
+        .expect("send");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = assert_denied(response, 403, challenge.as_deref(), "forbidden").await;
+    assert!(
+        challenge
+            .expect("challenge")
+            .contains(r#"scope="system/Patient.d""#)
+    );
+    let text = body["issue"][0]["diagnostics"]
+        .as_str()
+        .expect("diagnostics");
+    assert!(text.contains("entry 1"), "{text}");
+    assert_eq!(auth.calls(), 1);
+}

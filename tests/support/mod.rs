@@ -459,6 +459,14 @@ async fn echo_claims(claims: Option<VerifiedClaims>, body: axum::body::Bytes) ->
         "iss": claims.iss(),
         "jti": claims.jti(),
         "interaction": claims.request().interaction().as_str(),
+        "grants": claims
+            .grants()
+            .map(|(grant, scope)| json!({
+                "entry": grant.entry,
+                "need": format!("{}.{}", grant.need.resource, grant.need.permissions),
+                "scope": scope.to_string(),
+            }))
+            .collect::<Vec<_>>(),
         "resource_type": claims.request().resource_type().map(|t| t.as_str()),
         "body": String::from_utf8_lossy(&body),
     }))
