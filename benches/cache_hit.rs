@@ -50,6 +50,28 @@ fn request(token: &str) -> Request<Body> {
         .expect("request")
 }
 
+/// The guard (root base path, entries cached for an hour) over the trivial inner service.
+fn guard_over(
+    auth: &MockAs,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    )
+    .with_max_ttl(Duration::from_secs(3600));
+    SmartGuardLayer::new(config)
+        .expect("layer")
+        .layer(service_fn(inner))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -63,15 +85,7 @@ fn hit_path(c: &mut Criterion) {
     let (short, long) = (short_token(), long_token());
     auth.answer(&short, active(SCOPES));
     auth.answer(&long, active(SCOPES));
-    let config = smart_guard::Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    )
-    .with_max_ttl(Duration::from_secs(3600));
-    let guard = SmartGuardLayer::new(config)
-        .expect("layer")
-        .layer(service_fn(inner));
+    let guard = guard_over(&auth);
     rt.block_on(async {
         for token in [&short, &long] {
             let response = guard
@@ -170,14 +184,7 @@ fn miss_path(c: &mut Criterion) {
     let rt = runtime();
     let auth = rt.block_on(MockAs::start());
     auth.answer_unknown(active(SCOPES));
-    let config = smart_guard::Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    );
-    let guard = SmartGuardLayer::new(config)
-        .expect("layer")
-        .layer(service_fn(inner));
+    let guard = guard_over(&auth);
     let mut counter = 0u64;
     let mut group = c.benchmark_group("miss_path");
     group.bench_function("loopback_introspection", |b| {
@@ -209,14 +216,7 @@ fn burst(c: &mut Criterion) {
         .expect("rt");
     let auth = rt.block_on(MockAs::start());
     auth.answer_unknown(active(SCOPES));
-    let config = smart_guard::Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    );
-    let guard = SmartGuardLayer::new(config)
-        .expect("layer")
-        .layer(service_fn(inner));
+    let guard = guard_over(&auth);
     let fire = |token: String| {
         let guard = guard.clone();
         async move {
