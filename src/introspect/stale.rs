@@ -42,6 +42,14 @@ struct StaleTtl {
     window_ms: u64,
 }
 
+impl StaleTtl {
+    fn ttl(&self, info: &TokenInfo) -> Option<Duration> {
+        Some(Duration::from_millis(
+            stale_until_ms(info, self.window_ms).saturating_sub(unix_now_ms()),
+        ))
+    }
+}
+
 impl Expiry<TokenKey, Arc<TokenInfo>> for StaleTtl {
     fn expire_after_create(
         &self,
@@ -49,9 +57,20 @@ impl Expiry<TokenKey, Arc<TokenInfo>> for StaleTtl {
         info: &Arc<TokenInfo>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_millis(
-            stale_until_ms(info, self.window_ms).saturating_sub(unix_now_ms()),
-        ))
+        self.ttl(info)
+    }
+
+    /// A fresh answer for a token already here starts a new window (moka's default would keep
+    /// the old entry's deadline, so a token refreshed every TTL would lose its stale answer one
+    /// window after it was first cached).
+    fn expire_after_update(
+        &self,
+        _key: &TokenKey,
+        info: &Arc<TokenInfo>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.ttl(info)
     }
 }
 
@@ -125,5 +144,23 @@ mod tests {
         assert!(cache.get(&key, now + 31_000).await.is_none(), "window over");
         cache.remove(&key).await;
         assert!(cache.get(&key, now + 1_000).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_answer_starts_a_new_window() {
+        let now = unix_now_ms();
+        let cache = StaleCache::new(10, Duration::from_millis(300));
+        let key = [4u8; 32];
+        let exp = Some(now / 1000 + 60);
+        cache.put(key, Arc::new(info(now, exp))).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Refreshed: cached again until now + 200 ms, so stale until now + 500 ms.
+        cache.put(key, Arc::new(info(now + 200, exp))).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let later = unix_now_ms();
+        assert!(
+            cache.get(&key, later).await.is_some(),
+            "the first window is over, the second is not"
+        );
     }
 }
