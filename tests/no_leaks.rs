@@ -203,6 +203,7 @@ async fn no_log_line_at_any_level_holds_a_secret() {
 
 #[test]
 fn debug_and_display_of_every_public_type_redact_secrets() {
+    #[cfg_attr(not(feature = "client"), allow(unused_mut))]
     let mut secrets = Secrets::new();
     let config = Config::new(
         "http://127.0.0.1:9/introspect".parse().expect("url"),
