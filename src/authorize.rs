@@ -88,6 +88,21 @@ impl Shared {
         fhir_path::reads_body(method, relative_path, headers)
     }
 
+    /// The bearer token of a request, or the rejection for its absence or malformation. Runs
+    /// before any body is read, so a request without credentials never makes the guard buffer.
+    pub(crate) fn bearer<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        query: Option<&str>,
+    ) -> Result<bearer::BearerToken<'h>, Rejection> {
+        bearer::extract_bearer(headers, query, self.max_token_bytes).map_err(|e| match e {
+            BearerError::Missing => {
+                Rejection::new(AuthFailure::MissingToken, "an access token is required")
+            }
+            BearerError::Malformed(why) => Rejection::new(AuthFailure::InvalidRequest, why),
+        })
+    }
+
     /// Decides on one request. `form_body` is the body when [`Self::needs_body`] said so.
     pub(crate) async fn authorize(
         &self,
@@ -109,13 +124,7 @@ impl Shared {
             return Ok(Decision::Public);
         }
 
-        let token =
-            bearer::extract_bearer(headers, query, self.max_token_bytes).map_err(|e| match e {
-                BearerError::Missing => {
-                    Rejection::new(AuthFailure::MissingToken, "an access token is required")
-                }
-                BearerError::Malformed(why) => Rejection::new(AuthFailure::InvalidRequest, why),
-            })?;
+        let token = self.bearer(headers, query)?;
         if form_body
             .is_some_and(|body| std::str::from_utf8(body).is_ok_and(bearer::has_access_token_param))
         {

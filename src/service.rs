@@ -112,6 +112,20 @@ where
         ));
     };
     let (body, body_bytes) = if Shared::needs_body(&parts.method, relative, &parts.headers) {
+        // Credentials first: a request without them never makes the guard buffer a body.
+        if let Err(rejection) = shared.bearer(&parts.headers, parts.uri.query()) {
+            return Ok(deny(&shared, rejection));
+        }
+        // A body declared larger than the limit is refused before a byte of it is read.
+        if body.size_hint().lower() > shared.max_body_bytes as u64 {
+            return Ok(deny(
+                &shared,
+                Rejection::new(
+                    AuthFailure::PayloadTooLarge,
+                    "the request body is too large",
+                ),
+            ));
+        }
         match Limited::new(body, shared.max_body_bytes).collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();

@@ -387,11 +387,9 @@ async fn a_bundle_of_many_entries_is_checked_quickly() {
     assert!(auth.calls() <= 1, "one introspection at most");
 }
 
-/// A body declared larger than the limit could be refused before any of it arrives; today the
-/// guard reads until the limit is passed, so a client that declares 1 GB and trickles bytes
-/// holds the request open (the guard still never buffers more than the limit).
+/// A body declared larger than the limit is refused before any of it arrives, so a client that
+/// declares 1 GB and trickles bytes cannot hold the request open.
 #[tokio::test]
-#[ignore = "needs an early Content-Length check in SmartGuard::call (src/service.rs)"]
 async fn a_declared_content_length_over_the_limit_is_413_before_the_body_arrives() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (auth, base) = setup(|c| c.with_max_body_bytes(1024)).await;
@@ -408,5 +406,26 @@ async fn a_declared_content_length_over_the_limit_is_413_before_the_body_arrives
         .expect("read");
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(auth.calls(), 0);
+}
+
+/// Without credentials the guard never buffers a body: the 401 comes before the body is read.
+#[tokio::test]
+async fn a_request_without_credentials_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (auth, base) = setup(|c| c).await;
+    let host = base.strip_prefix("http://").expect("base");
+    let request = format!(
+        "POST /fhir/Patient/_search HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\nConnection: close\r\n\r\nname=x"
+    );
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(QUICK, stream.read(&mut buf))
+        .await
+        .expect("answered before the body arrived")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert_eq!(auth.calls(), 0);
 }
