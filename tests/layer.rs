@@ -21,12 +21,8 @@ async fn a_valid_token_reaches_the_handler_with_its_claims_and_is_introspected_o
     let (base, _app) = guarded(auth.config()).await;
     let client = http();
     for _ in 0..5 {
-        let response = client
-            .get(format!("{base}/fhir/Patient/123"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("send");
+        let response =
+            support::get_with_token(&client, format!("{base}/fhir/Patient/123"), TOKEN).await;
         assert_eq!(response.status(), 200);
         let seen: Value = response.json().await.expect("json");
         assert_eq!(seen["client_id"], "backend-app");
@@ -62,12 +58,7 @@ async fn client_secret_post_sends_the_credentials_in_the_form() {
     let auth = MockAs::start().await;
     auth.answer(TOKEN, active("system/Patient.rs"));
     let (base, _app) = guarded(auth.config().with_client_auth(ClientAuth::ClientSecretPost)).await;
-    let response = http()
-        .get(format!("{base}/fhir/Patient/1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let response = support::get_with_token(&http(), format!("{base}/fhir/Patient/1"), TOKEN).await;
     assert_eq!(response.status(), 200);
     assert_eq!(auth.calls(), 1);
     assert_eq!(auth.last_authorization(), None);
@@ -176,12 +167,12 @@ async fn malformed_credentials_are_400_invalid_request_without_introspection() {
         .await
         .expect("send");
     assert_denied(two, 400, challenge, "invalid").await;
-    let query = client
-        .get(format!("{base}/fhir/Patient/1?access_token={TOKEN}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let query = support::get_with_token(
+        &client,
+        format!("{base}/fhir/Patient/1?access_token={TOKEN}"),
+        TOKEN,
+    )
+    .await;
     assert_denied(query, 400, challenge, "invalid").await;
     let body = client
         .post(format!("{base}/fhir/Patient/_search"))
@@ -253,12 +244,8 @@ async fn scopes_that_do_not_cover_the_request_are_403_naming_the_missing_scope()
             .expect("text")
             .contains("system/Patient.c")
     );
-    let observation = client
-        .get(format!("{base}/fhir/Observation?code=x"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let observation =
+        support::get_with_token(&client, format!("{base}/fhir/Observation?code=x"), TOKEN).await;
     assert_denied(
         observation,
         403,
@@ -301,12 +288,7 @@ async fn an_empty_grant_is_403_for_every_protected_request() {
     answer.as_object_mut().expect("object").remove("scope");
     auth.answer(TOKEN, answer);
     let (base, _app) = guarded(auth.config()).await;
-    let response = http()
-        .get(format!("{base}/fhir/Patient/1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let response = support::get_with_token(&http(), format!("{base}/fhir/Patient/1"), TOKEN).await;
     assert_eq!(response.status(), 403);
 }
 
@@ -316,19 +298,14 @@ async fn system_search_needs_search_on_every_listed_type_including_post_bodies()
     auth.answer(TOKEN, active("system/Patient.s system/Observation.s"));
     let (base, _app) = guarded(auth.config()).await;
     let client = http();
-    let get = client
-        .get(format!("{base}/fhir?_type=Patient,Observation"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let get = support::get_with_token(
+        &client,
+        format!("{base}/fhir?_type=Patient,Observation"),
+        TOKEN,
+    )
+    .await;
     assert_eq!(get.status(), 200);
-    let all = client
-        .get(format!("{base}/fhir?name=x"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let all = support::get_with_token(&client, format!("{base}/fhir?name=x"), TOKEN).await;
     assert_eq!(all.status(), 403, "no _type needs system/*.s");
     let post = client
         .post(format!("{base}/fhir/_search"))
@@ -379,23 +356,16 @@ async fn an_inactive_token_is_401_and_cached_briefly() {
     let client = http();
     let challenge = Some(r#"Bearer realm="fhir", error="invalid_token""#);
     for _ in 0..3 {
-        let response = client
-            .get(format!("{base}/fhir/Patient/1"))
-            .bearer_auth("unknown-token")
-            .send()
-            .await
-            .expect("send");
+        let response =
+            support::get_with_token(&client, format!("{base}/fhir/Patient/1"), "unknown-token")
+                .await;
         assert_denied(response, 401, challenge, "login").await;
     }
     assert_eq!(auth.calls(), 1, "inactive answers are cached");
     tokio::time::sleep(Duration::from_millis(700)).await;
     auth.answer("unknown-token", active("system/Patient.rs"));
-    let response = client
-        .get(format!("{base}/fhir/Patient/1"))
-        .bearer_auth("unknown-token")
-        .send()
-        .await
-        .expect("send");
+    let response =
+        support::get_with_token(&client, format!("{base}/fhir/Patient/1"), "unknown-token").await;
     assert_eq!(
         response.status(),
         200,
@@ -477,12 +447,8 @@ async fn answers_with_exp_in_the_past_wrong_issuer_or_audience_are_invalid_token
     let (base, _app) = guarded(config).await;
     let client = http();
     for token in ["expired", "foreign", "elsewhere", "no-exp", "refresh"] {
-        let response = client
-            .get(format!("{base}/fhir/Patient/1"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("send");
+        let response =
+            support::get_with_token(&client, format!("{base}/fhir/Patient/1"), token).await;
         assert_denied(
             response,
             401,
@@ -494,12 +460,8 @@ async fn answers_with_exp_in_the_past_wrong_issuer_or_audience_are_invalid_token
     assert_eq!(auth.calls(), 5);
     // Cached verdicts: the first four are cached negatives, an answer without exp is not cached.
     for token in ["expired", "no-exp"] {
-        let response = client
-            .get(format!("{base}/fhir/Patient/1"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("send");
+        let response =
+            support::get_with_token(&client, format!("{base}/fhir/Patient/1"), token).await;
         assert_eq!(response.status(), 401);
     }
     assert_eq!(
@@ -568,12 +530,7 @@ async fn an_unreachable_as_is_503() {
         .with_base_path("/fhir")
         .expect("base");
     let (base, _app) = guarded(config).await;
-    let response = http()
-        .get(format!("{base}/fhir/Patient/1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let response = support::get_with_token(&http(), format!("{base}/fhir/Patient/1"), TOKEN).await;
     assert_denied(response, 503, None, "transient").await;
 }
 
@@ -645,28 +602,15 @@ async fn the_layer_works_on_a_router_nested_at_the_base_path() {
     let (without_base, _b) = support::serve(Router::new().nest("/fhir", inner)).await;
     let client = http();
     for base in [&with_base, &without_base] {
-        let read = client
-            .get(format!("{base}/fhir/Patient/1"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("send");
+        let read = support::get_with_token(&client, format!("{base}/fhir/Patient/1"), TOKEN).await;
         assert_eq!(read.status(), 200, "{base}");
         let seen: Value = read.json().await.expect("json");
         assert_eq!(seen["interaction"], "read");
-        let search = client
-            .get(format!("{base}/fhir/Patient?name=x"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("send");
+        let search =
+            support::get_with_token(&client, format!("{base}/fhir/Patient?name=x"), TOKEN).await;
         assert_eq!(search.status(), 200, "{base}");
-        let denied = client
-            .get(format!("{base}/fhir/Observation/1"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("send");
+        let denied =
+            support::get_with_token(&client, format!("{base}/fhir/Observation/1"), TOKEN).await;
         assert_eq!(denied.status(), 403, "{base}");
         let public = client
             .get(format!("{base}/fhir/metadata"))
@@ -731,25 +675,10 @@ async fn stats_count_hits_misses_calls_and_decisions() {
         "Observation/1",
         "metadata",
     ] {
-        client
-            .get(format!("{base}/fhir/{path}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("send");
+        support::get_with_token(&client, format!("{base}/fhir/{path}"), TOKEN).await;
     }
-    client
-        .get(format!("{base}/fhir/Patient/1"))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .expect("send");
-    client
-        .get(format!("{base}/fhir/Patient/1"))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .expect("send");
+    support::get_with_token(&client, format!("{base}/fhir/Patient/1"), "nope").await;
+    support::get_with_token(&client, format!("{base}/fhir/Patient/1"), "nope").await;
     let stats = layer.stats();
     assert_eq!(stats.introspection_calls, 2);
     assert_eq!(stats.cache_misses, 2);
@@ -778,12 +707,8 @@ async fn the_claims_record_which_scope_granted_each_need() {
         active("system/Observation.s system/*.r system/Patient.rs"),
     );
     let (base, _app) = guarded(auth.config()).await;
-    let response = http()
-        .get(format!("{base}/fhir/Observation/1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let response =
+        support::get_with_token(&http(), format!("{base}/fhir/Observation/1"), TOKEN).await;
     assert_eq!(response.status(), 200);
     let seen: Value = response.json().await.expect("json");
     assert_eq!(

@@ -121,6 +121,17 @@ fn outcome(status: StatusCode, code: &str, text: &str) -> Response {
     fhir_json(status, body, None)
 }
 
+/// A 404 OperationOutcome for a type this store does not hold.
+fn unsupported(ty: &str) -> Option<Response> {
+    (!TYPES.contains(&ty)).then(|| {
+        outcome(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "unsupported resource type",
+        )
+    })
+}
+
 async fn capabilities() -> Response {
     let resources: Vec<Value> = TYPES
         .iter()
@@ -142,12 +153,8 @@ async fn read(
     claims: Option<VerifiedClaims>,
     Path((ty, id)): Path<(String, String)>,
 ) -> Response {
-    if !TYPES.contains(&ty.as_str()) {
-        return outcome(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            "unsupported resource type",
-        );
+    if let Some(refusal) = unsupported(&ty) {
+        return refusal;
     }
     let found = store.lock().get(&(ty, id)).cloned();
     match found {
@@ -162,12 +169,8 @@ async fn search(
     Path(ty): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    if !TYPES.contains(&ty.as_str()) {
-        return outcome(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            "unsupported resource type",
-        );
+    if let Some(refusal) = unsupported(&ty) {
+        return refusal;
     }
     let matches = |resource: &Value| {
         params.iter().all(|(name, value)| match name.as_str() {
@@ -200,12 +203,8 @@ async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !TYPES.contains(&ty.as_str()) {
-        return outcome(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            "unsupported resource type",
-        );
+    if let Some(refusal) = unsupported(&ty) {
+        return refusal;
     }
     let json_body = headers
         .get(header::CONTENT_TYPE)

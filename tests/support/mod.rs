@@ -500,6 +500,20 @@ pub async fn guarded(config: Config) -> (String, JoinHandle<()>) {
     serve(Router::new().nest("/fhir", fhir_routes()).layer(layer)).await
 }
 
+/// `GET url` with `Authorization: Bearer token`.
+pub async fn get_with_token(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+) -> reqwest::Response {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
