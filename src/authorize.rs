@@ -145,7 +145,12 @@ impl Shared {
             _ => Rejection::new(AuthFailure::NotFound, "not a FHIR interaction this server understands"),
         })?;
 
-        let span = tracing::Span::current();
+        // The span exists only when DEBUG is watched (see `SmartGuard::call`).
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         let info = match self.introspector.lookup(token.expose()).await {
             Lookup::Active(info, status) => {
                 span.record("cache", status.as_str());

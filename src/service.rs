@@ -162,12 +162,12 @@ where
     match decision {
         Ok(Decision::Public) => {
             shared.stats.decision(Ok(true));
-            tracing::Span::current().record("decision", "public");
+            record_decision("public");
             ready.call(Request::from_parts(parts, body)).await
         }
         Ok(Decision::Allow(claims)) => {
             shared.stats.decision(Ok(false));
-            tracing::Span::current().record("decision", "allow");
+            record_decision("allow");
             if let Some(value) = parts.headers.get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
             }
@@ -180,11 +180,19 @@ where
 
 fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
     shared.stats.decision(Err(rejection.kind));
-    tracing::Span::current().record("decision", rejection.kind.as_str());
+    record_decision(rejection.kind.as_str());
     if rejection.kind == AuthFailure::Unavailable {
         tracing::warn!("denied: authorization server unavailable");
     } else {
         tracing::debug!(reason = rejection.kind.as_str(), "denied");
     }
     shared.challenges.respond(rejection)
+}
+
+/// Records the decision on the request's span; skips the span lookup when no one watches DEBUG
+/// (the span was never built then, see `SmartGuard::call`).
+fn record_decision(decision: &'static str) {
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("decision", decision);
+    }
 }

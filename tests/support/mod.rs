@@ -552,21 +552,11 @@ pub async fn assert_denied(
 /// Sends `GET {path}` byte for byte (no client-side URL normalization) and returns the status
 /// and body. `base` is `http://127.0.0.1:port`.
 pub async fn raw_get(base: &str, path: &str, token: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.strip_prefix("http://").expect("http base");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let host = base.strip_prefix("http://").expect("http base");
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+    let (status, text) = raw_request(base, request.as_bytes()).await;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
