@@ -225,6 +225,31 @@ async fn token_and_introspect_commands_work_against_a_dev_server() {
 }
 
 #[tokio::test]
+async fn introspect_takes_a_token_that_begins_with_a_hyphen() {
+    let server = DevServer::builder()
+        .with_resource_server(ResourceServerRegistration::with_secret("rs", "cli s3cret"))
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("dev server");
+    // base64url tokens begin with `-` one time in 64; oidc-provider handed CI one such token.
+    let output = run(
+        &[
+            "introspect",
+            "--url",
+            server.introspection_url(),
+            "--client-id",
+            "rs",
+            "-W0YOqhG9vU3b6lFh2xNqkTzJ1cE5pRa8sDwXmLyKfI",
+        ],
+        &[("SMART_GUARD_CLIENT_SECRET", "cli s3cret")],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_json(&output)["active"], false);
+    assert_eq!(server.introspection_count(), 1);
+}
+
+#[tokio::test]
 async fn token_command_reports_an_oauth_error_and_fails() {
     let scratch = Scratch::new("token-error");
     let (_, jwks) = keygen(scratch.path(), "ES384").await;

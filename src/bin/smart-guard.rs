@@ -130,7 +130,9 @@ struct IntrospectArgs {
     /// How to send the secret.
     #[arg(long, value_enum, default_value = "basic")]
     auth: IntrospectAuth,
-    /// The token to introspect; `-` reads it from standard input.
+    /// The token to introspect; `-` reads it from standard input. A token may begin with `-`
+    /// (base64url), so this argument takes hyphen values.
+    #[arg(allow_hyphen_values = true)]
     token: String,
 }
 

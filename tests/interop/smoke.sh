@@ -38,8 +38,9 @@ node -e 'fetch(process.argv[1]).then(r=>r.json()).then(m=>{if(!m.introspection_e
 
 token=$("$bin" token --token-url "$issuer/token" --client-id backend-es384 \
   --key "$scratch/keys/backend-es384/private-key.pem" --scope "system/Patient.rs" | json access_token)
-answer=$(SMART_GUARD_CLIENT_SECRET='interop rs-s3cret:with&odd=chars' \
-  "$bin" introspect --url "$issuer/token/introspection" --client-id rs-basic "$token")
+# The token goes through stdin: out of the process list, and safe when it begins with `-`.
+answer=$(printf '%s' "$token" | SMART_GUARD_CLIENT_SECRET='interop rs-s3cret:with&odd=chars' \
+  "$bin" introspect --url "$issuer/token/introspection" --client-id rs-basic -)
 [ "$(echo "$answer" | json active)" = "true" ] || { echo "not active: $answer" >&2; exit 1; }
 [ "$(echo "$answer" | json aud)" = "https://fhir.interop.test/fhir" ] || { echo "wrong aud: $answer" >&2; exit 1; }
 echo "oidc-provider at $issuer: token issued and introspected (active, aud ok)"
