@@ -9,8 +9,8 @@ use crate::{
     claims::VerifiedClaims,
     config::Config,
     error::ConfigError,
-    fhir_path::{self, ClassifyError, Incoming, Policy},
-    introspect::{Introspector, Lookup},
+    fhir_path::{self, ClassifyError, FhirRequest, Incoming, Policy},
+    introspect::{Introspector, Lookup, response::TokenInfo},
     rejection::{AuthFailure, Challenges, Rejection},
 };
 
@@ -112,38 +112,10 @@ impl Shared {
         headers: &HeaderMap,
         form_body: Option<&[u8]>,
     ) -> Result<Decision, Rejection> {
-        let mut incoming = Incoming::new(method, relative_path).with_headers(headers, form_body);
-        if let Some(query) = query {
-            incoming = incoming.with_query(query);
-        }
-        let classified = self.policy.classify(&incoming);
-        if classified
-            .as_ref()
-            .is_ok_and(|r| r.interaction().is_public())
-        {
-            return Ok(Decision::Public);
-        }
-
-        let token = self.bearer(headers, query)?;
-        if form_body
-            .is_some_and(|body| std::str::from_utf8(body).is_ok_and(bearer::has_access_token_param))
-        {
-            return Err(Rejection::new(
-                AuthFailure::InvalidRequest,
-                "access_token in the body next to an Authorization header",
-            ));
-        }
-        let mut request = classified.map_err(|e| match e {
-            ClassifyError::MalformedPath => Rejection::new(
-                AuthFailure::MalformedPath,
-                "malformed FHIR path: dot segments, percent-encoded path bytes and empty segments are refused",
-            ),
-            ClassifyError::MalformedBody => Rejection::new(
-                AuthFailure::InvalidRequest,
-                "the request body cannot be checked: not JSON, nested too deeply, or not UTF-8",
-            ),
-            _ => Rejection::new(AuthFailure::NotFound, "not a FHIR interaction this server understands"),
-        })?;
+        let checked = match self.check(method, relative_path, query, headers, form_body)? {
+            Checked::Public => return Ok(Decision::Public),
+            Checked::Token(checked) => checked,
+        };
 
         // The span exists only when DEBUG is watched (see `SmartGuard::call`).
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
@@ -151,7 +123,7 @@ impl Shared {
         } else {
             tracing::Span::none()
         };
-        let info = match self.introspector.lookup(token.expose()).await {
+        let info = match self.introspector.lookup(checked.token.expose()).await {
             Lookup::Active(info, status) => {
                 span.record("cache", status.as_str());
                 info
@@ -177,21 +149,108 @@ impl Shared {
         if let Some(client_id) = info.client_id.as_deref() {
             span.record("client_id", client_id);
         }
+        checked.grant(info)
+    }
 
-        if let Err(missing) = info.scopes.authorize(&mut request, &incoming) {
+    /// [`Self::authorize`] without waiting: the decision when it needs no introspection call and
+    /// no moka read (a public endpoint, a malformed request, a token in the front cache), `None`
+    /// otherwise. This is the cache-hit path, run inside `Service::call`.
+    pub(crate) fn authorize_now(
+        &self,
+        method: &Method,
+        relative_path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<Result<Decision, Rejection>> {
+        let checked = match self.check(method, relative_path, query, headers, None) {
+            Ok(Checked::Public) => return Some(Ok(Decision::Public)),
+            Ok(Checked::Token(checked)) => checked,
+            Err(rejection) => return Some(Err(rejection)),
+        };
+        let info = self.introspector.cached(checked.token.as_bytes())?;
+        Some(checked.grant(info))
+    }
+
+    /// Everything before the token lookup: classification, the public endpoints, the bearer
+    /// token and the request's own errors, in the order the responses promise.
+    fn check<'r>(
+        &self,
+        method: &'r Method,
+        relative_path: &'r str,
+        query: Option<&'r str>,
+        headers: &'r HeaderMap,
+        form_body: Option<&'r [u8]>,
+    ) -> Result<Checked<'r>, Rejection> {
+        let mut incoming = Incoming::new(method, relative_path).with_headers(headers, form_body);
+        if let Some(query) = query {
+            incoming = incoming.with_query(query);
+        }
+        let classified = self.policy.classify(&incoming);
+        if classified
+            .as_ref()
+            .is_ok_and(|r| r.interaction().is_public())
+        {
+            return Ok(Checked::Public);
+        }
+
+        let token = self.bearer(headers, query)?;
+        if form_body
+            .is_some_and(|body| std::str::from_utf8(body).is_ok_and(bearer::has_access_token_param))
+        {
+            return Err(Rejection::new(
+                AuthFailure::InvalidRequest,
+                "access_token in the body next to an Authorization header",
+            ));
+        }
+        let request = classified.map_err(|e| match e {
+            ClassifyError::MalformedPath => Rejection::new(
+                AuthFailure::MalformedPath,
+                "malformed FHIR path: dot segments, percent-encoded path bytes and empty segments are refused",
+            ),
+            ClassifyError::MalformedBody => Rejection::new(
+                AuthFailure::InvalidRequest,
+                "the request body cannot be checked: not JSON, nested too deeply, or not UTF-8",
+            ),
+            _ => Rejection::new(AuthFailure::NotFound, "not a FHIR interaction this server understands"),
+        })?;
+        Ok(Checked::Token(WithToken {
+            incoming,
+            request,
+            token,
+        }))
+    }
+}
+
+/// What [`Shared::check`] found.
+enum Checked<'r> {
+    Public,
+    Token(WithToken<'r>),
+}
+
+/// A well-formed request with a bearer token, classified, waiting for the token's claims.
+struct WithToken<'r> {
+    incoming: Incoming<'r>,
+    request: FhirRequest,
+    token: bearer::BearerToken<'r>,
+}
+
+impl WithToken<'_> {
+    /// The scope check (SMART-NOTES §3, §4) against an active token's claims.
+    fn grant(mut self, info: Arc<TokenInfo>) -> Result<Decision, Rejection> {
+        if let Err(missing) = info.scopes.authorize(&mut self.request, &self.incoming) {
             tracing::debug!(
-                interaction = %request.interaction(),
-                needs = %request.audit(&info.scopes),
+                interaction = %self.request.interaction(),
+                needs = %self.request.audit(&info.scopes),
                 denied = %missing,
                 "insufficient scope"
             );
             return Err(Rejection::insufficient_scope(missing));
         }
         tracing::debug!(
-            interaction = %request.interaction(),
-            granted = %request.audit(&info.scopes),
+            interaction = %self.request.interaction(),
+            granted = %self.request.audit(&info.scopes),
             "authorized"
         );
-        Ok(Decision::Allow(VerifiedClaims::new(info, request)))
+        Ok(Decision::Allow(VerifiedClaims::new(info, self.request)))
     }
 }

@@ -6,12 +6,19 @@ use http::{HeaderMap, header::AUTHORIZATION};
 
 /// A bearer token borrowed from the request. Its `Debug` never shows the value.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct BearerToken<'a>(&'a str);
+pub struct BearerToken<'a>(&'a [u8]);
 
 impl<'a> BearerToken<'a> {
     /// The token exactly as sent. Handle with care: it is a live credential.
     #[must_use]
     pub fn expose(&self) -> &'a str {
+        // A b64token is ASCII, so this is never the empty fallback.
+        std::str::from_utf8(self.0).unwrap_or_default()
+    }
+
+    /// The token's bytes exactly as sent (ASCII). Handle with care: it is a live credential.
+    #[must_use]
+    pub fn as_bytes(&self) -> &'a [u8] {
         self.0
     }
 }
@@ -88,10 +95,7 @@ pub fn extract_bearer<'a>(
             "access_token in the query next to an Authorization header",
         ));
     }
-    // b64token is ASCII, so this cannot fail; no unwrap on the request path all the same.
-    std::str::from_utf8(token)
-        .map(BearerToken)
-        .map_err(|_| BearerError::Malformed("bearer token is not ASCII"))
+    Ok(BearerToken(token))
 }
 
 /// RFC 6750: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

@@ -59,16 +59,25 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Self::Response, Self::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let fresh = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, fresh);
+        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        // The cache-hit path decides here, without a future of its own. With DEBUG watched,
+        // every request takes the instrumented path below instead (one span per request).
+        if !tracing::level_enabled!(tracing::Level::DEBUG) {
+            match decide_now(&self.shared, &mut request) {
+                Some(Ok(())) => return ResponseFuture::inner(ready.call(request)),
+                Some(Err(denied)) => return ResponseFuture::denied(denied),
+                None => {}
+            }
+        }
         let shared = Arc::clone(&self.shared);
         // Build the span only when a subscriber wants DEBUG: a disabled span still costs field
         // formatting and a log-crate check on every poll.
@@ -85,11 +94,41 @@ where
         };
         let future = guard(shared, ready, request);
         if span.is_disabled() {
-            ResponseFuture::new(Box::pin(future))
+            ResponseFuture::waiting(Box::pin(future))
         } else {
-            ResponseFuture::new(Box::pin(future.instrument(span)))
+            ResponseFuture::waiting(Box::pin(future.instrument(span)))
         }
     }
+}
+
+/// The decision on a request that needs neither its body nor a wait: `Ok` when the request may
+/// go on (claims inserted), the denial response, or `None` when it has to wait.
+fn decide_now<B, ResBody: From<String>>(
+    shared: &Shared,
+    request: &mut Request<B>,
+) -> Option<Result<(), Response<ResBody>>> {
+    let Some(relative) = shared.relative_path(request.uri(), request.extensions()) else {
+        return Some(Err(deny(
+            shared,
+            Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
+        )));
+    };
+    if Shared::needs_body(request.method(), relative, request.headers()) {
+        return None;
+    }
+    let decision = shared.authorize_now(
+        request.method(),
+        relative,
+        request.uri().query(),
+        request.headers(),
+    )?;
+    Some(match decision {
+        Ok(decision) => {
+            admit(shared, decision, request);
+            Ok(())
+        }
+        Err(rejection) => Err(deny(shared, rejection)),
+    })
 }
 
 /// One request through the guard: classify, authenticate, authorize, then call `ready`.
@@ -104,7 +143,7 @@ where
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResBody: From<String>,
 {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let Some(relative) = shared.relative_path(&parts.uri, &parts.extensions) else {
         return Ok(deny(
             &shared,
@@ -160,21 +199,31 @@ where
         )
         .await;
     match decision {
-        Ok(Decision::Public) => {
-            shared.stats.decision(Ok(true));
-            record_decision("public");
-            ready.call(Request::from_parts(parts, body)).await
-        }
-        Ok(Decision::Allow(claims)) => {
-            shared.stats.decision(Ok(false));
-            record_decision("allow");
-            if let Some(value) = parts.headers.get_mut(header::AUTHORIZATION) {
-                value.set_sensitive(true);
-            }
-            parts.extensions.insert(claims);
-            ready.call(Request::from_parts(parts, body)).await
+        Ok(decision) => {
+            let mut request = Request::from_parts(parts, body);
+            admit(&shared, decision, &mut request);
+            ready.call(request).await
         }
         Err(rejection) => Ok(deny(&shared, rejection)),
+    }
+}
+
+/// Lets an allowed request through: counts the decision and, for a token, marks the
+/// `Authorization` header sensitive and puts the claims into the extensions.
+fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
+    match decision {
+        Decision::Public => {
+            shared.stats.decision(Ok(true));
+            record_decision("public");
+        }
+        Decision::Allow(claims) => {
+            shared.stats.decision(Ok(false));
+            record_decision("allow");
+            if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
+                value.set_sensitive(true);
+            }
+            request.extensions_mut().insert(claims);
+        }
     }
 }
 

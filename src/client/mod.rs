@@ -45,6 +45,5 @@ pub use jwk::{Jwk, Jwks};
 pub use key::{KeyPair, SigningAlg};
 pub use token::{AccessToken, GRANT_TYPE_CLIENT_CREDENTIALS, TokenResponse, request_token};
 
-pub(crate) use crate::introspect::unix_now;
 #[cfg(feature = "dev-server")]
 pub(crate) use assertion::random_b64url;

@@ -13,7 +13,10 @@ use super::jwks::JwksResolver;
 use super::registry::{JwksSource, ResourceServerAuth};
 use super::server::Shared;
 use super::store::JtiCache;
-use crate::client::{CLIENT_ASSERTION_TYPE, Jwk, MAX_ASSERTION_LIFETIME, SigningAlg, unix_now};
+use crate::{
+    client::{CLIENT_ASSERTION_TYPE, Jwk, MAX_ASSERTION_LIFETIME, SigningAlg},
+    introspect::unix_now,
+};
 
 /// Validates client assertions and remembers their `jti`s.
 #[derive(Debug)]

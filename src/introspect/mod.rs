@@ -227,15 +227,27 @@ impl Introspector {
     /// The front-cache hit is synchronous and small; everything else (moka reads, the coalesced
     /// call) runs in a boxed future, so the request future every hit carries stays small.
     pub(crate) async fn lookup(&self, token: &str) -> Lookup {
-        let key = self.hasher.key_of(token);
+        let key = self.hasher.key_of(token.as_bytes());
         let now_ms = unix_now_ms();
-        if let Some(info) = self.front.get(&key, now_ms)
-            && self.checks.exp_ok(info.exp, now_ms / 1000)
-        {
-            self.stats.cache_hit();
+        if let Some(info) = self.front_hit(&key, now_ms) {
             return Lookup::Active(info, CacheStatus::Hit);
         }
         Box::pin(self.lookup_slow(token, key, now_ms)).await
+    }
+
+    /// The synchronous part of [`Self::lookup`]: the token's active answer if the front cache
+    /// holds it (fresh, `exp` checked). `None` means "ask [`Self::lookup`]", not "inactive".
+    pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
+        self.front_hit(&self.hasher.key_of(token), unix_now_ms())
+    }
+
+    fn front_hit(&self, key: &TokenKey, now_ms: u64) -> Option<Arc<TokenInfo>> {
+        let info = self.front.get(key, now_ms)?;
+        if !self.checks.exp_ok(info.exp, now_ms / 1000) {
+            return None;
+        }
+        self.stats.cache_hit();
+        Some(info)
     }
 
     async fn lookup_slow(&self, token: &str, key: TokenKey, now_ms: u64) -> Lookup {

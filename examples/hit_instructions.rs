@@ -1,0 +1,96 @@
+//! Runs the cache-hit path a fixed number of times, for instruction counts under callgrind.
+//!
+//! `scripts/hit_instructions.sh` runs this twice per mode (N and 2N iterations) and divides the
+//! difference by N: the setup (AS, TLS roots, runtime) cancels out and what remains is the exact
+//! instruction count of one request, repeatable to the instruction.
+//!
+//! ```text
+//! cargo build --release --example hit_instructions
+//! valgrind --tool=callgrind target/release/examples/hit_instructions 43B 10000
+//! ```
+//!
+//! Modes: `bare` (the inner service alone), `43B` and `1KB` (the whole guard on a cache hit),
+//! with the same requests as `benches/cache_hit.rs`.
+
+#![allow(missing_docs)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{convert::Infallible, hint::black_box, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, header::AUTHORIZATION};
+use http_body_util::Full;
+use smart_guard::SmartGuardLayer;
+use support::{MockAs, active};
+use tower::{Layer, ServiceExt, service_fn};
+
+const SCOPES: &str = "system/Patient.rs system/Observation.rs system/Condition.rs \
+    system/Encounter.rs system/MedicationRequest.rs system/AllergyIntolerance.rs \
+    system/Procedure.rs system/Immunization.rs system/DiagnosticReport.rs system/Practitioner.read";
+
+type Body = Full<Bytes>;
+
+async fn inner(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+}
+
+fn request(token: &str) -> Request<Body> {
+    Request::builder()
+        .uri("/Patient/123")
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::default())
+        .expect("request")
+}
+
+fn token(mode: &str) -> String {
+    match mode {
+        "1KB" => {
+            let part = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
+            format!("eyJhbGciOiJSUzM4NCJ9.{}.{}", part(600, 'a'), part(402, 'b'))
+        }
+        _ => "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo".to_owned(),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "43B".to_owned());
+    let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    assert!(
+        matches!(mode.as_str(), "bare" | "43B" | "1KB"),
+        "mode: bare, 43B or 1KB"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let token = token(&mode);
+    let auth = rt.block_on(MockAs::start());
+    auth.answer(&token, active(SCOPES));
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    )
+    .with_max_ttl(Duration::from_secs(3600));
+    let guard = SmartGuardLayer::new(config)
+        .expect("layer")
+        .layer(service_fn(inner));
+    let bare = service_fn(inner);
+    rt.block_on(async {
+        // Warm: one miss fills the cache (in both modes, so the setup is the same).
+        let response = guard.clone().oneshot(request(&token)).await;
+        assert_eq!(response.expect("infallible").status(), 200);
+        for _ in 0..n {
+            let response = if mode == "bare" {
+                bare.oneshot(request(&token)).await
+            } else {
+                guard.clone().oneshot(request(&token)).await
+            };
+            black_box(response.expect("infallible"));
+        }
+    });
+    assert_eq!(auth.calls(), 1, "every timed request was a cache hit");
+}

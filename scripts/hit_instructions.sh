@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Instructions per request on the cache-hit path, counted by callgrind (repeatable, unlike time).
+# Runs examples/hit_instructions.rs with N and 2N iterations per mode; (I(2N) - I(N)) / N is the
+# cost of one request with every setup cost cancelled out.
+#
+#   scripts/hit_instructions.sh [N]      (default N = 2000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-2000}
+command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
+cargo build --quiet --release --example hit_instructions
+bin=target/release/examples/hit_instructions
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+count() { # mode iterations -> total instructions
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg" "$bin" "$1" "$2" 2>"$out/log" >/dev/null
+  grep -o 'Collected : [0-9]*' "$out/log" | awk '{print $3}' | sort -n | tail -1
+}
+declare -A per
+for mode in bare 43B 1KB; do
+  one=$(count "$mode" "$n")
+  two=$(count "$mode" $((2 * n)))
+  per[$mode]=$(( (two - one) / n ))
+  printf '%-5s %7d instructions per request\n' "$mode" "${per[$mode]}"
+done
+printf 'guard overhead: 43B %d, 1KB %d instructions per request\n' \
+  $(( per[43B] - per[bare] )) $(( per[1KB] - per[bare] ))
