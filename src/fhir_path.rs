@@ -429,12 +429,18 @@ impl<'a> Incoming<'a> {
     }
 
     /// The request's `Content-Type`, `If-None-Exist` and (when read) body, from its headers.
+    ///
+    /// Only a `POST` is classified by them (a form search, a batch, a conditional create, a
+    /// bulk kick-off), so for any other method the headers are not looked up at all.
     #[must_use]
     pub fn with_headers(mut self, headers: &'a HeaderMap, body: Option<&'a [u8]>) -> Self {
+        self.body = body;
+        if *self.method != Method::POST {
+            return self;
+        }
         self.content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        self.body = body;
         self.if_none_exist = headers
             .get(&IF_NONE_EXIST)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
@@ -650,18 +656,8 @@ impl Policy {
         let path = incoming.path;
         let path = path.strip_prefix('/').unwrap_or(path);
         let mut raw = [""; 5];
-        let mut len = 0;
-        let mut too_long = false;
-        if !path.is_empty() {
-            for segment in path.split('/') {
-                check_segment(segment)?;
-                match raw.get_mut(len) {
-                    Some(slot) => *slot = segment,
-                    None => too_long = true,
-                }
-                len += 1;
-            }
-        }
+        let len = split_segments(path, &mut raw)?;
+        let too_long = len > raw.len();
         let segments = &raw[..len.min(raw.len())];
         let method = if incoming.method == Method::HEAD {
             &Method::GET
@@ -1165,17 +1161,42 @@ fn everything(level: Level, get_or_post: bool) -> FhirRequest {
     FhirRequest::new(Interaction::Operation, ty, many(&needs))
 }
 
+/// Splits a relative path (without its leading `/`) into its segments, the first `out.len()` of
+/// them into `out`, in one pass over the bytes; returns how many there are.
+///
 /// Rejects the path traps of SMART-NOTES §6: empty segments (`//`, trailing `/`), `.` and `..`,
-/// and any percent-encoding (encoded `/`, `.`, `$`, or an encoded letter in a type or id).
-fn check_segment(segment: &str) -> Result<(), ClassifyError> {
-    if segment.is_empty()
-        || segment == "."
-        || segment == ".."
-        || segment.bytes().any(|b| b == b'%' || b == b'\\')
-    {
-        return Err(ClassifyError::MalformedPath);
+/// and any percent-encoding (encoded `/`, `.`, `$`, or an encoded letter in a type or id) or
+/// backslash.
+fn split_segments<'p>(path: &'p str, out: &mut [&'p str]) -> Result<usize, ClassifyError> {
+    if path.is_empty() {
+        return Ok(0);
     }
-    Ok(())
+    let mut count = 0;
+    let mut push = |segment: Option<&'p str>| {
+        let segment = segment.ok_or(ClassifyError::MalformedPath)?;
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(ClassifyError::MalformedPath);
+        }
+        if let Some(slot) = out.get_mut(count) {
+            *slot = segment;
+        }
+        count += 1;
+        Ok(())
+    };
+    let mut start = 0;
+    for (i, &byte) in path.as_bytes().iter().enumerate() {
+        match byte {
+            // `/` is ASCII, so `start..i` always lies on character boundaries.
+            b'/' => {
+                push(path.get(start..i))?;
+                start = i + 1;
+            }
+            b'%' | b'\\' => return Err(ClassifyError::MalformedPath),
+            _ => {}
+        }
+    }
+    push(path.get(start..))?;
+    Ok(count)
 }
 
 fn is_operation(segment: &str) -> bool {
