@@ -95,12 +95,7 @@ impl Shared {
         headers: &'h HeaderMap,
         query: Option<&str>,
     ) -> Result<bearer::BearerToken<'h>, Rejection> {
-        bearer::extract_bearer(headers, query, self.max_token_bytes).map_err(|e| match e {
-            BearerError::Missing => {
-                Rejection::new(AuthFailure::MissingToken, "an access token is required")
-            }
-            BearerError::Malformed(why) => Rejection::new(AuthFailure::InvalidRequest, why),
-        })
+        bearer::extract_bearer(headers, query, self.max_token_bytes).map_err(bearer_rejection)
     }
 
     /// Decides on one request. `form_body` is the body when [`Self::needs_body`] said so.
@@ -112,7 +107,7 @@ impl Shared {
         headers: &HeaderMap,
         form_body: Option<&[u8]>,
     ) -> Result<Decision, Rejection> {
-        let checked = match self.check(method, relative_path, query, headers, form_body)? {
+        let checked = match self.check(method, relative_path, query, headers, form_body, false)? {
             Checked::Public => return Ok(Decision::Public),
             Checked::Token(checked) => checked,
         };
@@ -162,17 +157,23 @@ impl Shared {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Option<Result<Decision, Rejection>> {
-        let checked = match self.check(method, relative_path, query, headers, None) {
+        let checked = match self.check(method, relative_path, query, headers, None, true) {
             Ok(Checked::Public) => return Some(Ok(Decision::Public)),
             Ok(Checked::Token(checked)) => checked,
             Err(rejection) => return Some(Err(rejection)),
         };
+        // A hit means this exact token passed every check when it was first seen (its
+        // alphabet included, see `extract_bearer_unchecked`); a miss goes the whole way again.
         let info = self.introspector.cached(checked.token.as_bytes())?;
         Some(checked.grant(info))
     }
 
     /// Everything before the token lookup: classification, the public endpoints, the bearer
     /// token and the request's own errors, in the order the responses promise.
+    ///
+    /// With `cached_only`, a classified request's token is not checked against the `b64token`
+    /// alphabet: the caller looks it up in the front cache only, where every key is that of a
+    /// token that passed the check (a miss goes through [`Self::authorize`] and all checks).
     fn check<'r>(
         &self,
         method: &'r Method,
@@ -180,6 +181,7 @@ impl Shared {
         query: Option<&'r str>,
         headers: &'r HeaderMap,
         form_body: Option<&'r [u8]>,
+        cached_only: bool,
     ) -> Result<Checked<'r>, Rejection> {
         let mut incoming = Incoming::new(method, relative_path).with_headers(headers, form_body);
         if let Some(query) = query {
@@ -193,7 +195,12 @@ impl Shared {
             return Ok(Checked::Public);
         }
 
-        let token = self.bearer(headers, query)?;
+        let token = if cached_only && classified.is_ok() {
+            bearer::extract_bearer_unchecked(headers, query, self.max_token_bytes)
+                .map_err(bearer_rejection)?
+        } else {
+            self.bearer(headers, query)?
+        };
         if form_body
             .is_some_and(|body| std::str::from_utf8(body).is_ok_and(bearer::has_access_token_param))
         {
@@ -218,6 +225,15 @@ impl Shared {
             request,
             token,
         }))
+    }
+}
+
+fn bearer_rejection(error: BearerError) -> Rejection {
+    match error {
+        BearerError::Missing => {
+            Rejection::new(AuthFailure::MissingToken, "an access token is required")
+        }
+        BearerError::Malformed(why) => Rejection::new(AuthFailure::InvalidRequest, why),
     }
 }
 

@@ -159,6 +159,42 @@ async fn hostile_credentials_are_refused_without_introspection() {
     assert_eq!(auth.calls(), 1);
 }
 
+/// The cache-hit path skips the alphabet check of a token whose digest is cached (it passed the
+/// check when first seen); every other token still gets it, however warm the cache.
+#[tokio::test]
+async fn malformed_tokens_are_refused_while_the_cache_is_warm() {
+    let (auth, base) = setup(|c| c).await;
+    let valid: &[u8] = b"Authorization: Bearer valid-token";
+    for _ in 0..2 {
+        let (got, raw) = raw_request(&base, &get_with(&base, &[valid])).await;
+        assert_eq!(got, 200, "{raw}");
+    }
+    assert_eq!(auth.calls(), 1, "warm");
+    for header in [
+        &b"Authorization: Bearer valid-token!"[..],
+        b"Authorization: Bearer \"valid-token\"",
+        b"Authorization: Bearer valid-token=x",
+        b"Authorization: Bearer valid,token",
+        b"Authorization: Bearer valid-t\xf6ken",
+    ] {
+        let (got, raw) = raw_request(&base, &get_with(&base, &[header])).await;
+        assert_eq!(got, 400, "{}: {raw}", String::from_utf8_lossy(header));
+        assert_eq!(issue_code(&raw).as_deref(), Some("invalid"), "{raw}");
+    }
+    let query = get_with(&base, &[valid]);
+    let query = String::from_utf8(query).expect("ascii").replacen(
+        "/fhir/Patient/1",
+        "/fhir/Patient/1?access_token=x",
+        1,
+    );
+    let (got, raw) = raw_request(&base, query.as_bytes()).await;
+    assert_eq!(
+        got, 400,
+        "a query token next to a cached header token: {raw}"
+    );
+    assert_eq!(auth.calls(), 1, "no malformed token reached the AS");
+}
+
 #[tokio::test]
 async fn a_token_in_the_query_or_body_next_to_the_header_is_400() {
     let (auth, base) = setup(|c| c).await;

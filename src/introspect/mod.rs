@@ -19,10 +19,10 @@ use std::{
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
-pub(crate) use self::cache::unix_now;
+pub(crate) use self::cache::{TokenHasher, unix_now};
 use self::{
     breaker::{Breaker, Transition},
-    cache::{ActiveTtl, DigestHasherBuilder, TokenHasher, TokenKey, cached_until_ms, unix_now_ms},
+    cache::{ActiveTtl, DigestHasherBuilder, TokenKey, cached_until_ms, unix_now_ms},
     client::IntrospectionClient,
     front::FrontCache,
     response::{Answer, Checks, TokenInfo},
