@@ -1,5 +1,6 @@
-//! The cache-hit path: the whole layer on a hit next to the inner service alone, the parts of the
-//! hit path alone, the miss path against a loopback AS, and a burst of concurrent first requests.
+//! The cache-hit path: the whole layer on a hit next to the inner service alone (a trivial
+//! service, and an axum router with a FHIR read route), the parts of the hit path alone, the
+//! miss path against a loopback AS, and a burst of concurrent first requests.
 //!
 //! `cargo bench --bench cache_hit`; see BENCHMARKS.md for figures.
 
@@ -108,6 +109,65 @@ fn hit_path(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let response = guard
+                    .clone()
+                    .oneshot(request(token))
+                    .await
+                    .expect("infallible");
+                debug_assert_eq!(response.status(), 200);
+                black_box(response)
+            });
+        });
+    }
+    group.finish();
+    assert_eq!(auth.calls(), 2, "no AS call while timing");
+}
+
+/// A FHIR read route on an axum router, as the crate is used: bare, and with the guard as a
+/// route layer (it runs after routing, as `Router::layer` places it).
+fn fhir_router() -> axum::Router {
+    axum::Router::new().route(
+        "/Patient/{id}",
+        axum::routing::get(|| async { Bytes::from_static(b"{}") }),
+    )
+}
+
+fn hit_path_axum(c: &mut Criterion) {
+    let rt = runtime();
+    let auth = rt.block_on(MockAs::start());
+    let (short, long) = (short_token(), long_token());
+    auth.answer(&short, active(SCOPES));
+    auth.answer(&long, active(SCOPES));
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    )
+    .with_max_ttl(Duration::from_secs(3600));
+    let guarded = fhir_router().layer(SmartGuardLayer::new(config).expect("layer"));
+    let bare = fhir_router();
+    rt.block_on(async {
+        for token in [&short, &long] {
+            let response = guarded.clone().oneshot(request(token)).await;
+            assert_eq!(response.expect("infallible").status(), 200);
+        }
+    });
+    assert_eq!(auth.calls(), 2, "warm: the timed loop never reaches the AS");
+
+    let mut group = c.benchmark_group("hit_path_axum");
+    group.bench_function("baseline_router_only", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                bare.clone()
+                    .oneshot(request(&short))
+                    .await
+                    .expect("infallible"),
+            )
+        });
+    });
+    for (name, token) in [("layer_hit_43B", &short), ("layer_hit_1KB", &long)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let response = guarded
                     .clone()
                     .oneshot(request(token))
                     .await
@@ -255,5 +315,5 @@ fn burst(c: &mut Criterion) {
     assert_eq!(auth.calls() as u64, counter + 1, "one call per burst");
 }
 
-criterion_group!(benches, hit_path, parts, miss_path, burst);
+criterion_group!(benches, hit_path, hit_path_axum, parts, miss_path, burst);
 criterion_main!(benches);

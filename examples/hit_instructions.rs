@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Modes: `bare` (the inner service alone), `43B` and `1KB` (the whole guard on a cache hit),
-//! with the same requests as `benches/cache_hit.rs`.
+//! and the same three over an axum router with a FHIR read route (`axum_bare`, `axum_43B`,
+//! `axum_1KB`, the guard as a route layer; `axum_noop` is the router with a layer that does
+//! nothing), with the same requests as `benches/cache_hit.rs`.
 
 #![allow(missing_docs)]
 
@@ -44,6 +46,13 @@ fn request(token: &str) -> Request<Body> {
         .expect("request")
 }
 
+fn fhir_router() -> axum::Router {
+    axum::Router::new().route(
+        "/Patient/{id}",
+        axum::routing::get(|| async { Bytes::from_static(b"{}") }),
+    )
+}
+
 fn token(mode: &str) -> String {
     match mode {
         "1KB" => {
@@ -58,15 +67,19 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "43B".to_owned());
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let (router, size) = match mode.split_once('_') {
+        Some(("axum", size)) => (true, size),
+        _ => (false, mode.as_str()),
+    };
     assert!(
-        matches!(mode.as_str(), "bare" | "43B" | "1KB"),
-        "mode: bare, 43B or 1KB"
+        matches!(size, "bare" | "noop" | "43B" | "1KB"),
+        "mode: [axum_]bare, axum_noop, [axum_]43B or [axum_]1KB"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let token = token(&mode);
+    let token = token(size);
     let auth = rt.block_on(MockAs::start());
     auth.answer(&token, active(SCOPES));
     let config = smart_guard::Config::new(
@@ -75,21 +88,35 @@ fn main() {
         support::RS_SECRET,
     )
     .with_max_ttl(Duration::from_secs(3600));
-    let guard = SmartGuardLayer::new(config)
-        .expect("layer")
-        .layer(service_fn(inner));
+    let layer = SmartGuardLayer::new(config).expect("layer");
+    let guard = layer.layer(service_fn(inner));
     let bare = service_fn(inner);
+    let guarded_router = fhir_router().layer(layer);
+    let bare_router = fhir_router();
+    // The cost of any route layer: axum boxes the layered route and its future.
+    let noop_router = fhir_router().layer(tower::layer::util::Identity::new());
     rt.block_on(async {
-        // Warm: one miss fills the cache (in both modes, so the setup is the same).
+        // Warm: one miss fills the cache (in every mode, so the setup is the same).
         let response = guard.clone().oneshot(request(&token)).await;
         assert_eq!(response.expect("infallible").status(), 200);
         for _ in 0..n {
-            let response = if mode == "bare" {
-                bare.oneshot(request(&token)).await
-            } else {
-                guard.clone().oneshot(request(&token)).await
+            match (router, size) {
+                (false, "bare") => black_box(bare.oneshot(request(&token)).await.is_ok()),
+                (false, _) => black_box(guard.clone().oneshot(request(&token)).await.is_ok()),
+                (true, "bare") => {
+                    black_box(bare_router.clone().oneshot(request(&token)).await.is_ok())
+                }
+                (true, "noop") => {
+                    black_box(noop_router.clone().oneshot(request(&token)).await.is_ok())
+                }
+                (true, _) => black_box(
+                    guarded_router
+                        .clone()
+                        .oneshot(request(&token))
+                        .await
+                        .is_ok(),
+                ),
             };
-            black_box(response.expect("infallible"));
         }
     });
     assert_eq!(auth.calls(), 1, "every timed request was a cache hit");

@@ -66,18 +66,19 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // Take the service that was driven to readiness; leave a fresh clone in its place.
-        let fresh = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, fresh);
-        // The cache-hit path decides here, without a future of its own. With DEBUG watched,
-        // every request takes the instrumented path below instead (one span per request).
+        // The cache-hit path decides here, without a future of its own, and calls the inner
+        // service that `poll_ready` readied. With DEBUG watched, every request takes the
+        // instrumented path below instead (one span per request).
         if !tracing::level_enabled!(tracing::Level::DEBUG) {
             match decide_now(&self.shared, &mut request) {
-                Some(Ok(())) => return ResponseFuture::inner(ready.call(request)),
+                Some(Ok(())) => return ResponseFuture::inner(self.inner.call(request)),
                 Some(Err(denied)) => return ResponseFuture::denied(denied),
                 None => {}
             }
         }
+        // The decision waits: take the readied service along, leave a fresh clone in its place.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
         let shared = Arc::clone(&self.shared);
         // Build the span only when a subscriber wants DEBUG: a disabled span still costs field
         // formatting and a log-crate check on every poll.
@@ -124,7 +125,7 @@ fn decide_now<B, ResBody: From<String>>(
     )?;
     Some(match decision {
         Ok(decision) => {
-            admit(shared, decision, request);
+            admit(shared, decision, request, Counted::WithTheHit);
             Ok(())
         }
         Err(rejection) => Err(deny(shared, rejection)),
@@ -201,23 +202,35 @@ where
     match decision {
         Ok(decision) => {
             let mut request = Request::from_parts(parts, body);
-            admit(&shared, decision, &mut request);
+            admit(&shared, decision, &mut request, Counted::Alone);
             ready.call(request).await
         }
         Err(rejection) => Ok(deny(&shared, rejection)),
     }
 }
 
+/// How an allowed decision is counted.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// On its own (the lookup counted its cache hit or miss).
+    Alone,
+    /// With the front-cache hit that decided it, which was not counted yet.
+    WithTheHit,
+}
+
 /// Lets an allowed request through: counts the decision and, for a token, marks the
 /// `Authorization` header sensitive and puts the claims into the extensions.
-fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
+fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>, counted: Counted) {
     match decision {
         Decision::Public => {
             shared.stats.decision(Ok(true));
             record_decision("public");
         }
         Decision::Allow(claims) => {
-            shared.stats.decision(Ok(false));
+            match counted {
+                Counted::Alone => shared.stats.decision(Ok(false)),
+                Counted::WithTheHit => shared.stats.hit_allowed(),
+            }
             record_decision("allow");
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
