@@ -9,10 +9,11 @@
 //! valgrind --tool=callgrind target/release/examples/hit_instructions 43B 10000
 //! ```
 //!
-//! Modes: `bare` (the inner service alone), `43B` and `1KB` (the whole guard on a cache hit),
-//! and the same three over an axum router with a FHIR read route (`axum_bare`, `axum_43B`,
-//! `axum_1KB`, the guard as a route layer; `axum_noop` is the router with a layer that does
-//! nothing), with the same requests as `benches/cache_hit.rs`.
+//! Modes: `bare` and `bare_1KB` (the inner service alone, with the 43-byte and the 1 KB token
+//! request), `43B` and `1KB` (the whole guard on a cache hit), and the same over an axum router
+//! with a FHIR read route (`axum_bare`, `axum_bare_1KB`, `axum_43B`, `axum_1KB`, the guard as a
+//! route layer; `axum_noop` is the router with a layer that does nothing), with the same
+//! requests as `benches/cache_hit.rs`.
 
 #![allow(missing_docs)]
 
@@ -67,19 +68,24 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "43B".to_owned());
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
-    let (router, size) = match mode.split_once('_') {
-        Some(("axum", size)) => (true, size),
-        _ => (false, mode.as_str()),
+    let (router, rest) = match mode.strip_prefix("axum_") {
+        Some(rest) => (true, rest),
+        None => (false, mode.as_str()),
+    };
+    // `bare_1KB` is the inner service alone with the 1 KB request.
+    let (size, token_size) = match rest {
+        "bare_1KB" => ("bare", "1KB"),
+        other => (other, other),
     };
     assert!(
         matches!(size, "bare" | "noop" | "43B" | "1KB"),
-        "mode: [axum_]bare, axum_noop, [axum_]43B or [axum_]1KB"
+        "mode: [axum_]bare, [axum_]bare_1KB, axum_noop, [axum_]43B or [axum_]1KB"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let token = token(size);
+    let token = token(token_size);
     let auth = rt.block_on(MockAs::start());
     auth.answer(&token, active(SCOPES));
     let config = smart_guard::Config::new(
