@@ -31,6 +31,9 @@ pub struct SmartGuardLayer {
 impl SmartGuardLayer {
     /// A layer from code-built configuration.
     ///
+    /// With the `metrics` feature, the per-request counters are registered here with the
+    /// `metrics` recorder installed at this moment: install the recorder first.
+    ///
     /// # Errors
     ///
     /// [`ConfigError::HttpClient`] if the HTTP client cannot be built; [`ConfigError::Invalid`]

@@ -79,9 +79,38 @@ fn failure_index(kind: AuthFailure) -> usize {
     FAILURES.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
+/// The `metrics` handles of the per-request events, registered once when the guard is built:
+/// an increment is then one call on the recorder's own counter, with no key lookup per request.
+/// (The events of the miss path, at most one per token per TTL, use the macros directly.)
+#[cfg(feature = "metrics")]
+struct Handles {
+    cache_hits: metrics::Counter,
+    allowed: metrics::Counter,
+    public: metrics::Counter,
+    denied: [metrics::Counter; FAILURES.len()],
+}
+
+#[cfg(feature = "metrics")]
+impl Default for Handles {
+    fn default() -> Self {
+        Self {
+            cache_hits: metrics::counter!(names::CACHE_HITS),
+            allowed: metrics::counter!(names::DECISIONS, "outcome" => "allow"),
+            public: metrics::counter!(names::DECISIONS, "outcome" => "public"),
+            denied: FAILURES
+                .map(|kind| metrics::counter!(names::DECISIONS, "outcome" => kind.as_str())),
+        }
+    }
+}
+
 /// The live counters of one guard (shared by its clones).
+///
+/// With the `metrics` feature, `Stats::default()` registers the per-request metrics with the
+/// recorder installed at that moment: install it before building the layer.
 #[derive(Default)]
 pub(crate) struct Stats {
+    #[cfg(feature = "metrics")]
+    handles: Handles,
     cache_hits: Counter,
     /// Counted in both `cache_hits` and `allowed` (see [`Stats::hit_allowed`]).
     hits_allowed: Counter,
@@ -128,7 +157,7 @@ impl Stats {
     pub(crate) fn cache_hit(&self) {
         self.cache_hits.add(1);
         #[cfg(feature = "metrics")]
-        metrics::counter!(names::CACHE_HITS).increment(1);
+        self.handles.cache_hits.increment(1);
     }
 
     pub(crate) fn cache_miss(&self) {
@@ -173,8 +202,8 @@ impl Stats {
         self.hits_allowed.add(1);
         #[cfg(feature = "metrics")]
         {
-            metrics::counter!(names::CACHE_HITS).increment(1);
-            metrics::counter!(names::DECISIONS, "outcome" => "allow").increment(1);
+            self.handles.cache_hits.increment(1);
+            self.handles.allowed.increment(1);
         }
     }
 
@@ -186,13 +215,10 @@ impl Stats {
             Err(kind) => self.denied[failure_index(kind)].add(1),
         }
         #[cfg(feature = "metrics")]
-        {
-            let label = match outcome {
-                Ok(true) => "public",
-                Ok(false) => "allow",
-                Err(kind) => kind.as_str(),
-            };
-            metrics::counter!(names::DECISIONS, "outcome" => label).increment(1);
+        match outcome {
+            Ok(true) => self.handles.public.increment(1),
+            Ok(false) => self.handles.allowed.increment(1),
+            Err(kind) => self.handles.denied[failure_index(kind)].increment(1),
         }
     }
 

@@ -699,6 +699,94 @@ async fn stats_count_hits_misses_calls_and_decisions() {
     assert!(stats.introspection_errors.is_empty());
 }
 
+/// The per-request counters reach the `metrics` recorder that was installed when the layer was
+/// built (their handles are registered then, so a hit pays no key lookup).
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn decisions_and_hits_reach_the_metrics_recorder() {
+    use axum::Router;
+    use metrics_util::{
+        CompositeKey, MetricKind,
+        debugging::{DebugValue, DebuggingRecorder},
+    };
+    let auth = MockAs::start().await;
+    auth.answer(TOKEN, active("system/Patient.rs"));
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let layer = metrics::with_local_recorder(&recorder, || {
+        smart_guard::SmartGuardLayer::new(auth.config()).expect("layer")
+    });
+    let (base, _app) = support::serve(
+        Router::new()
+            .nest("/fhir", support::fhir_routes())
+            .layer(layer.clone()),
+    )
+    .await;
+    let client = http();
+    for path in [
+        "Patient/1",
+        "Patient/2",
+        "Patient/3",
+        "Observation/1",
+        "metadata",
+    ] {
+        support::get_with_token(&client, format!("{base}/fhir/{path}"), TOKEN).await;
+    }
+    let counters: Vec<(String, Vec<String>, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let (kind, key): (MetricKind, _) = CompositeKey::into_parts(key);
+            match (kind, value) {
+                (MetricKind::Counter, DebugValue::Counter(n)) if n > 0 => Some((
+                    key.name().to_owned(),
+                    key.labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect(),
+                    n,
+                )),
+                _ => None,
+            }
+        })
+        .collect();
+    let count = |name: &str, label: Option<&str>| {
+        counters
+            .iter()
+            .filter(|(n, labels, _)| {
+                n == name && label.is_none_or(|l| labels.iter().any(|x| x == l))
+            })
+            .map(|(_, _, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(
+        count("smart_guard_cache_hits_total", None),
+        3,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count("smart_guard_decisions_total", Some("outcome=allow")),
+        3
+    );
+    assert_eq!(
+        count("smart_guard_decisions_total", Some("outcome=public")),
+        1
+    );
+    assert_eq!(
+        count(
+            "smart_guard_decisions_total",
+            Some("outcome=insufficient_scope")
+        ),
+        1
+    );
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.cache_hits, stats.allowed),
+        (3, 3),
+        "the same as stats()"
+    );
+}
+
 #[tokio::test]
 async fn the_claims_record_which_scope_granted_each_need() {
     let auth = MockAs::start().await;
