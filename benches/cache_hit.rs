@@ -230,6 +230,10 @@ fn parts(c: &mut Criterion) {
             b.iter(|| black_box(blake3::keyed_hash(&key, black_box(token.as_bytes()))));
         });
     }
+    // The hit path reads the wall clock once (front-cache deadline and `exp`).
+    group.bench_function("clock_system_time_now", |b| {
+        b.iter(|| black_box(std::time::SystemTime::now()));
+    });
     group.bench_function("classify_read", |b| {
         b.iter(|| {
             black_box(classify(
