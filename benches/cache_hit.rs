@@ -9,70 +9,42 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::{
-    convert::Infallible,
     hint::black_box,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use common::{
+    Body, SCOPES, fhir_router, guard_layer, inner, long_token, request, short_token, start_as,
+};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header::AUTHORIZATION};
-use http_body_util::Full;
-use smart_guard::{ScopeSet, SmartGuardLayer, classify};
+use http::{HeaderMap, HeaderValue, Method, Request, header::AUTHORIZATION};
+use smart_guard::{ScopeSet, classify};
 use support::{MockAs, active};
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt, service_fn};
-
-/// Ten granted scopes, as a typical backend client has.
-const SCOPES: &str = "system/Patient.rs system/Observation.rs system/Condition.rs \
-    system/Encounter.rs system/MedicationRequest.rs system/AllergyIntolerance.rs \
-    system/Procedure.rs system/Immunization.rs system/DiagnosticReport.rs system/Practitioner.read";
-
-/// An opaque 43-byte token (256 random bits, base64url).
-fn short_token() -> String {
-    "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo".to_owned()
-}
-
-/// A 1 KB (1024-byte) JWT-shaped token.
-fn long_token() -> String {
-    let part = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
-    let token = format!("eyJhbGciOiJSUzM4NCJ9.{}.{}", part(600, 'a'), part(402, 'b'));
-    assert_eq!(token.len(), 1024, "1 KB");
-    token
-}
-
-type Body = Full<Bytes>;
-
-async fn inner(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
-}
-
-fn request(token: &str) -> Request<Body> {
-    Request::builder()
-        .uri("/Patient/123")
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::default())
-        .expect("request")
-}
-
-/// The guard (root base path, entries cached for an hour).
-fn guard_layer(auth: &MockAs) -> SmartGuardLayer {
-    let config = smart_guard::Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    )
-    .with_max_ttl(Duration::from_secs(3600));
-    SmartGuardLayer::new(config).expect("layer")
-}
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// One request through a clone of `service` (as a server clones its service per request).
+async fn send<S>(service: &S, token: &str) -> S::Response
+where
+    S: tower::Service<Request<Body>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    service
+        .clone()
+        .oneshot(request(token))
+        .await
+        .expect("infallible")
 }
 
 /// Times `bare` and `guarded` in alternating chunks of 64 requests and returns the difference:
@@ -91,18 +63,12 @@ where
         let chunk = left.min(64);
         let started = Instant::now();
         for _ in 0..chunk {
-            black_box(bare.clone().oneshot(request(token)).await.expect("bare"));
+            black_box(send(bare, token).await);
         }
         bare_time += started.elapsed();
         let started = Instant::now();
         for _ in 0..chunk {
-            black_box(
-                guarded
-                    .clone()
-                    .oneshot(request(token))
-                    .await
-                    .expect("guarded"),
-            );
+            black_box(send(guarded, token).await);
         }
         guarded_time += started.elapsed();
         left -= chunk;
@@ -127,20 +93,10 @@ fn bench_hit_path<S, G>(
     let mut group = c.benchmark_group(name);
     for (size, token) in ["43B", "1KB"].into_iter().zip(tokens) {
         group.bench_function(format!("inner_only_{size}"), |b| {
-            b.to_async(rt).iter(|| async {
-                black_box(bare.clone().oneshot(request(token)).await.expect("bare"))
-            });
+            b.to_async(rt).iter(|| send(&bare, token));
         });
         group.bench_function(format!("layer_hit_{size}"), |b| {
-            b.to_async(rt).iter(|| async {
-                black_box(
-                    guarded
-                        .clone()
-                        .oneshot(request(token))
-                        .await
-                        .expect("guarded"),
-                )
-            });
+            b.to_async(rt).iter(|| send(&guarded, token));
         });
         group.bench_function(format!("overhead_{size}"), |b| {
             b.to_async(rt)
@@ -158,7 +114,7 @@ where
 {
     rt.block_on(async {
         for token in tokens {
-            guarded.clone().oneshot(request(token)).await.expect("warm");
+            send(guarded, token).await;
         }
     });
     assert_eq!(auth.calls(), 2, "warm: the timed loops never reach the AS");
@@ -166,10 +122,7 @@ where
 
 fn hit_path(c: &mut Criterion) {
     let rt = runtime();
-    let auth = rt.block_on(MockAs::start());
-    let (short, long) = (short_token(), long_token());
-    auth.answer(&short, active(SCOPES));
-    auth.answer(&long, active(SCOPES));
+    let (auth, short, long) = rt.block_on(start_as());
     let guarded = guard_layer(&auth).layer(service_fn(inner));
     let tokens = [short.as_str(), long.as_str()];
     warm(&rt, &auth, &guarded, tokens);
@@ -177,21 +130,11 @@ fn hit_path(c: &mut Criterion) {
     assert_eq!(auth.calls(), 2, "no AS call while timing");
 }
 
-/// A FHIR read route on an axum router, as the crate is used: bare, and with the guard as a
-/// route layer (it runs after routing, as `Router::layer` places it).
-fn fhir_router() -> axum::Router {
-    axum::Router::new().route(
-        "/Patient/{id}",
-        axum::routing::get(|| async { Bytes::from_static(b"{}") }),
-    )
-}
-
+/// The guard as a route layer on an axum router (it runs after routing, as `Router::layer`
+/// places it), next to the router alone.
 fn hit_path_axum(c: &mut Criterion) {
     let rt = runtime();
-    let auth = rt.block_on(MockAs::start());
-    let (short, long) = (short_token(), long_token());
-    auth.answer(&short, active(SCOPES));
-    auth.answer(&long, active(SCOPES));
+    let (auth, short, long) = rt.block_on(start_as());
     let guarded = fhir_router().layer(guard_layer(&auth));
     let tokens = [short.as_str(), long.as_str()];
     warm(&rt, &auth, &guarded, tokens);

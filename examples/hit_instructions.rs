@@ -20,49 +20,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::{convert::Infallible, hint::black_box, time::Duration};
+#[path = "../benches/common/mod.rs"]
+mod common;
 
-use bytes::Bytes;
-use http::{Request, Response, header::AUTHORIZATION};
-use http_body_util::Full;
-use smart_guard::SmartGuardLayer;
-use support::{MockAs, active};
+use std::hint::black_box;
+
+use common::{fhir_router, guard_layer, inner, request, start_as};
 use tower::{Layer, ServiceExt, service_fn};
-
-const SCOPES: &str = "system/Patient.rs system/Observation.rs system/Condition.rs \
-    system/Encounter.rs system/MedicationRequest.rs system/AllergyIntolerance.rs \
-    system/Procedure.rs system/Immunization.rs system/DiagnosticReport.rs system/Practitioner.read";
-
-type Body = Full<Bytes>;
-
-async fn inner(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
-}
-
-fn request(token: &str) -> Request<Body> {
-    Request::builder()
-        .uri("/Patient/123")
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::default())
-        .expect("request")
-}
-
-fn fhir_router() -> axum::Router {
-    axum::Router::new().route(
-        "/Patient/{id}",
-        axum::routing::get(|| async { Bytes::from_static(b"{}") }),
-    )
-}
-
-fn token(mode: &str) -> String {
-    match mode {
-        "1KB" => {
-            let part = |n: usize, c: char| std::iter::repeat_n(c, n).collect::<String>();
-            format!("eyJhbGciOiJSUzM4NCJ9.{}.{}", part(600, 'a'), part(402, 'b'))
-        }
-        _ => "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo".to_owned(),
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -85,16 +49,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let token = token(token_size);
-    let auth = rt.block_on(MockAs::start());
-    auth.answer(&token, active(SCOPES));
-    let config = smart_guard::Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    )
-    .with_max_ttl(Duration::from_secs(3600));
-    let layer = SmartGuardLayer::new(config).expect("layer");
+    let (auth, short, long) = rt.block_on(start_as());
+    let token = if token_size == "1KB" { long } else { short };
+    let layer = guard_layer(&auth);
     let guard = layer.layer(service_fn(inner));
     let bare = service_fn(inner);
     let guarded_router = fhir_router().layer(layer);

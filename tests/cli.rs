@@ -140,6 +140,20 @@ async fn keygen_rejects_other_algorithms() {
     assert!(!scratch.path().join("private-key.pem").exists());
 }
 
+/// `smart-guard introspect` against the dev server as resource server `rs`, the secret in the
+/// environment, `args` after the fixed ones.
+async fn introspect(server: &DevServer, args: &[&str], secret: &str) -> Output {
+    let mut all = vec![
+        "introspect",
+        "--url",
+        server.introspection_url(),
+        "--client-id",
+        "rs",
+    ];
+    all.extend_from_slice(args);
+    run(&all, &[("SMART_GUARD_CLIENT_SECRET", secret)]).await
+}
+
 #[tokio::test]
 async fn token_and_introspect_commands_work_against_a_dev_server() {
     let scratch = Scratch::new("token");
@@ -180,38 +194,14 @@ async fn token_and_introspect_commands_work_against_a_dev_server() {
     assert_eq!(server.tokens_issued(), 1);
 
     for auth in ["basic", "post"] {
-        let output = run(
-            &[
-                "introspect",
-                "--url",
-                server.introspection_url(),
-                "--client-id",
-                "rs",
-                "--auth",
-                auth,
-                &token,
-            ],
-            &[("SMART_GUARD_CLIENT_SECRET", "cli s3cret")],
-        )
-        .await;
+        let output = introspect(&server, &["--auth", auth, &token], "cli s3cret").await;
         assert!(output.status.success(), "{auth}: {output:?}");
         let answer = stdout_json(&output);
         assert_eq!(answer["active"], true, "{auth}");
         assert_eq!(answer["client_id"], "cli-client");
         assert_eq!(answer["scope"], "system/Patient.rs");
     }
-    let output = run(
-        &[
-            "introspect",
-            "--url",
-            server.introspection_url(),
-            "--client-id",
-            "rs",
-            &token,
-        ],
-        &[("SMART_GUARD_CLIENT_SECRET", "wrong")],
-    )
-    .await;
+    let output = introspect(&server, &[&token], "wrong").await;
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("invalid_client"),
@@ -232,16 +222,10 @@ async fn introspect_takes_a_token_that_begins_with_a_hyphen() {
         .await
         .expect("dev server");
     // base64url tokens begin with `-` one time in 64; oidc-provider handed CI one such token.
-    let output = run(
-        &[
-            "introspect",
-            "--url",
-            server.introspection_url(),
-            "--client-id",
-            "rs",
-            "-W0YOqhG9vU3b6lFh2xNqkTzJ1cE5pRa8sDwXmLyKfI",
-        ],
-        &[("SMART_GUARD_CLIENT_SECRET", "cli s3cret")],
+    let output = introspect(
+        &server,
+        &["-W0YOqhG9vU3b6lFh2xNqkTzJ1cE5pRa8sDwXmLyKfI"],
+        "cli s3cret",
     )
     .await;
     assert!(output.status.success(), "{output:?}");

@@ -655,18 +655,15 @@ async fn the_claims_extractor_without_the_layer_is_a_500_that_says_so() {
     );
 }
 
-#[tokio::test]
-async fn stats_count_hits_misses_calls_and_decisions() {
-    use axum::Router;
-    let auth = MockAs::start().await;
-    auth.answer(TOKEN, active("system/Patient.rs"));
-    let layer = smart_guard::SmartGuardLayer::new(auth.config()).expect("layer");
-    let (base, _app) = support::serve(
-        Router::new()
-            .nest("/fhir", support::fhir_routes())
-            .layer(layer.clone()),
-    )
-    .await;
+/// Serves the FHIR routes behind `layer` and sends, with [`TOKEN`] (`system/Patient.rs`), three
+/// Patient reads (one miss, two hits), an Observation read (403) and `metadata` (public).
+async fn three_reads_a_denial_and_metadata(
+    layer: &smart_guard::SmartGuardLayer,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .nest("/fhir", support::fhir_routes())
+        .layer(layer.clone());
+    let (base, task) = support::serve(app).await;
     let client = http();
     for path in [
         "Patient/1",
@@ -677,6 +674,16 @@ async fn stats_count_hits_misses_calls_and_decisions() {
     ] {
         support::get_with_token(&client, format!("{base}/fhir/{path}"), TOKEN).await;
     }
+    (base, task)
+}
+
+#[tokio::test]
+async fn stats_count_hits_misses_calls_and_decisions() {
+    let auth = MockAs::start().await;
+    auth.answer(TOKEN, active("system/Patient.rs"));
+    let layer = smart_guard::SmartGuardLayer::new(auth.config()).expect("layer");
+    let (base, _app) = three_reads_a_denial_and_metadata(&layer).await;
+    let client = http();
     support::get_with_token(&client, format!("{base}/fhir/Patient/1"), "nope").await;
     support::get_with_token(&client, format!("{base}/fhir/Patient/1"), "nope").await;
     let stats = layer.stats();
@@ -704,7 +711,6 @@ async fn stats_count_hits_misses_calls_and_decisions() {
 #[cfg(feature = "metrics")]
 #[tokio::test]
 async fn decisions_and_hits_reach_the_metrics_recorder() {
-    use axum::Router;
     use metrics_util::{
         CompositeKey, MetricKind,
         debugging::{DebugValue, DebuggingRecorder},
@@ -716,22 +722,7 @@ async fn decisions_and_hits_reach_the_metrics_recorder() {
     let layer = metrics::with_local_recorder(&recorder, || {
         smart_guard::SmartGuardLayer::new(auth.config()).expect("layer")
     });
-    let (base, _app) = support::serve(
-        Router::new()
-            .nest("/fhir", support::fhir_routes())
-            .layer(layer.clone()),
-    )
-    .await;
-    let client = http();
-    for path in [
-        "Patient/1",
-        "Patient/2",
-        "Patient/3",
-        "Observation/1",
-        "metadata",
-    ] {
-        support::get_with_token(&client, format!("{base}/fhir/{path}"), TOKEN).await;
-    }
+    let _app = three_reads_a_denial_and_metadata(&layer).await;
     let counters: Vec<(String, Vec<String>, u64)> = snapshotter
         .snapshot()
         .into_vec()
