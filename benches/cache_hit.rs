@@ -76,6 +76,36 @@ where
     guarded_time.saturating_sub(bare_time)
 }
 
+/// [`overhead`] with the CPU caches cooled before every request (a pass over 4 MiB, outside the
+/// timed part), as a server's network stack does between two requests.
+async fn overhead_cold<S, G>(bare: &S, guarded: &G, token: &str, iters: u64) -> Duration
+where
+    S: tower::Service<Request<Body>> + Clone,
+    S::Error: std::fmt::Debug,
+    G: tower::Service<Request<Body>> + Clone,
+    G::Error: std::fmt::Debug,
+{
+    let mut scratch = vec![0u8; 4 << 20];
+    let mut cool = |round: u64| {
+        for line in scratch.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(round as u8);
+        }
+        black_box(&scratch);
+    };
+    let (mut bare_time, mut guarded_time) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..iters {
+        cool(round);
+        let started = Instant::now();
+        black_box(send(bare, token).await);
+        bare_time += started.elapsed();
+        cool(round);
+        let started = Instant::now();
+        black_box(send(guarded, token).await);
+        guarded_time += started.elapsed();
+    }
+    guarded_time.saturating_sub(bare_time)
+}
+
 /// The inner service alone, the whole layer on a cache hit, and the overhead measured
 /// interleaved (`overhead_*`: the figure the targets are about), for both token sizes.
 fn bench_hit_path<S, G>(
@@ -97,6 +127,10 @@ fn bench_hit_path<S, G>(
         });
         group.bench_function(format!("layer_hit_{size}"), |b| {
             b.to_async(rt).iter(|| send(&guarded, token));
+        });
+        group.bench_function(format!("overhead_cold_{size}"), |b| {
+            b.to_async(rt)
+                .iter_custom(|iters| overhead_cold(&bare, &guarded, token, iters));
         });
         group.bench_function(format!("overhead_{size}"), |b| {
             b.to_async(rt)
