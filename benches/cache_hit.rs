@@ -47,61 +47,53 @@ where
         .expect("infallible")
 }
 
-/// Times `bare` and `guarded` in alternating chunks of 64 requests and returns the difference:
-/// the guard's overhead for `iters` requests. Both sides build the same request, and a drift of
-/// the shared VM (±15 % between runs here) hits both halves of every sample alike.
-async fn overhead<S, G>(bare: &S, guarded: &G, token: &str, iters: u64) -> Duration
+/// Whether the CPU caches are cooled before each timed request.
+#[derive(Clone, Copy)]
+enum Caches {
+    /// As a tight loop leaves them.
+    Warm,
+    /// Cooled by a pass over 4 MiB before every request (outside the timed part), as a
+    /// server's network stack cools them between two requests.
+    Cold,
+}
+
+/// Times `bare` and `guarded` in alternating chunks (64 requests warm, 1 cold) and returns the
+/// difference: the guard's overhead for `iters` requests. Both sides build the same request,
+/// and a drift of the shared VM (±15 % between runs here) hits both halves of every sample alike.
+async fn overhead<S, G>(bare: &S, guarded: &G, token: &str, iters: u64, caches: Caches) -> Duration
 where
     S: tower::Service<Request<Body>> + Clone,
     S::Error: std::fmt::Debug,
     G: tower::Service<Request<Body>> + Clone,
     G::Error: std::fmt::Debug,
 {
+    let (chunk_len, mut scratch) = match caches {
+        Caches::Warm => (64, Vec::new()),
+        Caches::Cold => (1, vec![0u8; 4 << 20]),
+    };
+    let mut cool = || {
+        for line in scratch.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(1);
+        }
+        black_box(&scratch);
+    };
     let (mut bare_time, mut guarded_time) = (Duration::ZERO, Duration::ZERO);
     let mut left = iters;
     while left > 0 {
-        let chunk = left.min(64);
+        let chunk = left.min(chunk_len);
+        cool();
         let started = Instant::now();
         for _ in 0..chunk {
             black_box(send(bare, token).await);
         }
         bare_time += started.elapsed();
+        cool();
         let started = Instant::now();
         for _ in 0..chunk {
             black_box(send(guarded, token).await);
         }
         guarded_time += started.elapsed();
         left -= chunk;
-    }
-    guarded_time.saturating_sub(bare_time)
-}
-
-/// [`overhead`] with the CPU caches cooled before every request (a pass over 4 MiB, outside the
-/// timed part), as a server's network stack does between two requests.
-async fn overhead_cold<S, G>(bare: &S, guarded: &G, token: &str, iters: u64) -> Duration
-where
-    S: tower::Service<Request<Body>> + Clone,
-    S::Error: std::fmt::Debug,
-    G: tower::Service<Request<Body>> + Clone,
-    G::Error: std::fmt::Debug,
-{
-    let mut scratch = vec![0u8; 4 << 20];
-    let mut cool = |round: u64| {
-        for line in scratch.chunks_mut(64) {
-            line[0] = line[0].wrapping_add(round as u8);
-        }
-        black_box(&scratch);
-    };
-    let (mut bare_time, mut guarded_time) = (Duration::ZERO, Duration::ZERO);
-    for round in 0..iters {
-        cool(round);
-        let started = Instant::now();
-        black_box(send(bare, token).await);
-        bare_time += started.elapsed();
-        cool(round);
-        let started = Instant::now();
-        black_box(send(guarded, token).await);
-        guarded_time += started.elapsed();
     }
     guarded_time.saturating_sub(bare_time)
 }
@@ -130,11 +122,11 @@ fn bench_hit_path<S, G>(
         });
         group.bench_function(format!("overhead_cold_{size}"), |b| {
             b.to_async(rt)
-                .iter_custom(|iters| overhead_cold(&bare, &guarded, token, iters));
+                .iter_custom(|iters| overhead(&bare, &guarded, token, iters, Caches::Cold));
         });
         group.bench_function(format!("overhead_{size}"), |b| {
             b.to_async(rt)
-                .iter_custom(|iters| overhead(&bare, &guarded, token, iters));
+                .iter_custom(|iters| overhead(&bare, &guarded, token, iters, Caches::Warm));
         });
     }
     group.finish();
@@ -179,7 +171,7 @@ fn hit_path_axum(c: &mut Criterion) {
     let bare = fhir_router();
     c.bench_function("hit_path_axum/overhead_identity_layer_43B", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| overhead(&bare, &identity, tokens[0], iters));
+            .iter_custom(|iters| overhead(&bare, &identity, tokens[0], iters, Caches::Warm));
     });
 }
 

@@ -164,15 +164,8 @@ impl Shared {
         };
         // A hit means this exact token passed every check when it was first seen (its
         // alphabet included, see `extract_bearer_unchecked`); a miss goes the whole way again.
-        let info = self
-            .introspector
-            .cached_uncounted(checked.token.as_bytes())?;
-        let decision = checked.grant(info);
-        if decision.is_err() {
-            // An allowed hit is counted with its decision (`Stats::hit_allowed`).
-            self.stats.cache_hit();
-        }
-        Some(decision)
+        let info = self.introspector.cached(checked.token.as_bytes())?;
+        Some(checked.grant(info))
     }
 
     /// Everything before the token lookup: classification, the public endpoints, the bearer

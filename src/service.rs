@@ -125,7 +125,7 @@ fn decide_now<B, ResBody: From<String>>(
     )?;
     Some(match decision {
         Ok(decision) => {
-            admit(shared, decision, request, Counted::WithTheHit);
+            admit(shared, decision, request);
             Ok(())
         }
         Err(rejection) => Err(deny(shared, rejection)),
@@ -202,35 +202,23 @@ where
     match decision {
         Ok(decision) => {
             let mut request = Request::from_parts(parts, body);
-            admit(&shared, decision, &mut request, Counted::Alone);
+            admit(&shared, decision, &mut request);
             ready.call(request).await
         }
         Err(rejection) => Ok(deny(&shared, rejection)),
     }
 }
 
-/// How an allowed decision is counted.
-#[derive(Clone, Copy)]
-enum Counted {
-    /// On its own (the lookup counted its cache hit or miss).
-    Alone,
-    /// With the front-cache hit that decided it, which was not counted yet.
-    WithTheHit,
-}
-
 /// Lets an allowed request through: counts the decision and, for a token, marks the
 /// `Authorization` header sensitive and puts the claims into the extensions.
-fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>, counted: Counted) {
+fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
     match decision {
         Decision::Public => {
             shared.stats.decision(Ok(true));
             record_decision("public");
         }
         Decision::Allow(claims) => {
-            match counted {
-                Counted::Alone => shared.stats.decision(Ok(false)),
-                Counted::WithTheHit => shared.stats.hit_allowed(),
-            }
+            shared.stats.decision(Ok(false));
             record_decision("allow");
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);

@@ -112,8 +112,6 @@ pub(crate) struct Stats {
     #[cfg(feature = "metrics")]
     handles: Handles,
     cache_hits: Counter,
-    /// Counted in both `cache_hits` and `allowed` (see [`Stats::hit_allowed`]).
-    hits_allowed: Counter,
     cache_misses: Counter,
     inactive_hits: Counter,
     coalesced_waits: Counter,
@@ -196,17 +194,6 @@ impl Stats {
         }
     }
 
-    /// A front-cache hit that was allowed: one event for the two counters the hit path would
-    /// otherwise bump (a cache hit, an allowed decision), so it pays one add, not two.
-    pub(crate) fn hit_allowed(&self) {
-        self.hits_allowed.add(1);
-        #[cfg(feature = "metrics")]
-        {
-            self.handles.cache_hits.increment(1);
-            self.handles.allowed.increment(1);
-        }
-    }
-
     /// The guard's decision on one request: allowed, public, or denied with `failure`.
     pub(crate) fn decision(&self, outcome: Result<bool, AuthFailure>) {
         match outcome {
@@ -259,7 +246,7 @@ impl Stats {
 
     pub(crate) fn snapshot(&self) -> GuardStats {
         GuardStats {
-            cache_hits: self.cache_hits.get() + self.hits_allowed.get(),
+            cache_hits: self.cache_hits.get(),
             cache_misses: self.cache_misses.get(),
             inactive_hits: self.inactive_hits.get(),
             coalesced_waits: self.coalesced_waits.get(),
@@ -271,7 +258,7 @@ impl Stats {
                 .map(|(kind, c)| (*kind, c.get()))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
-            allowed: self.allowed.get() + self.hits_allowed.get(),
+            allowed: self.allowed.get(),
             public: self.public.get(),
             denied: FAILURES
                 .iter()

@@ -237,20 +237,17 @@ impl Introspector {
 
     /// The synchronous part of [`Self::lookup`]: the token's active answer if the front cache
     /// holds it (fresh, `exp` checked). `None` means "ask [`Self::lookup`]", not "inactive".
-    /// The hit is not counted: the caller counts it with its decision.
-    pub(crate) fn cached_uncounted(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
-        self.front_fresh(&self.hasher.key_of(token), unix_now_ms())
+    pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
+        self.front_hit(&self.hasher.key_of(token), unix_now_ms())
     }
 
     fn front_hit(&self, key: &TokenKey, now_ms: u64) -> Option<Arc<TokenInfo>> {
-        let info = self.front_fresh(key, now_ms)?;
+        let info = self.front.get(key, now_ms)?;
+        if !self.checks.exp_ok(info.exp, now_ms / 1000) {
+            return None;
+        }
         self.stats.cache_hit();
         Some(info)
-    }
-
-    fn front_fresh(&self, key: &TokenKey, now_ms: u64) -> Option<Arc<TokenInfo>> {
-        let info = self.front.get(key, now_ms)?;
-        self.checks.exp_ok(info.exp, now_ms / 1000).then_some(info)
     }
 
     async fn lookup_slow(&self, token: &str, key: TokenKey, now_ms: u64) -> Lookup {
