@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::{
     error::IntrospectErrorKind,
     introspect::{
-        TokenHasher,
+        DeadlineClock, TokenHasher,
         response::{self, Answer, Checks},
     },
 };
@@ -28,6 +28,12 @@ impl TokenDigest {
     pub fn digest(&self, token: &[u8]) -> [u8; 32] {
         self.0.key_of(token)
     }
+}
+
+/// The hit path's clock: unix milliseconds, never behind the true time (for `benches/`).
+#[must_use]
+pub fn hit_path_clock_ms() -> u64 {
+    DeadlineClock::new().now_ms()
 }
 
 /// What [`parse_introspection_answer`] made of an answer body.

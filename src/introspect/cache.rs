@@ -3,13 +3,13 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aws_lc_rs::aead;
 use moka::Expiry;
 
-use crate::introspect::response::TokenInfo;
+use crate::introspect::{clock::unix_now_ms, response::TokenInfo};
 
 /// A keyed 256-bit digest of a token, with per-process random keys: a heap dump yields no live
 /// token, and no 64-bit collision can serve someone else's claims. See [`TokenHasher`].
@@ -132,18 +132,6 @@ impl std::hash::BuildHasher for DigestHasherBuilder {
     fn build_hasher(&self) -> DigestHasher {
         DigestHasher(0)
     }
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
-    unix_now_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

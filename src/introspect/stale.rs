@@ -11,7 +11,8 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use moka::{Expiry, future::Cache};
 
 use super::{
-    cache::{DigestHasherBuilder, TokenKey, unix_now_ms},
+    cache::{DigestHasherBuilder, TokenKey},
+    clock::unix_now_ms,
     response::TokenInfo,
 };
 
