@@ -31,9 +31,22 @@ impl TokenDigest {
 }
 
 /// The hit path's clock: unix milliseconds, never behind the true time (for `benches/`).
-#[must_use]
-pub fn hit_path_clock_ms() -> u64 {
-    DeadlineClock::new().now_ms()
+#[derive(Clone, Copy, Debug)]
+pub struct HitPathClock(DeadlineClock);
+
+impl HitPathClock {
+    /// The clock the guard's hit path uses on this platform.
+    #[must_use]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(DeadlineClock::new())
+    }
+
+    /// Unix milliseconds, not earlier than the true time.
+    #[must_use]
+    pub fn now_ms(self) -> u64 {
+        self.0.now_ms()
+    }
 }
 
 /// What [`parse_introspection_answer`] made of an answer body.
