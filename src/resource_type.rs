@@ -1,29 +1,42 @@
 //! FHIR R4 resource types, from the generated R4 (4.0.1) tables in `r4_data.rs`.
 
-use std::{fmt, sync::LazyLock};
+use std::fmt;
 
 use crate::r4_data::{COMPARTMENTS, RESOURCE_TYPES as R4_RESOURCE_TYPES};
 
 const SLOTS: usize = 512;
 const EMPTY: u8 = u8::MAX;
 
-/// Slot -> index into `R4_RESOURCE_TYPES` (or `EMPTY`); 146 names in 512 slots.
-static LOOKUP: LazyLock<[u8; SLOTS]> = LazyLock::new(|| {
+/// Slot -> index into `R4_RESOURCE_TYPES` (or `EMPTY`); 146 names in 512 slots, built at
+/// compile time.
+static LOOKUP: [u8; SLOTS] = build_lookup();
+
+const fn build_lookup() -> [u8; SLOTS] {
+    assert!(R4_RESOURCE_TYPES.len() < EMPTY as usize);
     let mut table = [EMPTY; SLOTS];
-    for (index, name) in R4_RESOURCE_TYPES.iter().enumerate() {
-        let mut slot = fnv1a(name) & (SLOTS - 1);
+    let mut index = 0;
+    while index < R4_RESOURCE_TYPES.len() {
+        let mut slot = fnv1a(R4_RESOURCE_TYPES[index].as_bytes()) & (SLOTS - 1);
         while table[slot] != EMPTY {
             slot = (slot + 1) & (SLOTS - 1);
         }
-        table[slot] = u8::try_from(index).expect("fewer than 255 resource types");
+        // Below `EMPTY` (asserted above), so the cast keeps the value.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            table[slot] = index as u8;
+        }
+        index += 1;
     }
     table
-});
+}
 
-fn fnv1a(name: &str) -> usize {
-    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
+const fn fnv1a(name: &[u8]) -> usize {
+    let mut hash = 0x811c_9dc5_u32;
+    let mut i = 0;
+    while i < name.len() {
+        hash = (hash ^ name[i] as u32).wrapping_mul(0x0100_0193);
+        i += 1;
+    }
     hash as usize
 }
 
@@ -47,10 +60,9 @@ impl ResourceType {
     pub fn parse(name: &str) -> Option<Self> {
         // An open-addressing table over FNV-1a: one hash and (almost always) one compare, where a
         // binary search over 146 names costs eight. It runs on every request.
-        let table = &*LOOKUP;
-        let mut slot = fnv1a(name) & (SLOTS - 1);
+        let mut slot = fnv1a(name.as_bytes()) & (SLOTS - 1);
         loop {
-            let index = table[slot];
+            let index = LOOKUP[slot];
             if index == EMPTY {
                 return None;
             }
