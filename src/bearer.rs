@@ -87,17 +87,7 @@ pub(crate) fn extract_bearer_unchecked<'a>(
     if values.next().is_some() {
         return Err(BearerError::Malformed("more than one Authorization header"));
     }
-    let value = value.as_bytes();
-    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
-        Some(space) => (&value[..space], Some(&value[space + 1..])),
-        None => (value, None),
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err(BearerError::Missing);
-    }
-    let Some(token) = rest.filter(|t| !t.is_empty()) else {
-        return Err(BearerError::Malformed("empty bearer token"));
-    };
+    let token = split_bearer(value.as_bytes())?;
     if token.len() > max_len {
         return Err(BearerError::Malformed("bearer token too long"));
     }
@@ -110,6 +100,23 @@ pub(crate) fn extract_bearer_unchecked<'a>(
         ));
     }
     Ok(token)
+}
+
+/// The token after `Bearer ` (scheme case-insensitive), or why there is none.
+fn split_bearer(value: &[u8]) -> Result<&[u8], BearerError> {
+    // The usual shape, without a scan for the space: `Bearer ` (7 bytes) and a token.
+    if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return Ok(&value[7..]);
+    }
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => (&value[..space], Some(&value[space + 1..])),
+        None => (value, None),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(BearerError::Missing);
+    }
+    rest.filter(|t| !t.is_empty())
+        .ok_or(BearerError::Malformed("empty bearer token"))
 }
 
 impl BearerToken<'_> {
