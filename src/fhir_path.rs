@@ -433,6 +433,7 @@ impl<'a> Incoming<'a> {
     /// Only a `POST` is classified by them (a form search, a batch, a conditional create, a
     /// bulk kick-off), so for any other method the headers are not looked up at all.
     #[must_use]
+    #[inline]
     pub fn with_headers(mut self, headers: &'a HeaderMap, body: Option<&'a [u8]>) -> Self {
         self.body = body;
         if *self.method != Method::POST {
