@@ -57,6 +57,7 @@ impl Shared {
     ///
     /// Works for a layer on the outer router (the path still holds the base) and on a router
     /// nested at the base (axum strips the prefix and keeps the original URI in extensions).
+    #[inline]
     pub(crate) fn relative_path<'a>(
         &self,
         uri: &'a Uri,

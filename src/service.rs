@@ -241,6 +241,7 @@ fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
 
 /// Records the decision on the request's span; skips the span lookup when no one watches DEBUG
 /// (the span was never built then, see `SmartGuard::call`).
+#[inline]
 fn record_decision(decision: &'static str) {
     if tracing::level_enabled!(tracing::Level::DEBUG) {
         tracing::Span::current().record("decision", decision);

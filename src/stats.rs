@@ -152,6 +152,7 @@ mod names {
 }
 
 impl Stats {
+    #[inline]
     pub(crate) fn cache_hit(&self) {
         self.cache_hits.add(1);
         #[cfg(feature = "metrics")]
@@ -195,6 +196,7 @@ impl Stats {
     }
 
     /// The guard's decision on one request: allowed, public, or denied with `failure`.
+    #[inline]
     pub(crate) fn decision(&self, outcome: Result<bool, AuthFailure>) {
         match outcome {
             Ok(true) => self.public.add(1),

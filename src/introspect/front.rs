@@ -49,6 +49,7 @@ impl FrontCache {
     }
 
     /// The entry for `key`, if present and not past its cache deadline.
+    #[inline]
     pub(crate) fn get(&self, key: &TokenKey, now_ms: u64) -> Option<Arc<TokenInfo>> {
         let slot = self
             .slot(key)

@@ -248,10 +248,12 @@ impl Introspector {
     ///
     /// Its clock is never behind the true time, so near an entry's end this says `None` a few
     /// milliseconds early, and [`Self::lookup`] decides with the precise clock.
+    #[inline]
     pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
         self.front_hit(&self.hasher.key_of(token), self.clock.now_ms())
     }
 
+    #[inline]
     fn front_hit(&self, key: &TokenKey, now_ms: u64) -> Option<Arc<TokenInfo>> {
         let info = self.front.get(key, now_ms)?;
         if !self.checks.exp_ok(info.exp, now_ms / 1000) {
