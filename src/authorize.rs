@@ -145,7 +145,7 @@ impl Shared {
         if let Some(client_id) = info.client_id.as_deref() {
             span.record("client_id", client_id);
         }
-        checked.grant(info)
+        grant(&checked.incoming, checked.request, info)
     }
 
     /// [`Self::authorize`] without waiting: the decision when it needs no introspection call and
@@ -158,15 +158,20 @@ impl Shared {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Option<Result<Decision, Rejection>> {
-        let checked = match self.check(method, relative_path, query, headers, None, true) {
+        // Taken apart where it is matched, so the hit path moves no 160-byte struct around.
+        let WithToken {
+            incoming,
+            request,
+            token,
+        } = match self.check(method, relative_path, query, headers, None, true) {
             Ok(Checked::Public) => return Some(Ok(Decision::Public)),
             Ok(Checked::Token(checked)) => checked,
             Err(rejection) => return Some(Err(rejection)),
         };
         // A hit means this exact token passed every check when it was first seen (its
         // alphabet included, see `extract_bearer_unchecked`); a miss goes the whole way again.
-        let info = self.introspector.cached(checked.token.as_bytes())?;
-        Some(checked.grant(info))
+        let info = self.introspector.cached(token.as_bytes())?;
+        Some(grant(&incoming, request, info))
     }
 
     /// Everything before the token lookup: classification, the public endpoints, the bearer
@@ -251,23 +256,26 @@ struct WithToken<'r> {
     token: bearer::BearerToken<'r>,
 }
 
-impl WithToken<'_> {
-    /// The scope check (SMART-NOTES §3, §4) against an active token's claims.
-    fn grant(mut self, info: Arc<TokenInfo>) -> Result<Decision, Rejection> {
-        if let Err(missing) = info.scopes.authorize(&mut self.request, &self.incoming) {
-            tracing::debug!(
-                interaction = %self.request.interaction(),
-                needs = %self.request.audit(&info.scopes),
-                denied = %missing,
-                "insufficient scope"
-            );
-            return Err(Rejection::insufficient_scope(missing));
-        }
+/// The scope check (SMART-NOTES §3, §4) of a request classified from `incoming` against an
+/// active token's claims.
+fn grant(
+    incoming: &Incoming<'_>,
+    mut request: FhirRequest,
+    info: Arc<TokenInfo>,
+) -> Result<Decision, Rejection> {
+    if let Err(missing) = info.scopes.authorize(&mut request, incoming) {
         tracing::debug!(
-            interaction = %self.request.interaction(),
-            granted = %self.request.audit(&info.scopes),
-            "authorized"
+            interaction = %request.interaction(),
+            needs = %request.audit(&info.scopes),
+            denied = %missing,
+            "insufficient scope"
         );
-        Ok(Decision::Allow(VerifiedClaims::new(info, self.request)))
+        return Err(Rejection::insufficient_scope(missing));
     }
+    tracing::debug!(
+        interaction = %request.interaction(),
+        granted = %request.audit(&info.scopes),
+        "authorized"
+    );
+    Ok(Decision::Allow(VerifiedClaims::new(info, request)))
 }
