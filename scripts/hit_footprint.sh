@@ -10,11 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-500}
-command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
-cargo build --quiet --release --example hit_instructions
-bin=target/release/examples/hit_instructions
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+source scripts/callgrind_harness.sh
 code_lines() { # mode -> distinct code lines executed in the timed loop
   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*timed_requests*' \
     --dump-instr=yes --callgrind-out-file="$out/code" "$bin" "$1" 20 2>/dev/null >/dev/null

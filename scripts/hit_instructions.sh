@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
-command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
-cargo build --quiet --release --example hit_instructions
-bin=target/release/examples/hit_instructions
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+source scripts/callgrind_harness.sh
 count() { # mode iterations -> total instructions
   valgrind --tool=callgrind --callgrind-out-file="$out/cg" "$bin" "$1" "$2" 2>"$out/log" >/dev/null
   grep -o 'Collected : [0-9]*' "$out/log" | awk '{print $3}' | sort -n | tail -1

@@ -1,0 +1,8 @@
+# Sourced by hit_instructions.sh and hit_footprint.sh: checks for valgrind, builds the
+# callgrind harness (examples/hit_instructions.rs) and makes a scratch folder.
+# Sets: bin (the harness), out (the scratch folder, removed on exit).
+command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
+cargo build --quiet --release --example hit_instructions
+bin=target/release/examples/hit_instructions
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
