@@ -10,7 +10,9 @@
 //! conservative: near its end (21 ms at `HZ=250`) an entry counts as expired early. That only
 //! sends the request down the slow path, which decides with the precise clock; no decision is
 //! ever made on the coarse clock alone. Where the coarse clock is missing or its tick is over
-//! 10 ms, the precise clock is used.
+//! 10 ms, the precise clock is used. Should a stalled kernel ever lag by more than that, an entry
+//! would be served from the front cache for the excess, milliseconds, against `exp` in whole
+//! seconds and the configured clock-skew leeway (5 s by default).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
