@@ -345,11 +345,10 @@ impl Need {
 pub struct ScopeSet {
     scopes: Box<[SmartScope]>,
     ignored: usize,
-    wildcard: Permissions,
-    by_type: Box<[(ResourceType, Permissions)]>,
     /// Indices of the `system/` type scopes with constraints and an `s`.
     granular: Box<[u16]>,
-    /// The unconstrained `system/` scopes, in grant order, for the per-request scan.
+    /// The unconstrained `system/` scopes, in grant order: what `granted` and the per-request
+    /// scan read.
     plain: Box<[PlainScope]>,
 }
 
@@ -376,8 +375,6 @@ impl ScopeSet {
                 None => ignored += 1,
             }
         }
-        let mut wildcard = Permissions::NONE;
-        let mut by_type: Vec<(ResourceType, Permissions)> = Vec::new();
         let mut granular = Vec::new();
         let mut plain = Vec::new();
         for (index, scope) in scopes.iter().enumerate() {
@@ -398,20 +395,10 @@ impl ScopeSet {
                 permissions: scope.permissions,
                 index: u16::try_from(index).unwrap_or(NO_GRANT - 1),
             });
-            match scope.resource {
-                TypeScope::Wildcard => wildcard |= scope.permissions,
-                TypeScope::Type(ty) => match by_type.iter_mut().find(|(t, _)| *t == ty) {
-                    Some((_, letters)) => *letters |= scope.permissions,
-                    None => by_type.push((ty, scope.permissions)),
-                },
-            }
         }
-        by_type.sort_unstable_by_key(|(ty, _)| *ty);
         Self {
             scopes: scopes.into_boxed_slice(),
             ignored,
-            wildcard,
-            by_type: by_type.into_boxed_slice(),
             granular: granular.into_boxed_slice(),
             plain: plain.into_boxed_slice(),
         }
@@ -433,16 +420,12 @@ impl ScopeSet {
     /// The letters granted on a type by unconstrained `system/` scopes, `*` included.
     #[must_use]
     pub fn granted(&self, resource: TypeScope) -> Permissions {
-        match resource {
-            TypeScope::Wildcard => self.wildcard,
-            TypeScope::Type(ty) => {
-                let specific = self
-                    .by_type
-                    .binary_search_by_key(&ty, |(t, _)| *t)
-                    .map_or(Permissions::NONE, |i| self.by_type[i].1);
-                self.wildcard | specific
-            }
-        }
+        self.plain
+            .iter()
+            .filter(|scope| scope.resource == TypeScope::Wildcard || scope.resource == resource)
+            .fold(Permissions::NONE, |letters, scope| {
+                letters | scope.permissions
+            })
     }
 
     /// Checks every need against the unconstrained `system/` scopes; on failure returns the

@@ -39,12 +39,6 @@ impl DeadlineClock {
         }
     }
 
-    /// The precise clock, always (for tests that compare against `SystemTime`).
-    #[cfg(test)]
-    pub(crate) fn precise() -> Self {
-        Self { slack_ms: None }
-    }
-
     /// A coarse clock with the given slack (for tests of what an early "expired" does).
     #[cfg(test)]
     pub(crate) fn ahead_by_ms(slack_ms: u64) -> Self {
@@ -150,10 +144,5 @@ mod tests {
     #[test]
     fn linux_has_a_coarse_clock_with_a_short_tick() {
         assert!(DeadlineClock::new().slack_ms.is_some());
-    }
-
-    #[test]
-    fn the_precise_clock_has_no_slack() {
-        assert_eq!(DeadlineClock::precise().slack_ms, None);
     }
 }
