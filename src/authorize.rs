@@ -99,27 +99,66 @@ impl Shared {
         bearer::extract_bearer(headers, query, self.max_token_bytes).map_err(bearer_rejection)
     }
 
-    /// Decides on one request. `form_body` is the body when [`Self::needs_body`] said so.
+    /// Decides on a request whose body the guard does not read.
     pub(crate) async fn authorize(
         &self,
         method: &Method,
         relative_path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-        form_body: Option<&[u8]>,
     ) -> Result<Decision, Rejection> {
-        let checked = match self.check(method, relative_path, query, headers, form_body, false)? {
+        let checked = match self.check(method, relative_path, query, headers, None, false)? {
             Checked::Public => return Ok(Decision::Public),
             Checked::Token(checked) => checked,
         };
+        let info = self.authenticate(checked.token.expose()).await?;
+        grant(&checked.incoming, checked.request, info)
+    }
 
+    /// The first half of a request whose body the guard must read: everything its headers
+    /// decide, then the token (front cache, cache or AS). Only an active token's request goes on
+    /// to have its body read, so a request without one costs no more than its headers.
+    /// `Ok(None)` for a public endpoint.
+    pub(crate) async fn authenticate_before_body(
+        &self,
+        method: &Method,
+        relative_path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<TokenInfo>>, Rejection> {
+        match self.check(method, relative_path, query, headers, None, false)? {
+            Checked::Public => Ok(None),
+            Checked::Token(checked) => self.authenticate(checked.token.expose()).await.map(Some),
+        }
+    }
+
+    /// The second half: the request classified again with its body, and its scopes checked
+    /// against the claims [`Self::authenticate_before_body`] found.
+    pub(crate) fn authorize_with_body(
+        &self,
+        method: &Method,
+        relative_path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        info: Arc<TokenInfo>,
+    ) -> Result<Decision, Rejection> {
+        match self.check(method, relative_path, query, headers, Some(body), false)? {
+            Checked::Public => Ok(Decision::Public),
+            Checked::Token(checked) => grant(&checked.incoming, checked.request, info),
+        }
+    }
+
+    /// The claims of an active token, or the rejection for an inactive one or an AS that
+    /// could not answer.
+    async fn authenticate(&self, token: &str) -> Result<Arc<TokenInfo>, Rejection> {
         // The span exists only when DEBUG is watched (see `SmartGuard::call`).
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
             tracing::Span::current()
         } else {
             tracing::Span::none()
         };
-        let info = match self.introspector.lookup(checked.token.expose()).await {
+        let info = match self.introspector.lookup(token).await {
             Lookup::Active(info, status) => {
                 span.record("cache", status.as_str());
                 info
@@ -145,7 +184,7 @@ impl Shared {
         if let Some(client_id) = info.client_id.as_deref() {
             span.record("client_id", client_id);
         }
-        grant(&checked.incoming, checked.request, info)
+        Ok(info)
     }
 
     /// [`Self::authorize`] without waiting: the decision when it needs no introspection call and
@@ -193,7 +232,7 @@ impl Shared {
         if let Some(query) = query {
             incoming = incoming.with_query(query);
         }
-        let classified = self.policy.classify(&incoming);
+        let classified = contained(|| self.policy.classify(&incoming))?;
         if classified
             .as_ref()
             .is_ok_and(|r| r.interaction().is_public())
@@ -223,6 +262,10 @@ impl Shared {
             ClassifyError::MalformedBody => Rejection::new(
                 AuthFailure::InvalidRequest,
                 "the request body cannot be checked: not JSON, nested too deeply, or not UTF-8",
+            ),
+            ClassifyError::TooComplex(limit) => Rejection::new(
+                AuthFailure::InvalidRequest,
+                format!("the request is beyond what the guard analyses: {limit}"),
             ),
             _ => Rejection::new(AuthFailure::NotFound, "not a FHIR interaction this server understands"),
         })?;
@@ -263,7 +306,7 @@ fn grant(
     mut request: FhirRequest,
     info: Arc<TokenInfo>,
 ) -> Result<Decision, Rejection> {
-    if let Err(missing) = info.scopes.authorize(&mut request, incoming) {
+    if let Err(missing) = contained(|| info.scopes.authorize(&mut request, incoming))? {
         tracing::debug!(
             interaction = %request.interaction(),
             needs = %request.audit(&info.scopes),
@@ -278,4 +321,36 @@ fn grant(
         "authorized"
     );
     Ok(Decision::Allow(VerifiedClaims::new(info, request)))
+}
+
+/// Runs a part of the guard's own analysis so that a panic in it (a bug) answers this request
+/// with 500 instead of unwinding through the server's connection task; the server and every
+/// other request go on. Needs `panic = "unwind"` (Rust's default): with `panic = "abort"` no
+/// panic can be caught, and the process ends.
+#[inline]
+fn contained<T>(analysis: impl FnOnce() -> T) -> Result<T, Rejection> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(analysis)).map_err(|_| {
+        tracing::error!("the guard's analysis of a request panicked; answered 500");
+        Rejection::new(
+            AuthFailure::Internal,
+            "the guard failed to check this request",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_the_analysis_is_a_500_for_that_request() {
+        let caught = contained(|| -> u8 { panic!("a bug in the classifier") });
+        let rejection = caught.expect_err("caught");
+        assert_eq!(rejection.kind, AuthFailure::Internal);
+        assert_eq!(
+            rejection.kind.status(),
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(contained(|| 7).map_err(|r| r.kind), Ok(7));
+    }
 }

@@ -38,6 +38,17 @@ pub(crate) enum BundleError {
     NotABundle,
     /// A Bundle of another type (`collection`, `history`, `document`, …): denied.
     WrongType,
+    /// More entries than the limit: answered 400.
+    TooManyEntries,
+}
+
+/// How much of a Bundle the guard reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Deepest nesting of objects and arrays.
+    pub(crate) max_depth: usize,
+    /// Most entries.
+    pub(crate) max_entries: usize,
 }
 
 /// Whether `body` nests objects and arrays deeper than `max_depth`. Scans bytes without
@@ -74,9 +85,9 @@ pub(crate) fn too_deep(body: &[u8], max_depth: usize) -> bool {
 /// Parses a batch or transaction Bundle.
 pub(crate) fn parse(
     body: &[u8],
-    max_depth: usize,
+    limits: Limits,
 ) -> Result<(BundleKind, Vec<RawEntry>), BundleError> {
-    if too_deep(body, max_depth) {
+    if too_deep(body, limits.max_depth) {
         return Err(BundleError::Malformed);
     }
     let root: Value = serde_json::from_slice(body).map_err(|_| BundleError::Malformed)?;
@@ -91,6 +102,9 @@ pub(crate) fn parse(
     };
     let entries = match root.get("entry") {
         None => Vec::new(),
+        Some(Value::Array(entries)) if entries.len() > limits.max_entries => {
+            return Err(BundleError::TooManyEntries);
+        }
         Some(Value::Array(entries)) => entries.iter().map(entry).collect(),
         Some(_) => return Err(BundleError::NotABundle),
     };
@@ -139,7 +153,8 @@ fn string(map: &Map<String, Value>, key: &str, malformed: &mut bool) -> Option<S
     }
 }
 
-/// Walks a resource for `"reference": "Type?query"` values (depth is bounded by the pre-scan).
+/// Walks a resource for `"reference": "Type?query"` values. Recursive, but its depth is bounded
+/// by the pre-scan ([`too_deep`]) before the tree is built.
 fn collect_conditional_references(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
@@ -172,6 +187,24 @@ fn is_conditional(reference: &str) -> bool {
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        max_depth: 64,
+        max_entries: 10,
+    };
+
+    #[test]
+    fn a_bundle_with_more_entries_than_the_limit_is_refused() {
+        let entries = [r#"{"request":{"method":"GET","url":"Patient/1"}}"#; 11].join(",");
+        let body = format!(r#"{{"resourceType":"Bundle","type":"batch","entry":[{entries}]}}"#);
+        assert_eq!(
+            parse(body.as_bytes(), LIMITS).map(|_| ()),
+            Err(BundleError::TooManyEntries)
+        );
+        let ten = [r#"{"request":{"method":"GET","url":"Patient/1"}}"#; 10].join(",");
+        let body = format!(r#"{{"resourceType":"Bundle","type":"batch","entry":[{ten}]}}"#);
+        assert_eq!(parse(body.as_bytes(), LIMITS).map(|(_, e)| e.len()), Ok(10));
+    }
+
     #[test]
     fn nesting_depth_is_counted_outside_strings_only() {
         assert!(!too_deep(br#"{"a":[{"b":1}]}"#, 3));
@@ -191,7 +224,7 @@ mod tests {
             {"request":{"method":1,"url":"Patient"}},
             {"resource":{"resourceType":"Patient"}}
         ]}"#;
-        let (kind, entries) = parse(body, 64).expect("a transaction");
+        let (kind, entries) = parse(body, LIMITS).expect("a transaction");
         assert_eq!(kind, BundleKind::Transaction);
         assert_eq!(entries.len(), 5);
         assert_eq!(entries[0].method.as_deref(), Some("POST"));
@@ -228,7 +261,7 @@ mod tests {
             (b"", BundleError::Malformed),
         ] {
             assert_eq!(
-                parse(body, 64).map(|_| ()),
+                parse(body, LIMITS).map(|_| ()),
                 Err(error),
                 "{:?}",
                 String::from_utf8_lossy(body)

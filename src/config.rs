@@ -8,6 +8,7 @@ use reqwest::Url;
 use crate::{
     error::ConfigError,
     fhir_path::{DEFAULT_MAX_JSON_DEPTH, allowed_operations_of, bulk_paths_of},
+    limits::{AnalysisLimits, Limit},
     operations::{BulkPath, OperationRule},
 };
 
@@ -85,6 +86,20 @@ pub const ENV_ALLOWED_OPERATIONS: &str = "SMART_GUARD_ALLOWED_OPERATIONS";
 pub const ENV_BULK_PATHS: &str = "SMART_GUARD_BULK_PATHS";
 /// `SMART_GUARD_MAX_JSON_DEPTH`: deepest nesting of a batch or `$export` JSON body (default 64).
 pub const ENV_MAX_JSON_DEPTH: &str = "SMART_GUARD_MAX_JSON_DEPTH";
+/// `SMART_GUARD_MAX_SEARCH_PARAMS`: most search parameters in one list (query and form together,
+/// `If-None-Exist`, a batch entry url, a conditional reference, a `_typeFilter` query; default 100).
+pub const ENV_MAX_SEARCH_PARAMS: &str = Limit::SearchParams.env_var();
+/// `SMART_GUARD_MAX_INCLUDES`: most `_include` and `_revinclude` parameters in one list
+/// (default 32).
+pub const ENV_MAX_INCLUDES: &str = Limit::Includes.env_var();
+/// `SMART_GUARD_MAX_SEARCH_DEPTH`: most reference hops (chain links and `_has`) in one search
+/// parameter (default 4).
+pub const ENV_MAX_SEARCH_DEPTH: &str = Limit::SearchDepth.env_var();
+/// `SMART_GUARD_MAX_BUNDLE_ENTRIES`: most entries in a batch or transaction (default 10000).
+pub const ENV_MAX_BUNDLE_ENTRIES: &str = Limit::BundleEntries.env_var();
+/// `SMART_GUARD_MAX_ANALYSIS_STEPS`: most analysis steps for one request: one per search
+/// parameter, reference hop, Bundle entry and conditional reference (default 100000).
+pub const ENV_MAX_ANALYSIS_STEPS: &str = Limit::AnalysisSteps.env_var();
 /// `SMART_GUARD_MAX_IN_FLIGHT`: most introspection calls out at once (default 64). A miss beyond
 /// that gets 503 at once instead of queueing; requests coalesced onto a call already out do
 /// not count.
@@ -266,6 +281,7 @@ pub struct Config {
     pub(crate) allowed_operations: Arc<[OperationRule]>,
     pub(crate) bulk_paths: Arc<[BulkPath]>,
     pub(crate) max_json_depth: usize,
+    pub(crate) analysis_limits: AnalysisLimits,
     pub(crate) max_in_flight: usize,
     pub(crate) breaker_failures: u32,
     pub(crate) breaker_cooldown: Duration,
@@ -330,6 +346,7 @@ impl Config {
             allowed_operations: Arc::new([]),
             bulk_paths: Arc::new([]),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            analysis_limits: AnalysisLimits::default(),
             max_in_flight: 64,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_millis(5_000),
@@ -481,6 +498,22 @@ impl Config {
         }
         if let Some(v) = get(ENV_MAX_JSON_DEPTH) {
             config.max_json_depth = usize_of(ENV_MAX_JSON_DEPTH, &v)?;
+        }
+        let limits = &mut config.analysis_limits;
+        if let Some(v) = get(ENV_MAX_SEARCH_PARAMS) {
+            *limits = limits.with_max_search_params(usize_of(ENV_MAX_SEARCH_PARAMS, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_INCLUDES) {
+            *limits = limits.with_max_includes(usize_of(ENV_MAX_INCLUDES, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_SEARCH_DEPTH) {
+            *limits = limits.with_max_search_depth(usize_of(ENV_MAX_SEARCH_DEPTH, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_BUNDLE_ENTRIES) {
+            *limits = limits.with_max_bundle_entries(usize_of(ENV_MAX_BUNDLE_ENTRIES, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_ANALYSIS_STEPS) {
+            *limits = limits.with_max_analysis_steps(usize_of(ENV_MAX_ANALYSIS_STEPS, &v)?);
         }
         if let Some(v) = get(ENV_MAX_IN_FLIGHT) {
             config.max_in_flight = usize_of(ENV_MAX_IN_FLIGHT, &v)?;
@@ -742,6 +775,13 @@ impl Config {
     /// deeper bodies are refused with 400.
     pub fn with_max_json_depth(mut self, depth: usize) -> Self {
         self.max_json_depth = depth;
+        self
+    }
+
+    /// How much analysis one request may ask of the guard: parameters, includes, chain and
+    /// `_has` depth, Bundle entries, steps in all (400 beyond). See [`AnalysisLimits`].
+    pub fn with_analysis_limits(mut self, limits: AnalysisLimits) -> Self {
+        self.analysis_limits = limits;
         self
     }
 
@@ -1068,6 +1108,45 @@ mod tests {
     }
 
     #[test]
+    fn analysis_limit_variables_are_read_and_zero_is_refused() {
+        let config = config_from(&[
+            (ENV_MAX_SEARCH_PARAMS, "10"),
+            (ENV_MAX_INCLUDES, "2"),
+            (ENV_MAX_SEARCH_DEPTH, "1"),
+            (ENV_MAX_BUNDLE_ENTRIES, "50"),
+            (ENV_MAX_ANALYSIS_STEPS, "500"),
+        ])
+        .expect("valid");
+        let limits = config.analysis_limits;
+        assert_eq!(
+            (
+                limits.max_search_params(),
+                limits.max_includes(),
+                limits.max_search_depth(),
+                limits.max_bundle_entries(),
+                limits.max_analysis_steps()
+            ),
+            (10, 2, 1, 50, 500)
+        );
+        assert_eq!(
+            config_from(&[]).expect("valid").analysis_limits,
+            AnalysisLimits::default()
+        );
+        for var in [
+            ENV_MAX_SEARCH_PARAMS,
+            ENV_MAX_INCLUDES,
+            ENV_MAX_SEARCH_DEPTH,
+            ENV_MAX_BUNDLE_ENTRIES,
+            ENV_MAX_ANALYSIS_STEPS,
+        ] {
+            for value in ["0", "-1", "many"] {
+                let text = config_from(&[(var, value)]).expect_err(var).to_string();
+                assert!(text.starts_with(&format!("{var} is invalid: ")), "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn authorization_policy_variables_are_read_and_checked() {
         let config = config_from(&[
             (
@@ -1102,6 +1181,14 @@ mod tests {
             .with_max_json_depth(8);
         assert_eq!(built.allowed_operations.len(), 1);
         assert_eq!(built.max_json_depth, 8);
+        let limits = AnalysisLimits::default().with_max_includes(3);
+        assert_eq!(
+            config_from(&[])
+                .expect("valid")
+                .with_analysis_limits(limits)
+                .analysis_limits,
+            limits
+        );
         assert!(
             config_from(&[])
                 .expect("valid")

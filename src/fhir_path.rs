@@ -16,6 +16,7 @@ use crate::{
     bundle::{self, BundleError, BundleKind},
     config::Config,
     error::ConfigError,
+    limits::{AnalysisLimits, Budget, Limit},
     operations::{self, BulkPath, Level, OperationRule},
     resource_type::ResourceType,
     scope::{Need, Permissions, ScopeSet, TypeScope},
@@ -377,6 +378,15 @@ pub enum ClassifyError {
     /// A body the guard must read is not what it should be: a batch that is not JSON or nests
     /// too deeply, a search form that is not UTF-8. Answered 400.
     MalformedBody,
+    /// The request asks for more analysis than the [`AnalysisLimits`] allow: too many
+    /// parameters or Bundle entries, a chain or `_has` too deep. Answered 400.
+    TooComplex(Limit),
+}
+
+impl From<Limit> for ClassifyError {
+    fn from(limit: Limit) -> Self {
+        Self::TooComplex(limit)
+    }
 }
 
 impl fmt::Display for ClassifyError {
@@ -385,6 +395,7 @@ impl fmt::Display for ClassifyError {
             Self::MalformedPath => "malformed FHIR path",
             Self::Undefined => "not a FHIR interaction this server understands",
             Self::MalformedBody => "malformed request body",
+            Self::TooComplex(_) => "beyond the guard's analysis limits",
         })
     }
 }
@@ -572,6 +583,7 @@ pub struct Policy {
     bulk_paths: Arc<[BulkPath]>,
     base_url: Option<Arc<str>>,
     max_json_depth: usize,
+    limits: AnalysisLimits,
 }
 
 impl Default for Policy {
@@ -581,6 +593,7 @@ impl Default for Policy {
             bulk_paths: Arc::new([]),
             base_url: None,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            limits: AnalysisLimits::default(),
         }
     }
 }
@@ -599,6 +612,7 @@ impl Policy {
                 .as_deref()
                 .map(|a| Arc::from(a.trim_end_matches('/'))),
             max_json_depth: config.max_json_depth,
+            limits: config.analysis_limits,
         }
     }
 
@@ -637,6 +651,12 @@ impl Policy {
         self
     }
 
+    /// How much analysis one request may ask for (400 beyond); see [`AnalysisLimits`].
+    pub fn with_analysis_limits(mut self, limits: AnalysisLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Classifies a request.
     ///
     /// # Errors
@@ -644,13 +664,14 @@ impl Policy {
     /// [`ClassifyError`] for paths that are malformed or not FHIR interactions, and for bodies
     /// the guard must read but cannot.
     pub fn classify(&self, incoming: &Incoming<'_>) -> Result<FhirRequest, ClassifyError> {
-        self.classify_at(incoming, false)
+        self.classify_at(incoming, false, &Budget::new(self.limits))
     }
 
     fn classify_at(
         &self,
         incoming: &Incoming<'_>,
         in_bundle: bool,
+        budget: &Budget,
     ) -> Result<FhirRequest, ClassifyError> {
         use Interaction as I;
 
@@ -698,13 +719,13 @@ impl Policy {
         };
 
         let request = match segments {
-            [] if get => search_system(&query_only)?,
+            [] if get => search_system(&query_only, budget)?,
             [] if post && in_bundle => FhirRequest::never(
                 I::BatchOrTransaction,
                 None,
                 "a batch or transaction inside a bundle is not allowed",
             ),
-            [] if post => self.bundle(incoming)?,
+            [] if post => self.bundle(incoming, budget)?,
             ["metadata"] if get => FhirRequest::new(I::Capabilities, None, Needs::Nothing),
             [".well-known", "smart-configuration"] if get => {
                 FhirRequest::new(I::SmartConfiguration, None, Needs::Nothing)
@@ -716,11 +737,13 @@ impl Policy {
             ),
             ["_search"] if post && in_bundle => return Err(ClassifyError::Undefined),
             ["_search"] if post => {
-                let mut request = search_system(&params)?;
+                let mut request = search_system(&params, budget)?;
                 request.form_params = form;
                 request
             }
-            [op] if is_operation(op) => self.operation(incoming, &params, Level::System, op),
+            [op] if is_operation(op) => {
+                self.operation(incoming, &params, Level::System, op, budget)?
+            }
             [ty] => {
                 let ty = resource_type(ty)?;
                 let conditional = query_only.query.is_some();
@@ -734,25 +757,26 @@ impl Policy {
                         &[need_s(ty)],
                         Base::One(ty),
                         &query_only,
-                    ),
+                        budget,
+                    )?,
                     m if m == Method::POST => match incoming.if_none_exist {
                         Some(condition) => {
                             let condition = Params {
                                 query: Some(condition),
                                 form: None,
                             };
-                            conditional_write(I::ConditionalCreate, ty, cs, &condition)
+                            conditional_write(I::ConditionalCreate, ty, cs, &condition, budget)?
                         }
                         None => FhirRequest::one(I::Create, ty, Permissions::CREATE),
                     },
                     m if m == Method::PUT && conditional => {
-                        conditional_write(I::ConditionalUpdate, ty, us, &query_only)
+                        conditional_write(I::ConditionalUpdate, ty, us, &query_only, budget)?
                     }
                     m if m == Method::PATCH && conditional => {
-                        conditional_write(I::ConditionalPatch, ty, us, &query_only)
+                        conditional_write(I::ConditionalPatch, ty, us, &query_only, budget)?
                     }
                     m if m == Method::DELETE && conditional => {
-                        conditional_write(I::ConditionalDelete, ty, ds, &query_only)
+                        conditional_write(I::ConditionalDelete, ty, ds, &query_only, budget)?
                     }
                     _ => return Err(ClassifyError::Undefined),
                 }
@@ -769,13 +793,14 @@ impl Policy {
                     &[need_s(ty)],
                     Base::One(ty),
                     &params,
-                );
+                    budget,
+                )?;
                 request.form_params = form;
                 request
             }
             [ty, op] if is_operation(op) => {
                 let ty = resource_type(ty)?;
-                self.operation(incoming, &params, Level::Type(Some(ty)), op)
+                self.operation(incoming, &params, Level::Type(Some(ty)), op, budget)?
             }
             [ty, id] => {
                 let ty = resource_type(ty)?;
@@ -804,7 +829,7 @@ impl Policy {
             [ty, id, op] if is_operation(op) => {
                 let ty = resource_type(ty)?;
                 resource_id(id)?;
-                self.operation(incoming, &params, Level::Instance(Some(ty)), op)
+                self.operation(incoming, &params, Level::Instance(Some(ty)), op, budget)?
             }
             [compartment, id, target] if get => {
                 resource_id(id)?;
@@ -819,7 +844,8 @@ impl Policy {
                         &[wildcard],
                         Base::Types(&[]),
                         &query_only,
-                    )
+                        budget,
+                    )?
                 } else {
                     let ty = resource_type(target)?;
                     search(
@@ -828,7 +854,8 @@ impl Policy {
                         &[need_s(ty)],
                         Base::One(ty),
                         &query_only,
-                    )
+                        budget,
+                    )?
                 }
             }
             _ => return Err(ClassifyError::Undefined),
@@ -843,7 +870,8 @@ impl Policy {
         params: &Params<'_>,
         level: Level,
         segment: &str,
-    ) -> FhirRequest {
+        budget: &Budget,
+    ) -> Result<FhirRequest, ClassifyError> {
         let name = &segment[1..];
         let path_type = match level {
             Level::System => None,
@@ -851,7 +879,7 @@ impl Policy {
         };
         let method = incoming.method;
         let get_or_post = method == Method::GET || method == Method::HEAD || method == Method::POST;
-        match name {
+        Ok(match name {
             "graphql" => FhirRequest::never(
                 Interaction::Operation,
                 path_type,
@@ -862,7 +890,7 @@ impl Policy {
                 path_type,
                 "$export is started with GET or POST",
             ),
-            "export" => self.export(incoming, params, level),
+            "export" => self.export(incoming, params, level, budget)?,
             "everything" => everything(level, get_or_post),
             _ => match self
                 .operations
@@ -880,12 +908,19 @@ impl Policy {
                     "this operation is not allow-listed (SMART_GUARD_ALLOWED_OPERATIONS)",
                 ),
             },
-        }
+        })
     }
 
     /// Bulk kick-off, SMART-NOTES §5 rules 1-5: `rs` on every exported type, `*` without `_type`;
-    /// `Patient/$export` adds Patient, `Group/[id]/$export` adds Group and Patient.
-    fn export(&self, incoming: &Incoming<'_>, params: &Params<'_>, level: Level) -> FhirRequest {
+    /// `Patient/$export` adds Patient, `Group/[id]/$export` adds Group and Patient. Each
+    /// `_typeFilter` query is analysed like a search on its type: `s` on every type it reaches.
+    fn export(
+        &self,
+        incoming: &Incoming<'_>,
+        params: &Params<'_>,
+        level: Level,
+        budget: &Budget,
+    ) -> Result<FhirRequest, ClassifyError> {
         let rs = Permissions::READ | Permissions::SEARCH;
         let patient = ResourceType::parse("Patient");
         let group = ResourceType::parse("Group");
@@ -896,70 +931,86 @@ impl Policy {
                 Level::Type(ty) if ty == patient => (ty, &[patient]),
                 Level::Instance(ty) if ty == group => (ty, &[group, patient]),
                 _ => {
-                    return FhirRequest::never(
+                    return Ok(FhirRequest::never(
                         Interaction::Export,
                         None,
                         "$export is defined at system, Patient and Group/[id] level only",
-                    );
+                    ));
                 }
             };
         for ty in population.iter().flatten() {
             push_unique(&mut needs, need(TypeScope::Type(*ty), rs));
         }
-        let add_types = |value: &str, needs: &mut Vec<Need>| {
-            let mut any = false;
-            for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                any = true;
-                let resource =
-                    ResourceType::parse(entry).map_or(TypeScope::Wildcard, TypeScope::Type);
-                push_unique(needs, need(resource, rs));
-            }
-            any
-        };
-        let types_in = |text: Option<&str>, needs: &mut Vec<Need>| {
-            let mut any = false;
-            for (name, value) in text.into_iter().flat_map(search_params::raw_pairs) {
-                if search_params::decode(name) == "_type" {
-                    any |= add_types(&search_params::decode(value), needs);
+        // One kick-off parameter, decoded: `_type` adds `rs` needs (and says whether any type
+        // was listed), `_typeFilter` is analysed; the others change no needs.
+        let take = |name: &str, value: Option<&str>, needs: &mut Vec<Need>| {
+            budget.spend(1)?;
+            let mut listed = false;
+            match (name, value) {
+                ("_type", Some(value)) => {
+                    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                        listed = true;
+                        let resource =
+                            ResourceType::parse(entry).map_or(TypeScope::Wildcard, TypeScope::Type);
+                        push_unique(needs, need(resource, rs));
+                    }
                 }
+                ("_typeFilter", Some(value)) => type_filter_needs(value, needs, budget)?,
+                ("_type" | "_typeFilter", None) => {
+                    push_unique(needs, need(TypeScope::Wildcard, rs));
+                }
+                _ => {}
             }
-            any
+            Ok::<bool, Limit>(listed)
         };
-        let in_query = types_in(params.query, &mut needs);
+        let pairs_in = |text: Option<&str>, needs: &mut Vec<Need>| {
+            let mut listed = false;
+            for (name, value) in text.into_iter().flat_map(search_params::raw_pairs) {
+                let value = search_params::decode(value);
+                listed |= take(&search_params::decode(name), Some(&value), needs)?;
+            }
+            Ok::<bool, Limit>(listed)
+        };
+        let in_query = pairs_in(params.query, &mut needs)?;
         // A POST kick-off is read from its body: query `_type`s only add needs there.
         let listed = if incoming.method != Method::POST {
             in_query
         } else if params.form.is_some() {
-            types_in(params.form, &mut needs)
+            pairs_in(params.form, &mut needs)?
         } else {
             let body = incoming
                 .body
                 .filter(|_| incoming.body_kind() == Some(BodyKind::Json))
                 .filter(|b| !bundle::too_deep(b, self.max_json_depth));
             let parameters = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-            let mut any = false;
+            let mut listed = false;
             let parameter_list = parameters
                 .as_ref()
                 .filter(|p| p["resourceType"] == "Parameters")
                 .and_then(|p| p["parameter"].as_array());
             for parameter in parameter_list.into_iter().flatten() {
-                if parameter["name"] == "_type" {
-                    match parameter["valueString"].as_str() {
-                        Some(value) => any |= add_types(value, &mut needs),
-                        None => push_unique(&mut needs, need(TypeScope::Wildcard, rs)),
-                    }
+                if let Some(name) = parameter["name"].as_str() {
+                    listed |= take(name, parameter["valueString"].as_str(), &mut needs)?;
                 }
             }
-            any
+            listed
         };
         if !listed {
             push_unique(&mut needs, need(TypeScope::Wildcard, rs));
         }
-        FhirRequest::new(Interaction::Export, resource_type, many(&needs))
+        Ok(FhirRequest::new(
+            Interaction::Export,
+            resource_type,
+            many(&needs),
+        ))
     }
 
     /// `POST /` with a batch or transaction Bundle: each entry classified as if sent alone.
-    fn bundle(&self, incoming: &Incoming<'_>) -> Result<FhirRequest, ClassifyError> {
+    fn bundle(
+        &self,
+        incoming: &Incoming<'_>,
+        budget: &Budget,
+    ) -> Result<FhirRequest, ClassifyError> {
         let body = match (incoming.body_kind(), incoming.body) {
             (Some(BodyKind::Json), Some(body)) => body,
             _ => {
@@ -970,9 +1021,14 @@ impl Policy {
                 ));
             }
         };
-        let (kind, raw) = match bundle::parse(body, self.max_json_depth) {
+        let limits = bundle::Limits {
+            max_depth: self.max_json_depth,
+            max_entries: self.limits.max_bundle_entries(),
+        };
+        let (kind, raw) = match bundle::parse(body, limits) {
             Ok(parsed) => parsed,
             Err(BundleError::Malformed) => return Err(ClassifyError::MalformedBody),
+            Err(BundleError::TooManyEntries) => return Err(Limit::BundleEntries.into()),
             Err(BundleError::NotABundle | BundleError::WrongType) => {
                 return Ok(FhirRequest::never(
                     Interaction::BatchOrTransaction,
@@ -991,7 +1047,8 @@ impl Policy {
         let mut entries = Vec::with_capacity(raw.len());
         let mut union: Vec<Need> = Vec::new();
         for entry in &raw {
-            let classified = self.entry(entry);
+            budget.spend(1)?;
+            let classified = self.entry(entry, budget)?;
             for n in classified.request.needs() {
                 merge(&mut union, *n);
             }
@@ -1009,10 +1066,14 @@ impl Policy {
         ))
     }
 
-    fn entry(&self, raw: &bundle::RawEntry) -> BundleEntry {
-        let denied = |why: &'static str| BundleEntry {
-            request: FhirRequest::never(Interaction::BatchOrTransaction, None, why),
-            query: None,
+    /// One entry, classified as if sent alone; a denied entry is a never-allowed request, and
+    /// only a limit of the whole request's analysis is an error.
+    fn entry(&self, raw: &bundle::RawEntry, budget: &Budget) -> Result<BundleEntry, ClassifyError> {
+        let denied = |why: &'static str| {
+            Ok(BundleEntry {
+                request: FhirRequest::never(Interaction::BatchOrTransaction, None, why),
+                query: None,
+            })
         };
         if raw.malformed {
             return denied("the entry has no valid request (method, url)");
@@ -1056,11 +1117,12 @@ impl Policy {
             }
             incoming = incoming.with_if_none_exist(condition);
         }
-        let mut request = match self.classify_at(&incoming, true) {
+        let mut request = match self.classify_at(&incoming, true, budget) {
             Ok(request) if request.interaction().is_public() => {
                 return denied("capability requests are not batch entries");
             }
             Ok(request) => request,
+            Err(error @ ClassifyError::TooComplex(_)) => return Err(error),
             Err(ClassifyError::MalformedPath) => return denied("the entry url is malformed"),
             Err(_) => return denied("the entry url is not a FHIR interaction"),
         };
@@ -1068,6 +1130,7 @@ impl Policy {
             // A conditional reference runs a search on its type (SMART-NOTES §6.11).
             let mut needs: Vec<Need> = request.needs().to_vec();
             for reference in &raw.conditional_references {
+                budget.spend(1)?;
                 let (ty, query) = reference.split_once('?').unwrap_or((reference, ""));
                 let Some(ty) = ResourceType::parse(ty) else {
                     push_unique(&mut needs, need(TypeScope::Wildcard, Permissions::SEARCH));
@@ -1078,14 +1141,14 @@ impl Policy {
                     query: Some(query),
                     form: None,
                 };
-                cross_type_needs(Base::One(ty), &condition, &mut needs);
+                analyse(Base::One(ty), &condition, &mut needs, budget)?;
             }
             request.needs = many(&needs);
         }
-        BundleEntry {
+        Ok(BundleEntry {
             request,
             query: query.filter(|q| !q.is_empty()).map(Box::from),
-        }
+        })
     }
 
     /// An entry url relative to the base; absolute ones only under [`Self::with_base_url`].
@@ -1262,17 +1325,78 @@ fn collect(needs: impl Iterator<Item = Need>) -> Needs {
     many(&out)
 }
 
+/// Checks one parameter list against the per-list limit and spends a step per parameter;
+/// returns whether any parameter may reach other types.
+fn count_params(params: &Params<'_>, budget: &Budget) -> Result<bool, Limit> {
+    let max = budget.limits.max_search_params();
+    let mut count = 0usize;
+    let mut any_cross = false;
+    for (raw_name, _) in params.raw_pairs() {
+        count += 1;
+        Budget::within(count, max, Limit::SearchParams)?;
+        any_cross = any_cross || search_params::may_cross_types(&search_params::decode(raw_name));
+    }
+    budget.spend(count)?;
+    Ok(any_cross)
+}
+
 /// Appends the `s` needs of every other type the parameters reach (SMART-NOTES §6.7-6.9).
-fn cross_type_needs(base: Base<'_>, params: &Params<'_>, needs: &mut Vec<Need>) {
+fn cross_type_needs(
+    base: Base<'_>,
+    params: &Params<'_>,
+    needs: &mut Vec<Need>,
+    budget: &Budget,
+) -> Result<(), Limit> {
+    let max_includes = budget.limits.max_includes();
+    let mut includes = 0usize;
     for (raw_name, raw_value) in params.raw_pairs() {
         let name = search_params::decode(raw_name);
         if matches!(base, Base::Types(_)) && name == "_type" {
             continue;
         }
-        search_params::cross_types(base, &name, raw_value, &mut |resource| {
+        if search_params::is_include(&name) {
+            includes += 1;
+            Budget::within(includes, max_includes, Limit::Includes)?;
+        }
+        search_params::cross_types(base, &name, raw_value, budget, &mut |resource| {
             push_unique(needs, need(resource, Permissions::SEARCH));
-        });
+        })?;
     }
+    Ok(())
+}
+
+/// A parameter list that is not the request's own search (a conditional reference, a
+/// `_typeFilter` query): counted, then `s` on every other type it reaches.
+fn analyse(
+    base: Base<'_>,
+    params: &Params<'_>,
+    needs: &mut Vec<Need>,
+    budget: &Budget,
+) -> Result<(), Limit> {
+    if count_params(params, budget)? {
+        cross_type_needs(base, params, needs, budget)?;
+    }
+    Ok(())
+}
+
+/// A `$export` `_typeFilter` value (decoded): comma-separated `Type?query` searches, each
+/// analysed on its type; an unknown type needs `*` `s`.
+fn type_filter_needs(value: &str, needs: &mut Vec<Need>, budget: &Budget) -> Result<(), Limit> {
+    for filter in value.split(',').filter(|f| !f.is_empty()) {
+        budget.spend(1)?;
+        let (ty, query) = filter.split_once('?').unwrap_or((filter, ""));
+        match ResourceType::parse(ty) {
+            Some(ty) => {
+                let params = Params {
+                    query: Some(query),
+                    form: None,
+                };
+                analyse(Base::One(ty), &params, needs, budget)?;
+            }
+            None => push_unique(needs, need(TypeScope::Wildcard, Permissions::SEARCH)),
+        }
+    }
+    Ok(())
 }
 
 /// A search: `primary` needs first (a granular scope may meet them), then the other types the
@@ -1283,15 +1407,13 @@ fn search(
     primary: &[Need],
     base: Base<'_>,
     params: &Params<'_>,
-) -> FhirRequest {
-    let any_cross = params
-        .raw_pairs()
-        .any(|(raw_name, _)| search_params::may_cross_types(&search_params::decode(raw_name)));
-    let mut request = if any_cross {
+    budget: &Budget,
+) -> Result<FhirRequest, Limit> {
+    let mut request = if count_params(params, budget)? {
         // Kept apart from the primary needs even when equal: a granular scope may meet a
         // primary need but never what an include or chain brings in.
         let mut cross = Vec::new();
-        cross_type_needs(base, params, &mut cross);
+        cross_type_needs(base, params, &mut cross, budget)?;
         let mut needs = primary.to_vec();
         needs.extend(cross);
         FhirRequest::new(interaction, ty, many(&needs))
@@ -1299,7 +1421,7 @@ fn search(
         FhirRequest::new(interaction, ty, many(primary))
     };
     request.primary = u8::try_from(primary.len()).unwrap_or(0);
-    request
+    Ok(request)
 }
 
 /// Conditional create, update, patch and delete: the letters plus `s` on the type, and `s` on
@@ -1309,22 +1431,27 @@ fn conditional_write(
     ty: ResourceType,
     letters: Permissions,
     condition: &Params<'_>,
-) -> FhirRequest {
+    budget: &Budget,
+) -> Result<FhirRequest, Limit> {
     let mut request = search(
         interaction,
         Some(ty),
         &[need(TypeScope::Type(ty), letters)],
         Base::One(ty),
         condition,
-    );
+        budget,
+    )?;
     request.primary = 0;
-    request
+    Ok(request)
 }
 
 /// System search: `s` on every `_type` entry; with no `_type`, `*`.
-fn search_system(params: &Params<'_>) -> Result<FhirRequest, ClassifyError> {
+fn search_system(params: &Params<'_>, budget: &Budget) -> Result<FhirRequest, ClassifyError> {
     let mut types: Vec<ResourceType> = Vec::new();
-    for (raw_name, raw_value) in params.raw_pairs() {
+    let max = budget.limits.max_search_params();
+    for (i, (raw_name, raw_value)) in params.raw_pairs().enumerate() {
+        // Counted here too: this loop runs before `search` counts the list.
+        Budget::within(i + 1, max, Limit::SearchParams)?;
         if search_params::decode(raw_name) != "_type" {
             continue;
         }
@@ -1349,7 +1476,8 @@ fn search_system(params: &Params<'_>) -> Result<FhirRequest, ClassifyError> {
         &primary,
         Base::Types(&types),
         params,
-    );
+        budget,
+    )?;
     if types.is_empty() {
         request.primary = 0;
     }

@@ -35,6 +35,9 @@ pub enum AuthFailure {
     InsufficientScope,
     /// The authorization server could not answer: 503 with `Retry-After`.
     Unavailable,
+    /// The guard failed on this request (a bug: its analysis panicked): 500. The panic is
+    /// caught, logged at ERROR and answered; the server and other requests go on.
+    Internal,
 }
 
 impl AuthFailure {
@@ -48,6 +51,7 @@ impl AuthFailure {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -63,6 +67,7 @@ impl AuthFailure {
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
         }
     }
 
@@ -75,6 +80,7 @@ impl AuthFailure {
             Self::PayloadTooLarge => "too-long",
             Self::InsufficientScope => "forbidden",
             Self::Unavailable => "transient",
+            Self::Internal => "exception",
         }
     }
 }
@@ -155,7 +161,8 @@ impl Challenges {
             AuthFailure::MalformedPath
             | AuthFailure::NotFound
             | AuthFailure::PayloadTooLarge
-            | AuthFailure::Unavailable => None,
+            | AuthFailure::Unavailable
+            | AuthFailure::Internal => None,
         }
     }
 

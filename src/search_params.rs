@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use crate::{
+    limits::{Budget, Limit},
     r4_data::{COMMON_PARAMS, TYPE_PARAMS},
     resource_type::ResourceType,
     scope::TypeScope,
@@ -113,25 +114,69 @@ impl Base<'_> {
             Base::Types(types) => types.iter().copied().for_each(f),
         }
     }
+
+    /// A system search without `_type`: every type is searched, and `*` is needed already.
+    fn is_every_type(self) -> bool {
+        matches!(self, Base::Types([]))
+    }
 }
 
 /// Calls `touch` with every type (or `*`) that the parameter `name=value` reaches besides the
 /// searched types, each needing `s`. `name` is decoded; `value` is raw (decoded here when needed).
+///
+/// Iterative: a `_has` nested in a `_has` moves the base one type on and goes round the loop
+/// again, so the stack does not grow with the client's nesting. Each `_has` and each chain link
+/// is a reference hop; more than [`AnalysisLimits::max_search_depth`](crate::AnalysisLimits)
+/// hops in one parameter is [`Limit::SearchDepth`], checked before the hops are followed.
+///
+/// # Errors
+///
+/// The limit the parameter went past.
 pub(crate) fn cross_types(
     base: Base<'_>,
     name: &str,
     raw_value: &str,
+    budget: &Budget,
     touch: &mut dyn FnMut(TypeScope),
-) {
-    if !may_cross_types(name) {
-        return;
+) -> Result<(), Limit> {
+    let max_depth = budget.limits.max_search_depth();
+    let (mut base, mut name, mut raw_value) = (base, name, raw_value);
+    let mut hops = 0usize;
+    loop {
+        if !may_cross_types(name) {
+            return Ok(());
+        }
+        let Some(rest) = name.strip_prefix("_has:") else {
+            break;
+        };
+        // `_has:Type:param:rest`: `Type` needs `s`, and `rest` is a parameter of `Type`.
+        hops += 1;
+        Budget::within(hops, max_depth, Limit::SearchDepth)?;
+        budget.spend(1)?;
+        let mut parts = rest.splitn(3, ':');
+        let (Some(other), Some(_param), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            touch(TypeScope::Wildcard);
+            return Ok(());
+        };
+        let Some(other) = ResourceType::parse(other) else {
+            touch(TypeScope::Wildcard);
+            return Ok(());
+        };
+        // Over every type, `*` is needed already and covers `other`.
+        if !base.is_every_type() {
+            touch(TypeScope::Type(other));
+        }
+        if rest.is_empty() {
+            touch(TypeScope::Wildcard);
+            return Ok(());
+        }
+        (base, name, raw_value) = (Base::One(other), rest, "");
     }
     if let Some(modifier) = name.strip_prefix("_include") {
         include(modifier, &decode(raw_value), false, touch);
     } else if let Some(modifier) = name.strip_prefix("_revinclude") {
         include(modifier, &decode(raw_value), true, touch);
-    } else if name.starts_with("_has:") {
-        base.for_each(|ty| has(ty, name, touch));
     } else if name == "_type" {
         // On a type search `_type` is odd, but count it: every listed type needs `s`.
         for entry in decode(raw_value).split(',').filter(|e| !e.is_empty()) {
@@ -151,12 +196,27 @@ pub(crate) fn cross_types(
             touch(TypeScope::Wildcard);
         }
     } else if name.contains('.') {
-        base.for_each(|ty| chain(ty, name, touch));
+        // Counted before any link is followed: a chain of a million links costs one scan.
+        let links = name.bytes().filter(|b| *b == b'.').count();
+        Budget::within(hops.saturating_add(links), max_depth, Limit::SearchDepth)?;
+        let mut result = Ok(());
+        base.for_each(|ty| {
+            if result.is_ok() {
+                result = budget.spend(links).map(|()| chain(ty, name, touch));
+            }
+        });
+        result?;
     }
+    Ok(())
 }
 
 fn type_or_wildcard(name: &str) -> TypeScope {
     ResourceType::parse(name).map_or(TypeScope::Wildcard, TypeScope::Type)
+}
+
+/// Whether a decoded parameter name is an `_include` or `_revinclude` (with any modifier).
+pub(crate) fn is_include(name: &str) -> bool {
+    name.starts_with("_include") || name.starts_with("_revinclude")
 }
 
 /// `_include[:iterate]=Source:param[:Target]` or `_revinclude…`; `*` anywhere means any type.
@@ -195,7 +255,8 @@ fn include(modifier: &str, value: &str, reverse: bool, touch: &mut dyn FnMut(Typ
     }
 }
 
-/// Follows a chain such as `subject:Patient.organization.name` from `ty`.
+/// Follows a chain such as `subject:Patient.organization.name` from `ty` (its length was
+/// checked against the depth limit by the caller).
 fn chain(ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) {
     let mut current = ty;
     let mut links = name.split('.').peekable();
@@ -223,24 +284,6 @@ fn chain(ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) {
     }
 }
 
-/// `_has:Type:param:rest`: `Type` needs `s`, and `rest` is a parameter of `Type`.
-fn has(_ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) {
-    let mut parts = name.splitn(4, ':');
-    let (Some("_has"), Some(other), Some(_param), Some(rest)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return touch(TypeScope::Wildcard);
-    };
-    let Some(other) = ResourceType::parse(other) else {
-        return touch(TypeScope::Wildcard);
-    };
-    touch(TypeScope::Type(other));
-    if rest.is_empty() {
-        return touch(TypeScope::Wildcard);
-    }
-    cross_types(Base::One(other), rest, "", touch);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,9 +294,11 @@ mod tests {
 
     fn touched(base: &str, name: &str, value: &str) -> String {
         let mut out = Vec::new();
-        cross_types(Base::One(ty(base)), name, value, &mut |t| {
+        let budget = Budget::new(crate::AnalysisLimits::default());
+        cross_types(Base::One(ty(base)), name, value, &budget, &mut |t| {
             out.push(t.to_string());
-        });
+        })
+        .expect("within the limits");
         out.join(" ")
     }
 
@@ -368,5 +413,45 @@ mod tests {
                 "{base}?{name}={value}"
             );
         }
+    }
+
+    fn depth_of(name: &str, max: usize) -> Result<(), Limit> {
+        let budget = Budget::new(crate::AnalysisLimits::default().with_max_search_depth(max));
+        cross_types(Base::One(ty("Patient")), name, "x", &budget, &mut |_| {})
+    }
+
+    #[test]
+    fn each_has_and_each_chain_link_is_one_hop_of_the_depth_limit() {
+        let has = |n: usize| format!("{}code", "_has:Observation:patient:".repeat(n));
+        assert_eq!(depth_of(&has(4), 4), Ok(()));
+        assert_eq!(depth_of(&has(5), 4), Err(Limit::SearchDepth));
+        assert_eq!(
+            depth_of("organization.partof.partof.partof.name", 4),
+            Ok(())
+        );
+        assert_eq!(
+            depth_of("organization.partof.partof.partof.partof.name", 4),
+            Err(Limit::SearchDepth)
+        );
+        assert_eq!(
+            depth_of("_has:Observation:patient:_has:Group:member:patient.name", 2),
+            Err(Limit::SearchDepth)
+        );
+        assert_eq!(depth_of("_has:Observation:patient:patient.name", 2), Ok(()));
+    }
+
+    #[test]
+    fn a_deep_has_is_refused_without_growing_the_stack() {
+        // 12,000 levels: the size of the request that used to overflow a worker's stack.
+        let name = "_has:Flag:x:".repeat(12_000);
+        let deep = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || depth_of(&name, usize::MAX))
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        // Flag has no `x`, but the guard does not check the link's parameter: it follows
+        // every level, in a loop, and ends on the empty rest.
+        assert_eq!(deep, Ok(()));
     }
 }

@@ -133,6 +133,10 @@ fn decide_now<B, ResBody: From<String>>(
 }
 
 /// One request through the guard: classify, authenticate, authorize, then call `ready`.
+///
+/// A request whose body the guard reads goes in the order that keeps anonymous requests cheap:
+/// what its headers decide (path, token present and well-formed, a declared length over the
+/// limit), then the token (cache or AS), and only for an active token the body.
 async fn guard<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
     mut ready: S,
@@ -151,33 +155,37 @@ where
             Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
         ));
     };
-    let (body, body_bytes) = if Shared::needs_body(&parts.method, relative, &parts.headers) {
-        // Credentials first: a request without them never makes the guard buffer a body.
-        if let Err(rejection) = shared.bearer(&parts.headers, parts.uri.query()) {
+    let query = parts.uri.query();
+    let (decision, body) = if Shared::needs_body(&parts.method, relative, &parts.headers) {
+        // A body declared larger than the limit is refused before the token is looked up.
+        let declared_too_large = body.size_hint().lower() > shared.max_body_bytes as u64;
+        let checked_headers = shared.bearer(&parts.headers, query).and_then(|_| {
+            if declared_too_large {
+                Err(too_large())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(rejection) = checked_headers {
             return Ok(deny(&shared, rejection));
         }
-        // A body declared larger than the limit is refused before a byte of it is read.
-        if body.size_hint().lower() > shared.max_body_bytes as u64 {
-            return Ok(deny(
-                &shared,
-                Rejection::new(
-                    AuthFailure::PayloadTooLarge,
-                    "the request body is too large",
-                ),
-            ));
-        }
-        match Limited::new(body, shared.max_body_bytes).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                (ReqBody::from(bytes.clone()), Some(bytes))
+        let info = match shared
+            .authenticate_before_body(&parts.method, relative, query, &parts.headers)
+            .await
+        {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                let mut request = Request::from_parts(parts, body);
+                admit(&shared, Decision::Public, &mut request);
+                return ready.call(request).await;
             }
+            Err(rejection) => return Ok(deny(&shared, rejection)),
+        };
+        let bytes = match Limited::new(body, shared.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
             Err(error) => {
-                let too_large = error.is::<http_body_util::LengthLimitError>();
-                let rejection = if too_large {
-                    Rejection::new(
-                        AuthFailure::PayloadTooLarge,
-                        "the request body is too large",
-                    )
+                let rejection = if error.is::<http_body_util::LengthLimitError>() {
+                    too_large()
                 } else {
                     Rejection::new(
                         AuthFailure::InvalidRequest,
@@ -186,19 +194,22 @@ where
                 };
                 return Ok(deny(&shared, rejection));
             }
-        }
-    } else {
-        (body, None)
-    };
-    let decision = shared
-        .authorize(
+        };
+        let decision = shared.authorize_with_body(
             &parts.method,
             relative,
-            parts.uri.query(),
+            query,
             &parts.headers,
-            body_bytes.as_deref(),
-        )
-        .await;
+            &bytes,
+            info,
+        );
+        (decision, ReqBody::from(bytes))
+    } else {
+        let decision = shared
+            .authorize(&parts.method, relative, query, &parts.headers)
+            .await;
+        (decision, body)
+    };
     match decision {
         Ok(decision) => {
             let mut request = Request::from_parts(parts, body);
@@ -207,6 +218,13 @@ where
         }
         Err(rejection) => Ok(deny(&shared, rejection)),
     }
+}
+
+fn too_large() -> Rejection {
+    Rejection::new(
+        AuthFailure::PayloadTooLarge,
+        "the request body is too large",
+    )
 }
 
 /// Lets an allowed request through: counts the decision and, for a token, marks the

@@ -57,7 +57,7 @@ const ERROR_KINDS: [IntrospectErrorKind; 8] = [
     IntrospectErrorKind::OwnCredentials,
 ];
 
-const FAILURES: [AuthFailure; 8] = [
+const FAILURES: [AuthFailure; 9] = [
     AuthFailure::MissingToken,
     AuthFailure::InvalidRequest,
     AuthFailure::MalformedPath,
@@ -66,6 +66,7 @@ const FAILURES: [AuthFailure; 8] = [
     AuthFailure::InvalidToken,
     AuthFailure::InsufficientScope,
     AuthFailure::Unavailable,
+    AuthFailure::Internal,
 ];
 
 fn error_index(kind: IntrospectErrorKind) -> usize {

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smart_guard::Config;
+use smart_guard::{AnalysisLimits, Config};
 use support::{MockAs, active, guarded, http, raw_request};
 
 const TOKEN: &str = "valid-token";
@@ -228,9 +228,12 @@ async fn a_token_in_the_query_or_body_next_to_the_header_is_400() {
         "POST /fhir/Patient/_search HTTP/1.1\r\nHost: {host}\r\n{bearer}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    // The query is read with the headers, before the token is looked up; a body only once the
+    // token is known to be active, so this one costs the one introspection call.
+    assert_eq!(auth.calls(), 0);
     let (status, _) = raw_request(&base, request.as_bytes()).await;
     assert_eq!(status, 400);
-    assert_eq!(auth.calls(), 0);
+    assert_eq!(auth.calls(), 1);
 }
 
 #[tokio::test]
@@ -283,7 +286,7 @@ async fn odd_paths_are_refused_before_introspection() {
 }
 
 #[tokio::test]
-async fn oversized_bodies_are_413_without_introspection() {
+async fn oversized_bodies_are_413_and_a_declared_length_needs_no_introspection() {
     let limit = 64 * 1024;
     let (auth, base) = setup(|c| c.with_max_body_bytes(limit)).await;
     let client = http();
@@ -324,6 +327,8 @@ async fn oversized_bodies_are_413_without_introspection() {
         .expect("send");
     assert_eq!(export.status(), 413, "$export Parameters");
     assert!(started.elapsed() < 2 * QUICK);
+    // A declared length over the limit is refused from the headers: no token lookup.
+    assert_eq!(auth.calls(), 0);
 
     // Chunked, with no Content-Length: refused once the limit is passed.
     let host = base.strip_prefix("http://").expect("base");
@@ -340,11 +345,12 @@ async fn oversized_bodies_are_413_without_introspection() {
     request.extend_from_slice(b"0\r\n\r\n");
     let (status, _) = raw_request(&base, &request).await;
     assert_eq!(status, 413, "chunked");
-    assert_eq!(auth.calls(), 0);
+    // A body of unknown length is read only for an active token: one lookup first.
+    assert_eq!(auth.calls(), 1);
 }
 
 #[tokio::test]
-async fn deeply_nested_and_malformed_bundles_are_400_without_introspection() {
+async fn deeply_nested_and_malformed_bundles_are_400_after_one_introspection() {
     let (auth, base) = setup(|c| c).await;
     let client = http();
     let post = |body: String| {
@@ -390,12 +396,17 @@ async fn deeply_nested_and_malformed_bundles_are_400_without_introspection() {
         let outcome: Value = response.json().await.expect("OperationOutcome");
         assert_eq!(outcome["issue"][0]["code"], "invalid", "{label}");
     }
-    assert_eq!(auth.calls(), 0);
+    // The body is read only once the token is known to be active: one lookup, then the cache.
+    assert_eq!(auth.calls(), 1);
 }
 
 #[tokio::test]
 async fn a_bundle_of_many_entries_is_checked_quickly() {
-    let (auth, base) = setup(|c| c.with_max_body_bytes(4 * 1024 * 1024)).await;
+    let (auth, base) = setup(|c| {
+        c.with_max_body_bytes(4 * 1024 * 1024)
+            .with_analysis_limits(AnalysisLimits::default().with_max_bundle_entries(20_001))
+    })
+    .await;
     let entries: Vec<Value> = (0..20_000)
         .map(|i| json!({ "request": { "method": "GET", "url": format!("Patient/{i}") } }))
         .collect();
@@ -464,4 +475,100 @@ async fn a_request_without_credentials_is_refused_before_its_body_is_read() {
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert_eq!(auth.calls(), 0);
+}
+
+#[tokio::test]
+async fn requests_past_an_analysis_limit_are_400_naming_the_setting() {
+    let (auth, base) =
+        setup(|c| c.with_analysis_limits(AnalysisLimits::default().with_max_analysis_steps(2_000)))
+            .await;
+    let client = http();
+    let params = |n: usize| vec!["name=x"; n].join("&");
+    let includes = |n: usize| vec!["_include=Observation:patient"; n].join("&");
+    let has = |n: usize| format!("{}code=1", "_has:Observation:patient:".repeat(n));
+    let entries = |n: usize| {
+        let entry = json!({ "request": { "method": "GET", "url": "Patient?name=x" } });
+        json!({ "resourceType": "Bundle", "type": "batch", "entry": vec![entry; n] }).to_string()
+    };
+    let get = |query: String| client.get(format!("{base}/fhir/Observation?{query}"));
+    let batch = |body: String| {
+        client
+            .post(format!("{base}/fhir"))
+            .header("content-type", "application/fhir+json")
+            .body(body)
+    };
+    let cases = [
+        ("100 parameters", get(params(100)), None),
+        (
+            "101 parameters",
+            get(params(101)),
+            Some("SMART_GUARD_MAX_SEARCH_PARAMS"),
+        ),
+        ("32 includes", get(includes(32)), None),
+        (
+            "33 includes",
+            get(includes(33)),
+            Some("SMART_GUARD_MAX_INCLUDES"),
+        ),
+        ("_has 4 deep", get(has(4)), None),
+        (
+            "_has 5 deep",
+            get(has(5)),
+            Some("SMART_GUARD_MAX_SEARCH_DEPTH"),
+        ),
+        (
+            "a chain of 5 hops",
+            get("patient.organization.partof.partof.partof.name=x".to_owned()),
+            Some("SMART_GUARD_MAX_SEARCH_DEPTH"),
+        ),
+        ("900 entries of 1 parameter", batch(entries(900)), None),
+        (
+            "1,001 entries of 1 parameter",
+            batch(entries(1_001)),
+            Some("SMART_GUARD_MAX_ANALYSIS_STEPS"),
+        ),
+    ];
+    for (label, request, limit) in cases {
+        let response = request.bearer_auth(TOKEN).send().await.expect("send");
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let outcome: Value = response.json().await.expect("json");
+        match limit {
+            None => assert_eq!(status, 200, "{label}: {outcome}"),
+            Some(var) => {
+                assert_eq!(status, 400, "{label}: {outcome}");
+                assert_eq!(outcome["issue"][0]["code"], "invalid", "{label}");
+                let diagnostics = outcome["issue"][0]["diagnostics"].as_str().expect("text");
+                assert!(diagnostics.contains(var), "{label}: {diagnostics}");
+                assert!(
+                    challenge.is_some_and(|c| c.contains(r#"error="invalid_request""#)),
+                    "{label}"
+                );
+            }
+        }
+    }
+    // One token, looked up once.
+    assert_eq!(auth.calls(), 1);
+
+    // The default entry limit: 10,000.
+    let (_auth, base) = setup(|c| c).await;
+    let response = http()
+        .post(format!("{base}/fhir"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(entries(10_001))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    let outcome: Value = response.json().await.expect("json");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .is_some_and(|d| d.contains("SMART_GUARD_MAX_BUNDLE_ENTRIES")),
+        "{outcome}"
+    );
 }

@@ -174,6 +174,8 @@ async fn malformed_credentials_are_400_invalid_request_without_introspection() {
     )
     .await;
     assert_denied(query, 400, challenge, "invalid").await;
+    assert_eq!(auth.calls(), 0);
+    // A body is read only once its token is known to be active: one lookup first.
     let body = client
         .post(format!("{base}/fhir/Patient/_search"))
         .bearer_auth(TOKEN)
@@ -182,7 +184,7 @@ async fn malformed_credentials_are_400_invalid_request_without_introspection() {
         .await
         .expect("send");
     assert_denied(body, 400, challenge, "invalid").await;
-    assert_eq!(auth.calls(), 0);
+    assert_eq!(auth.calls(), 1);
 }
 
 #[tokio::test]
