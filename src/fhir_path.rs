@@ -949,6 +949,7 @@ impl Policy {
             match (name, value) {
                 ("_type", Some(value)) => {
                     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                        budget.spend(1)?;
                         listed = true;
                         let resource =
                             ResourceType::parse(entry).map_or(TypeScope::Wildcard, TypeScope::Type);
@@ -1459,6 +1460,7 @@ fn search_system(params: &Params<'_>, budget: &Budget) -> Result<FhirRequest, Cl
             .split(',')
             .filter(|e| !e.is_empty())
         {
+            budget.spend(1)?;
             let ty = ResourceType::parse(entry).ok_or(ClassifyError::Undefined)?;
             if !types.contains(&ty) {
                 types.push(ty);

@@ -63,6 +63,11 @@
 //! | `SMART_GUARD_MAX_TOKEN_BYTES` | `8192` | longest bearer token accepted |
 //! | `SMART_GUARD_MAX_BODY_BYTES` | `4194304` | largest body the guard reads (`POST _search` form, batch/transaction Bundle, `$export` Parameters) |
 //! | `SMART_GUARD_MAX_JSON_DEPTH` | `64` | deepest nesting of a JSON body the guard reads |
+//! | `SMART_GUARD_MAX_SEARCH_PARAMS` | `100` | most search parameters in one list (query and form, `If-None-Exist`, batch entry url, conditional reference, `_typeFilter` query) |
+//! | `SMART_GUARD_MAX_INCLUDES` | `32` | most `_include` and `_revinclude` parameters in one list |
+//! | `SMART_GUARD_MAX_SEARCH_DEPTH` | `4` | most reference hops (chain links and `_has`) in one search parameter |
+//! | `SMART_GUARD_MAX_BUNDLE_ENTRIES` | `10000` | most entries in a batch or transaction |
+//! | `SMART_GUARD_MAX_ANALYSIS_STEPS` | `100000` | most analysis steps for one request (per parameter, hop, Bundle entry, conditional reference) |
 //! | `SMART_GUARD_ALLOWED_OPERATIONS` | none | `$operations` allowed besides `$export`/`$everything`, see below |
 //! | `SMART_GUARD_BULK_PATHS` | none | bulk-data status and file URL prefixes, see below |
 //! | `SMART_GUARD_RETRY_AFTER_SECS` | `5` | `Retry-After` on 503 answers |
@@ -108,10 +113,16 @@
 //! | not a FHIR interaction, or outside the base path | 404 | — |
 //! | a body the guard reads is over the limit | 413 | — |
 //! | a batch or `$export` body that is not JSON or nests too deeply; a search form that is not UTF-8 | 400 | `error="invalid_request"` |
+//! | past an [`AnalysisLimits`] limit (the diagnostics name its variable) | 400 | `error="invalid_request"` |
 //! | inactive, expired, unknown token; `iss`/`aud`/`nbf`/`token_type` checks fail | 401 | `error="invalid_token"` |
 //! | scopes do not cover the request (for a batch: any entry; the diagnostics name each entry index) | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
 //! | GraphQL, an operation that is not allow-listed, another Bundle type, a nested bundle | 403 | `error="insufficient_scope"` (no scope would help) |
 //! | AS unreachable, slow, 5xx, garbage, or rejects our credentials; circuit breaker open; `SMART_GUARD_MAX_IN_FLIGHT` calls out; request deadline passed | 503 + `Retry-After` | — |
+//! | the guard's own analysis panicked (a bug; logged at ERROR) | 500 | — |
+//!
+//! What the headers decide comes first; a body (`POST _search` form, Bundle, `$export`
+//! Parameters) is read only once the token is known to be active, so a request without an
+//! active token costs no more than its headers.
 //!
 //! Every denial has a FHIR `OperationOutcome` body (`application/fhir+json`) and carries its
 //! [`AuthFailure`] in the response extensions.

@@ -695,15 +695,24 @@ impl InsufficientScope {
     }
 }
 
+/// How many denied Bundle entries the 403 diagnostics name.
+const LISTED_ENTRIES: usize = 20;
+
 impl fmt::Display for InsufficientScope {
     /// The 403 diagnostics: what is missing, why nothing helps, or per denied batch entry.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.entries.is_empty() {
-            for (i, (index, denial)) in self.entries.iter().enumerate() {
+            // A Bundle may deny thousands of entries: name the first few, count the rest, so
+            // the answer stays small whatever the request.
+            for (i, (index, denial)) in self.entries.iter().take(LISTED_ENTRIES).enumerate() {
                 if i > 0 {
                     f.write_str("; ")?;
                 }
                 write!(f, "entry {index}: {denial}")?;
+            }
+            let more = self.entries.len().saturating_sub(LISTED_ENTRIES);
+            if more > 0 {
+                write!(f, "; and {more} more denied entries")?;
             }
             return Ok(());
         }
@@ -964,5 +973,26 @@ mod tests {
             ])
             .expect_err("lacks s and Observation.c");
         assert_eq!(err.scope_hint(), "system/Patient.s system/Observation.c");
+    }
+
+    #[test]
+    fn the_diagnostics_of_a_bundle_name_twenty_denied_entries_and_count_the_rest() {
+        let denial = |i: usize| {
+            (
+                i,
+                InsufficientScope::never("nested bundles are not allowed"),
+            )
+        };
+        let many = InsufficientScope::entries((0..1_000).map(denial).collect());
+        let text = many.to_string();
+        assert!(text.starts_with("entry 0: nested bundles are not allowed; entry 1: "));
+        assert!(
+            text.contains("entry 19: ") && !text.contains("entry 20: "),
+            "{text}"
+        );
+        assert!(text.ends_with("; and 980 more denied entries"), "{text}");
+        assert_eq!(many.denied_entries().len(), 1_000);
+        let few = InsufficientScope::entries((0..2).map(denial).collect()).to_string();
+        assert!(!few.contains("more"), "{few}");
     }
 }

@@ -180,6 +180,7 @@ pub(crate) fn cross_types(
     } else if name == "_type" {
         // On a type search `_type` is odd, but count it: every listed type needs `s`.
         for entry in decode(raw_value).split(',').filter(|e| !e.is_empty()) {
+            budget.spend(1)?;
             touch(type_or_wildcard(entry));
         }
     } else if name == "_list" {
@@ -199,16 +200,23 @@ pub(crate) fn cross_types(
         // Counted before any link is followed: a chain of a million links costs one scan.
         let links = name.bytes().filter(|b| *b == b'.').count();
         Budget::within(hops.saturating_add(links), max_depth, Limit::SearchDepth)?;
+        // Each searched type walks the whole name again: charge its length too, so a long
+        // name over many `_type`s runs out of steps instead of being rescanned 146 times.
+        let cost = links.saturating_add(name.len() / BYTES_PER_STEP);
         let mut result = Ok(());
         base.for_each(|ty| {
             if result.is_ok() {
-                result = budget.spend(links).map(|()| chain(ty, name, touch));
+                result = budget.spend(cost).map(|()| chain(ty, name, touch));
             }
         });
         result?;
     }
     Ok(())
 }
+
+/// How many bytes of a parameter name one analysis step pays for, where a name is scanned
+/// once per searched type.
+const BYTES_PER_STEP: usize = 32;
 
 fn type_or_wildcard(name: &str) -> TypeScope {
     ResourceType::parse(name).map_or(TypeScope::Wildcard, TypeScope::Type)
