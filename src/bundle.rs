@@ -3,7 +3,11 @@
 //!
 //! Pure logic; only `POST /` bodies come here, so the hot path never does.
 
-use serde_json::{Map, Value};
+use std::{cell::Cell, fmt};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::json::{self, Members, Text, Walk};
 
 /// `Bundle.type` values the guard accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +31,15 @@ pub(crate) struct RawEntry {
     pub(crate) malformed: bool,
     /// Every `reference` in `resource` of the form `Type?query` (a conditional reference).
     pub(crate) conditional_references: Vec<String>,
+}
+
+impl RawEntry {
+    fn malformed() -> Self {
+        Self {
+            malformed: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// Why a body is not a bundle the guard can check.
@@ -83,6 +96,10 @@ pub(crate) fn too_deep(body: &[u8], max_depth: usize) -> bool {
 }
 
 /// Parses a batch or transaction Bundle.
+///
+/// Streams the body: only each entry's `request` members and the conditional references in its
+/// `resource` are kept, so a body costs its bytes and those strings, never a tree of values. An
+/// object that repeats a member name is [`BundleError::Malformed`].
 pub(crate) fn parse(
     body: &[u8],
     limits: Limits,
@@ -90,89 +107,419 @@ pub(crate) fn parse(
     if too_deep(body, limits.max_depth) {
         return Err(BundleError::Malformed);
     }
-    let root: Value = serde_json::from_slice(body).map_err(|_| BundleError::Malformed)?;
-    let root = root.as_object().ok_or(BundleError::NotABundle)?;
-    if root.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let too_many = Cell::new(false);
+    let root = Root {
+        max_entries: limits.max_entries,
+        too_many: &too_many,
+    }
+    .deserialize(&mut deserializer)
+    .map_err(|_| {
+        // The list stops the parse at the first entry past the limit.
+        if too_many.get() {
+            BundleError::TooManyEntries
+        } else {
+            BundleError::Malformed
+        }
+    })?;
+    deserializer.end().map_err(|_| BundleError::Malformed)?;
+    let root = root?;
+    if root.resource_type.as_deref() != Some("Bundle") {
         return Err(BundleError::NotABundle);
     }
-    let kind = match root.get("type").and_then(Value::as_str) {
+    let kind = match root.bundle_type.as_deref() {
         Some("batch") => BundleKind::Batch,
         Some("transaction") => BundleKind::Transaction,
         _ => return Err(BundleError::WrongType),
     };
-    let entries = match root.get("entry") {
-        None => Vec::new(),
-        Some(Value::Array(entries)) if entries.len() > limits.max_entries => {
-            return Err(BundleError::TooManyEntries);
-        }
-        Some(Value::Array(entries)) => entries.iter().map(entry).collect(),
-        Some(_) => return Err(BundleError::NotABundle),
-    };
-    Ok((kind, entries))
+    match root.entries {
+        Entries::Absent => Ok((kind, Vec::new())),
+        Entries::List(entries) => Ok((kind, entries)),
+        Entries::NotAList => Err(BundleError::NotABundle),
+    }
 }
 
-fn entry(value: &Value) -> RawEntry {
-    let mut out = RawEntry::default();
-    let Some(entry) = value.as_object() else {
-        out.malformed = true;
-        return out;
-    };
-    match entry.get("request") {
-        Some(Value::Object(request)) => {
-            out.method = string(request, "method", &mut out.malformed);
-            out.url = string(request, "url", &mut out.malformed);
-            out.if_none_exist = string(request, "ifNoneExist", &mut out.malformed);
-            for field in ["ifMatch", "ifNoneMatch", "ifModifiedSince"] {
-                let _ = string(request, field, &mut out.malformed);
+/// What the top level of the body holds, as far as the guard reads it.
+struct Bundle {
+    resource_type: Option<String>,
+    bundle_type: Option<String>,
+    entries: Entries,
+}
+
+enum Entries {
+    Absent,
+    List(Vec<RawEntry>),
+    NotAList,
+}
+
+/// The body's top level: an object (a Bundle or not), or any other value (not a Bundle).
+struct Root<'a> {
+    max_entries: usize,
+    too_many: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Root<'_> {
+    type Value = Result<Bundle, BundleError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Root<'_> {
+    type Value = Result<Bundle, BundleError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Bundle")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Members::default();
+        let mut bundle = Bundle {
+            resource_type: None,
+            bundle_type: None,
+            entries: Entries::Absent,
+        };
+        while let Some(name) = json::next_name(&mut map, &mut members)? {
+            match &*name {
+                "resourceType" => bundle.resource_type = map.next_value::<Text>()?.into_string(),
+                "type" => bundle.bundle_type = map.next_value::<Text>()?.into_string(),
+                "entry" => {
+                    bundle.entries = map.next_value_seed(EntryList {
+                        max: self.max_entries,
+                        too_many: self.too_many,
+                    })?;
+                }
+                _ => json::skip(&mut map)?,
             }
         }
-        _ => out.malformed = true,
+        Ok(Ok(bundle))
     }
-    if let Some(resource) = entry.get("resource") {
-        match resource {
-            Value::Object(map) => {
-                out.nested_bundle =
-                    map.get("resourceType").and_then(Value::as_str) == Some("Bundle");
-                collect_conditional_references(resource, &mut out.conditional_references);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        json::drain(&mut seq)?;
+        Ok(Err(BundleError::NotABundle))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(BundleError::NotABundle))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(BundleError::NotABundle))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(BundleError::NotABundle))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(BundleError::NotABundle))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(BundleError::NotABundle))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(BundleError::NotABundle))
+    }
+}
+
+/// `Bundle.entry`: a list of at most `max` entries, read one at a time.
+struct EntryList<'a> {
+    max: usize,
+    too_many: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for EntryList<'_> {
+    type Value = Entries;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntryList<'_> {
+    type Value = Entries;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = seq.next_element_seed(EntrySeed)? {
+            if entries.len() == self.max {
+                // An error stops the parse here: the rest of the body is not read.
+                self.too_many.set(true);
+                return Err(de::Error::custom("too many entries"));
             }
-            _ => out.malformed = true,
+            entries.push(entry);
         }
+        Ok(Entries::List(entries))
     }
-    out
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+        let mut members = Members::default();
+        while json::next_name(&mut map, &mut members)?.is_some() {
+            json::skip(&mut map)?;
+        }
+        Ok(Entries::NotAList)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Entries, E> {
+        Ok(Entries::NotAList)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entries, E> {
+        Ok(Entries::NotAList)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entries, E> {
+        Ok(Entries::NotAList)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Entries, E> {
+        Ok(Entries::NotAList)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entries, E> {
+        Ok(Entries::NotAList)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Entries, E> {
+        Ok(Entries::NotAList)
+    }
 }
 
-/// Reads an optional string field; a field of another JSON type marks the entry malformed.
-fn string(map: &Map<String, Value>, key: &str, malformed: &mut bool) -> Option<String> {
-    match map.get(key) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            *malformed = true;
-            None
-        }
+/// One entry: its `request` and its `resource`; anything but an object is malformed.
+struct EntrySeed;
+
+impl<'de> DeserializeSeed<'de> for EntrySeed {
+    type Value = RawEntry;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawEntry, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-/// Walks a resource for `"reference": "Type?query"` values. Recursive, but its depth is bounded
-/// by the pre-scan ([`too_deep`]) before the tree is built.
-fn collect_conditional_references(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                match (key.as_str(), child) {
-                    ("reference", Value::String(reference)) if is_conditional(reference) => {
-                        out.push(reference.clone());
+impl<'de> Visitor<'de> for EntrySeed {
+    type Value = RawEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Bundle entry")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
+        let mut out = RawEntry::default();
+        let mut has_request = false;
+        let mut members = Members::default();
+        while let Some(name) = json::next_name(&mut map, &mut members)? {
+            match &*name {
+                "request" => {
+                    has_request = true;
+                    map.next_value_seed(RequestSeed(&mut out))?;
+                }
+                "resource" => map.next_value_seed(ResourceSeed(&mut out))?,
+                _ => json::skip(&mut map)?,
+            }
+        }
+        out.malformed |= !has_request;
+        Ok(out)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEntry, A::Error> {
+        json::drain(&mut seq)?;
+        Ok(RawEntry::malformed())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawEntry, E> {
+        Ok(RawEntry::malformed())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawEntry, E> {
+        Ok(RawEntry::malformed())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawEntry, E> {
+        Ok(RawEntry::malformed())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawEntry, E> {
+        Ok(RawEntry::malformed())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawEntry, E> {
+        Ok(RawEntry::malformed())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawEntry, E> {
+        Ok(RawEntry::malformed())
+    }
+}
+
+/// `entry.request`: `method`, `url`, `ifNoneExist` kept; the other string fields checked for
+/// their type. Anything but an object marks the entry malformed.
+struct RequestSeed<'a>(&'a mut RawEntry);
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an entry request")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        let mut members = Members::default();
+        while let Some(name) = json::next_name(&mut map, &mut members)? {
+            let slot = match &*name {
+                "method" => Some(&mut out.method),
+                "url" => Some(&mut out.url),
+                "ifNoneExist" => Some(&mut out.if_none_exist),
+                "ifMatch" | "ifNoneMatch" | "ifModifiedSince" => None,
+                _ => {
+                    json::skip(&mut map)?;
+                    continue;
+                }
+            };
+            match (map.next_value::<Text>()?, slot) {
+                (Text::String(value), Some(slot)) => *slot = Some(value),
+                (Text::String(_) | Text::Null, _) => {}
+                (Text::Other, _) => out.malformed = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        json::drain(&mut seq)?;
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+}
+
+/// `entry.resource`: whether it is itself a Bundle, and every conditional reference in it.
+/// Anything but an object marks the entry malformed.
+struct ResourceSeed<'a>(&'a mut RawEntry);
+
+impl<'de> DeserializeSeed<'de> for ResourceSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResourceSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an entry resource")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        let references = &mut out.conditional_references;
+        let mut keep = |reference: &str| {
+            if is_conditional(reference) {
+                references.push(reference.to_owned());
+            }
+        };
+        let mut members = Members::default();
+        while let Some(name) = json::next_name(&mut map, &mut members)? {
+            let walk = Walk::new(&mut keep);
+            match &*name {
+                "resourceType" | "reference" => {
+                    if let Text::String(value) = map.next_value_seed(walk.capturing())? {
+                        if name == "resourceType" {
+                            out.nested_bundle = value == "Bundle";
+                        } else {
+                            keep(&value);
+                        }
                     }
-                    _ => collect_conditional_references(child, out),
+                }
+                _ => {
+                    map.next_value_seed(walk)?;
                 }
             }
         }
-        Value::Array(items) => {
-            for item in items {
-                collect_conditional_references(item, out);
-            }
-        }
-        _ => {}
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        json::drain(&mut seq)?;
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.malformed = true;
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{
     error::ConfigError,
     limits::{AnalysisLimits, Budget, Limit},
     operations::{self, BulkPath, Level, OperationRule},
+    parameters,
     resource_type::ResourceType,
     scope::{Need, Permissions, ScopeSet, TypeScope},
     search_params::{self, Base},
@@ -981,18 +982,11 @@ impl Policy {
         } else {
             let body = incoming
                 .body
-                .filter(|_| incoming.body_kind() == Some(BodyKind::Json))
-                .filter(|b| !bundle::too_deep(b, self.max_json_depth));
-            let parameters = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+                .filter(|_| incoming.body_kind() == Some(BodyKind::Json));
+            let parameters = body.and_then(|b| parameters::parse(b, self.max_json_depth));
             let mut listed = false;
-            let parameter_list = parameters
-                .as_ref()
-                .filter(|p| p["resourceType"] == "Parameters")
-                .and_then(|p| p["parameter"].as_array());
-            for parameter in parameter_list.into_iter().flatten() {
-                if let Some(name) = parameter["name"].as_str() {
-                    listed |= take(name, parameter["valueString"].as_str(), &mut needs)?;
-                }
+            for parameter in parameters.iter().flatten() {
+                listed |= take(&parameter.name, parameter.value.as_deref(), &mut needs)?;
             }
             listed
         };
