@@ -199,15 +199,9 @@ fn parts(c: &mut Criterion) {
             b.iter(|| black_box(blake3::keyed_hash(&key, black_box(token.as_bytes()))));
         });
     }
-    // The hit path reads the wall clock once (front-cache deadline and `exp`); the slow path
-    // reads the precise one.
+    // The hit path reads the wall clock once (front-cache deadline and `exp`).
     group.bench_function("clock_system_time_now", |b| {
         b.iter(|| black_box(std::time::SystemTime::now()));
-    });
-    // What the hit path reads instead: the kernel's coarse clock plus its largest lag.
-    let clock = smart_guard::__fuzz::HitPathClock::new();
-    group.bench_function("clock_hit_path", |b| {
-        b.iter(|| black_box(black_box(clock).now_ms()));
     });
     group.bench_function("classify_read", |b| {
         b.iter(|| {

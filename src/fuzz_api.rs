@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::{
     error::IntrospectErrorKind,
     introspect::{
-        DeadlineClock, TokenHasher,
+        TokenHasher,
         response::{self, Answer, Checks},
     },
 };
@@ -27,25 +27,6 @@ impl TokenDigest {
     #[must_use]
     pub fn digest(&self, token: &[u8]) -> [u8; 32] {
         self.0.key_of(token)
-    }
-}
-
-/// The hit path's clock: unix milliseconds, never behind the true time (for `benches/`).
-#[derive(Clone, Copy, Debug)]
-pub struct HitPathClock(DeadlineClock);
-
-impl HitPathClock {
-    /// The clock the guard's hit path uses on this platform.
-    #[must_use]
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Self {
-        Self(DeadlineClock::new())
-    }
-
-    /// Unix milliseconds, not earlier than the true time.
-    #[must_use]
-    pub fn now_ms(self) -> u64 {
-        self.0.now_ms()
     }
 }
 

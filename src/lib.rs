@@ -193,6 +193,7 @@ mod scope;
 mod search_params;
 mod service;
 mod stats;
+mod time;
 
 #[doc(hidden)]
 #[path = "fuzz_api.rs"]

@@ -15,7 +15,7 @@ use super::server::Shared;
 use super::store::JtiCache;
 use crate::{
     client::{CLIENT_ASSERTION_TYPE, Jwk, MAX_ASSERTION_LIFETIME, SigningAlg},
-    introspect::unix_now,
+    time::unix_now,
 };
 
 /// Validates client assertions and remembers their `jti`s.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use crate::{client::random_b64url, introspect::unix_now};
+use crate::{client::random_b64url, time::unix_now};
 
 /// What the server remembers about an issued access token.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::{
 use aws_lc_rs::aead;
 use moka::Expiry;
 
-use crate::introspect::{clock::unix_now_ms, response::TokenInfo};
+use crate::{introspect::response::TokenInfo, time::unix_now_ms};
 
 /// A keyed 256-bit digest of a token, with per-process random keys: a heap dump yields no live
 /// token, and no 64-bit collision can serve someone else's claims. See [`TokenHasher`].

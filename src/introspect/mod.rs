@@ -3,7 +3,6 @@
 mod breaker;
 mod cache;
 mod client;
-mod clock;
 mod front;
 mod intern;
 pub(crate) mod response;
@@ -20,23 +19,20 @@ use std::{
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
+pub(crate) use self::cache::TokenHasher;
 use self::{
     breaker::{Breaker, Transition},
     cache::{ActiveTtl, DigestHasherBuilder, TokenKey, cached_until_ms},
     client::IntrospectionClient,
-    clock::unix_now_ms,
     front::FrontCache,
     response::{Answer, Checks, TokenInfo},
     stale::StaleCache,
-};
-pub(crate) use self::{
-    cache::TokenHasher,
-    clock::{DeadlineClock, unix_now},
 };
 use crate::{
     config::Config,
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
     stats::Stats,
+    time::{unix_now, unix_now_ms},
 };
 
 /// Where an answer came from.
@@ -161,8 +157,6 @@ pub(crate) struct Introspector {
     active: Cache<TokenKey, Arc<TokenInfo>, DigestHasherBuilder>,
     inactive: Cache<TokenKey, (), DigestHasherBuilder>,
     hasher: TokenHasher,
-    /// The hit path's clock; the slow path decides with the precise one.
-    clock: DeadlineClock,
     checks: Checks,
     max_ttl: Duration,
     stats: Arc<Stats>,
@@ -209,7 +203,6 @@ impl Introspector {
                 .time_to_live(config.negative_ttl)
                 .build_with_hasher(DigestHasherBuilder),
             hasher: TokenHasher::random(),
-            clock: DeadlineClock::new(),
             checks: Checks {
                 require_exp: config.require_exp,
                 clock_skew: config.clock_skew,
@@ -245,12 +238,9 @@ impl Introspector {
 
     /// The synchronous part of [`Self::lookup`]: the token's active answer if the front cache
     /// holds it (fresh, `exp` checked). `None` means "ask [`Self::lookup`]", not "inactive".
-    ///
-    /// Its clock is never behind the true time, so near an entry's end this says `None` a few
-    /// milliseconds early, and [`Self::lookup`] decides with the precise clock.
     #[inline]
     pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
-        self.front_hit(&self.hasher.key_of(token), self.clock.now_ms())
+        self.front_hit(&self.hasher.key_of(token), unix_now_ms())
     }
 
     #[inline]
@@ -547,37 +537,6 @@ mod tests {
             assert!(!text.contains(TOKEN), "{url}: {text}");
             assert!(!text.contains(SECRET), "{url}: {text}");
         }
-    }
-
-    #[tokio::test]
-    async fn an_entry_the_hit_path_clock_sees_as_expired_is_decided_by_the_precise_clock() {
-        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 43\r\n\r\n\
-            {\"active\":true,\"exp\":4102444800,\"scope\":\"\"}";
-        let url = fixed_as(ANSWER).await;
-        let config = Config::new(url.parse().expect("url"), "rs", "secret")
-            .with_max_ttl(Duration::from_secs(60));
-        let mut introspector =
-            Introspector::new(&config, None, Arc::new(Stats::default())).expect("introspector");
-        let Lookup::Active(_, CacheStatus::Miss) = introspector.lookup("token").await else {
-            panic!("the first lookup calls the AS");
-        };
-        assert!(
-            introspector.cached(b"token").is_some(),
-            "a fresh entry is a hit"
-        );
-
-        // A coarse clock two minutes ahead: the entry (60 s left) looks expired to the hit path.
-        introspector.clock = DeadlineClock::ahead_by_ms(120_000);
-        assert!(
-            introspector.cached(b"token").is_none(),
-            "the hit path defers"
-        );
-        let lookup = introspector.lookup("token").await;
-        assert!(
-            matches!(lookup, Lookup::Active(_, CacheStatus::Hit)),
-            "the slow path serves the entry from the cache by the precise clock: {lookup:?}"
-        );
-        assert_eq!(introspector.stats.snapshot().introspection_calls, 1);
     }
 
     #[test]

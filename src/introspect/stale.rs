@@ -12,9 +12,9 @@ use moka::{Expiry, future::Cache};
 
 use super::{
     cache::{DigestHasherBuilder, TokenKey},
-    clock::unix_now_ms,
     response::TokenInfo,
 };
+use crate::time::unix_now_ms;
 
 /// Recently active answers, for serving during an AS outage.
 pub(crate) struct StaleCache {
