@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::{
-    fhir_path::{FhirRequest, Grant},
+    classify::FhirRequest,
+    grant::{Grant, Grants},
     introspect::response::TokenInfo,
     scope::{ScopeSet, SmartScope},
 };
@@ -28,11 +29,16 @@ use crate::{
 pub struct VerifiedClaims {
     token: Arc<TokenInfo>,
     request: FhirRequest,
+    grants: Grants,
 }
 
 impl VerifiedClaims {
-    pub(crate) fn new(token: Arc<TokenInfo>, request: FhirRequest) -> Self {
-        Self { token, request }
+    pub(crate) fn new(token: Arc<TokenInfo>, request: FhirRequest, grants: Grants) -> Self {
+        Self {
+            token,
+            request,
+            grants,
+        }
     }
 
     /// The classified FHIR request (interaction, type, needs).
@@ -45,8 +51,8 @@ impl VerifiedClaims {
     /// index for batches and transactions.
     pub fn grants(&self) -> impl Iterator<Item = (Grant, &SmartScope)> + '_ {
         let scopes = self.token.scopes.scopes();
-        self.request
-            .grants()
+        self.grants
+            .list(&self.request)
             .into_iter()
             .filter_map(move |grant| scopes.get(grant.scope).map(|scope| (grant, scope)))
     }

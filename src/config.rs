@@ -6,10 +6,12 @@ use std::{fmt, sync::Arc, time::Duration};
 use reqwest::Url;
 
 use crate::{
+    classify::{
+        BulkPath, DEFAULT_MAX_JSON_DEPTH, OperationRule, Policy, allowed_operations_of,
+        bulk_paths_of,
+    },
     error::ConfigError,
-    fhir_path::{DEFAULT_MAX_JSON_DEPTH, allowed_operations_of, bulk_paths_of},
     limits::{AnalysisLimits, Limit},
-    operations::{BulkPath, OperationRule},
 };
 
 /// `SMART_GUARD_INTROSPECTION_URL`: the RFC 7662 introspection endpoint (required unless
@@ -776,6 +778,19 @@ impl Config {
     pub fn with_max_json_depth(mut self, depth: usize) -> Self {
         self.max_json_depth = depth;
         self
+    }
+
+    /// The classification [`Policy`] these settings describe: allow-listed operations, bulk
+    /// paths, this server's base URL (`SMART_GUARD_EXPECTED_AUDIENCE`) for absolute batch urls,
+    /// the JSON nesting limit and the analysis limits.
+    pub fn policy(&self) -> Policy {
+        Policy::new(
+            self.allowed_operations.clone(),
+            self.bulk_paths.clone(),
+            self.expected_audience.as_deref(),
+            self.max_json_depth,
+            self.analysis_limits,
+        )
     }
 
     /// How much analysis one request may ask of the guard: parameters, includes, chain and

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::{authorize::Shared, config::Config, error::ConfigError, service::SmartGuard};
+use crate::{config::Config, error::ConfigError, guard::Shared, service::SmartGuard};
 
 /// Applies [`SmartGuard`] to a service: bearer token → cached introspection → SMART scopes →
 /// [`VerifiedClaims`](crate::VerifiedClaims) in the request extensions.

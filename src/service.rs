@@ -1,4 +1,4 @@
-//! The guard as a tower `Service`: tower plumbing only; the decisions live in `authorize`.
+//! The guard as a tower `Service`: tower plumbing only; the decisions live in `guard`.
 
 use std::{
     sync::Arc,
@@ -7,13 +7,12 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, header};
-use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 use tracing::Instrument;
 
 use crate::{
-    authorize::{Decision, Shared},
     future::ResponseFuture,
+    guard::{Decision, Pending, Shared, Step},
     rejection::{AuthFailure, Rejection},
 };
 
@@ -66,16 +65,26 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The cache-hit path decides here, without a future of its own, and calls the inner
-        // service that `poll_ready` readied. With DEBUG watched, every request takes the
-        // instrumented path below instead (one span per request).
-        if !tracing::level_enabled!(tracing::Level::DEBUG) {
-            match decide_now(&self.shared, &mut request) {
-                Some(Ok(())) => return ResponseFuture::inner(self.inner.call(request)),
-                Some(Err(denied)) => return ResponseFuture::denied(denied),
-                None => {}
+        // Every request takes the same first step, whatever the log level: the cache-hit path
+        // decides here, without a future of its own, and calls the readied inner service.
+        let declared_body_len = request.body().size_hint().lower();
+        let step = self.shared.begin(
+            request.method(),
+            request.uri(),
+            request.extensions(),
+            request.headers(),
+            declared_body_len,
+        );
+        let pending = match step {
+            Step::Decided(Ok(decision)) => {
+                admit(&self.shared, decision, &mut request);
+                return ResponseFuture::inner(self.inner.call(request));
             }
-        }
+            Step::Decided(Err(rejection)) => {
+                return ResponseFuture::denied(deny(&self.shared, rejection));
+            }
+            Step::Pending(pending) => pending,
+        };
         // The decision waits: take the readied service along, leave a fresh clone in its place.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
@@ -93,7 +102,7 @@ where
         } else {
             tracing::Span::none()
         };
-        let future = guard(shared, ready, request);
+        let future = wait(shared, ready, request, pending);
         if span.is_disabled() {
             ResponseFuture::waiting(Box::pin(future))
         } else {
@@ -102,45 +111,12 @@ where
     }
 }
 
-/// The decision on a request that needs neither its body nor a wait: `Ok` when the request may
-/// go on (claims inserted), the denial response, or `None` when it has to wait.
-fn decide_now<B, ResBody: From<String>>(
-    shared: &Shared,
-    request: &mut Request<B>,
-) -> Option<Result<(), Response<ResBody>>> {
-    let Some(relative) = shared.relative_path(request.uri(), request.extensions()) else {
-        return Some(Err(deny(
-            shared,
-            Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
-        )));
-    };
-    if Shared::needs_body(request.method(), relative, request.headers()) {
-        return None;
-    }
-    let decision = shared.authorize_now(
-        request.method(),
-        relative,
-        request.uri().query(),
-        request.headers(),
-    )?;
-    Some(match decision {
-        Ok(decision) => {
-            admit(shared, decision, request);
-            Ok(())
-        }
-        Err(rejection) => Err(deny(shared, rejection)),
-    })
-}
-
-/// One request through the guard: classify, authenticate, authorize, then call `ready`.
-///
-/// A request whose body the guard reads goes in the order that keeps anonymous requests cheap:
-/// what its headers decide (path, token present and well-formed, a declared length over the
-/// limit), then the token (cache or AS), and only for an active token the body.
-async fn guard<S, ReqBody, ResBody>(
+/// A request that waits for its token's answer (and its body, when the guard reads one).
+async fn wait<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
     mut ready: S,
     request: Request<ReqBody>,
+    pending: Pending,
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -149,67 +125,7 @@ where
     ResBody: From<String>,
 {
     let (parts, body) = request.into_parts();
-    let Some(relative) = shared.relative_path(&parts.uri, &parts.extensions) else {
-        return Ok(deny(
-            &shared,
-            Rejection::new(AuthFailure::NotFound, "outside the FHIR base path"),
-        ));
-    };
-    let query = parts.uri.query();
-    let (decision, body) = if Shared::needs_body(&parts.method, relative, &parts.headers) {
-        // A body declared larger than the limit is refused before the token is looked up.
-        let declared_too_large = body.size_hint().lower() > shared.max_body_bytes as u64;
-        let checked_headers = shared.bearer(&parts.headers, query).and_then(|_| {
-            if declared_too_large {
-                Err(too_large())
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(rejection) = checked_headers {
-            return Ok(deny(&shared, rejection));
-        }
-        let info = match shared
-            .authenticate_before_body(&parts.method, relative, query, &parts.headers)
-            .await
-        {
-            Ok(Some(info)) => info,
-            Ok(None) => {
-                let mut request = Request::from_parts(parts, body);
-                admit(&shared, Decision::Public, &mut request);
-                return ready.call(request).await;
-            }
-            Err(rejection) => return Ok(deny(&shared, rejection)),
-        };
-        let bytes = match Limited::new(body, shared.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                let rejection = if error.is::<http_body_util::LengthLimitError>() {
-                    too_large()
-                } else {
-                    Rejection::new(
-                        AuthFailure::InvalidRequest,
-                        "the request body could not be read",
-                    )
-                };
-                return Ok(deny(&shared, rejection));
-            }
-        };
-        let decision = shared.authorize_with_body(
-            &parts.method,
-            relative,
-            query,
-            &parts.headers,
-            &bytes,
-            info,
-        );
-        (decision, ReqBody::from(bytes))
-    } else {
-        let decision = shared
-            .authorize(&parts.method, relative, query, &parts.headers)
-            .await;
-        (decision, body)
-    };
+    let (decision, body) = shared.finish(pending, &parts, body).await;
     match decision {
         Ok(decision) => {
             let mut request = Request::from_parts(parts, body);
@@ -220,13 +136,6 @@ where
     }
 }
 
-fn too_large() -> Rejection {
-    Rejection::new(
-        AuthFailure::PayloadTooLarge,
-        "the request body is too large",
-    )
-}
-
 /// Lets an allowed request through: counts the decision and, for a token, marks the
 /// `Authorization` header sensitive and puts the claims into the extensions.
 fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
@@ -234,10 +143,12 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
         Decision::Public => {
             shared.stats.decision(Ok(true));
             record_decision("public");
+            tracing::debug!(decision = "public", "admitted");
         }
         Decision::Allow(claims) => {
             shared.stats.decision(Ok(false));
             record_decision("allow");
+            tracing::debug!(decision = "allow", "admitted");
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
             }
@@ -257,8 +168,8 @@ fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
     shared.challenges.respond(rejection)
 }
 
-/// Records the decision on the request's span; skips the span lookup when no one watches DEBUG
-/// (the span was never built then, see `SmartGuard::call`).
+/// Records the decision on the request's span, when it waited; skips the span lookup when no one
+/// watches DEBUG (the span was never built then, see `SmartGuard::call`).
 #[inline]
 fn record_decision(decision: &'static str) {
     if tracing::level_enabled!(tracing::Level::DEBUG) {

@@ -72,7 +72,7 @@ fn decide(policy: &Policy, scopes: &str, r: Req<'_>) -> (Outcome, Option<Interac
     if let Some((content_type, body)) = r.body {
         incoming = incoming.with_body(content_type, body.as_bytes());
     }
-    let mut request = match policy.classify(&incoming) {
+    let request = match policy.classify(&incoming) {
         Ok(request) => request,
         Err(ClassifyError::MalformedPath) => return (Outcome::Malformed, None),
         Err(ClassifyError::MalformedBody) => return (Outcome::BadBody, None),
@@ -82,8 +82,8 @@ fn decide(policy: &Policy, scopes: &str, r: Req<'_>) -> (Outcome, Option<Interac
     if interaction.is_public() {
         return (Outcome::Allow, Some(interaction));
     }
-    let outcome = match ScopeSet::parse(scopes).authorize(&mut request, &incoming) {
-        Ok(()) => Outcome::Allow,
+    let outcome = match ScopeSet::parse(scopes).authorize(&request, &incoming) {
+        Ok(_) => Outcome::Allow,
         Err(missing) => Outcome::Deny(missing.scope_hint()),
     };
     (outcome, Some(interaction))
@@ -2075,11 +2075,11 @@ fn a_denied_batch_names_each_entry_index_in_its_diagnostics() {
         r#"{"request":{"method":"GET","url":"Patient/1"}},{"request":{"method":"GET","url":"Observation/2"}},{"request":{"method":"POST","url":"$graphql"}}"#,
     );
     let incoming = Incoming::new(&Method::POST, "/").with_body(JSON, body.as_bytes());
-    let mut request = policy().classify(&incoming).expect("a batch");
+    let request = policy().classify(&incoming).expect("a batch");
     assert_eq!(request.interaction(), Interaction::BatchOrTransaction);
     assert_eq!(request.entries().len(), 3);
     let denial = ScopeSet::parse("system/Patient.r")
-        .authorize(&mut request, &incoming)
+        .authorize(&request, &incoming)
         .expect_err("entries 1 and 2 are denied");
     let indices: Vec<usize> = denial.denied_entries().iter().map(|(i, _)| *i).collect();
     assert_eq!(indices, [1, 2]);
@@ -2103,10 +2103,10 @@ fn an_allowed_request_records_which_scope_met_each_need() {
     );
     let incoming = Incoming::new(&Method::GET, "/Observation")
         .with_query("category=laboratory&_include=Observation:patient");
-    let mut request = policy().classify(&incoming).expect("a search");
-    scopes.authorize(&mut request, &incoming).expect("allowed");
-    let grants: Vec<String> = request
-        .grants()
+    let request = policy().classify(&incoming).expect("a search");
+    let granted = scopes.authorize(&request, &incoming).expect("allowed");
+    let grants: Vec<String> = granted
+        .list(&request)
         .iter()
         .map(|g| {
             format!(
@@ -2123,7 +2123,7 @@ fn an_allowed_request_records_which_scope_met_each_need() {
     );
     let types: Vec<String> = request.resource_types().map(|t| t.to_string()).collect();
     assert_eq!(types, ["Observation", "Patient"]);
-    let audit = request.audit(&scopes).to_string();
+    let audit = granted.audit(&request, &scopes).to_string();
     assert_eq!(
         audit,
         "search-type needs [Observation.s Patient.s] granted [Observation.s<-system/*.s Patient.s<-system/*.s]"
@@ -2131,9 +2131,9 @@ fn an_allowed_request_records_which_scope_met_each_need() {
 
     let granular = ScopeSet::parse("system/Observation.rs?category=laboratory");
     let incoming = Incoming::new(&Method::GET, "/Observation").with_query("category=laboratory");
-    let mut request = policy().classify(&incoming).expect("a search");
-    granular
-        .authorize(&mut request, &incoming)
+    let request = policy().classify(&incoming).expect("a search");
+    let granted = granular
+        .authorize(&request, &incoming)
         .expect("allowed by the granular scope");
-    assert_eq!(request.grants()[0].scope, 0);
+    assert_eq!(granted.list(&request)[0].scope, 0);
 }

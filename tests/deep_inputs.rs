@@ -98,9 +98,9 @@ fn on_small_stack(
             if let Some(condition) = &condition {
                 incoming = incoming.with_if_none_exist(condition);
             }
-            let mut request = Policy::default().classify(&incoming)?;
+            let request = Policy::default().classify(&incoming)?;
             let scopes = ScopeSet::parse("system/*.cruds");
-            Ok(scopes.authorize(&mut request, &incoming).is_ok())
+            Ok(scopes.authorize(&request, &incoming).is_ok())
         })
         .expect("spawn")
         .join()

