@@ -424,7 +424,7 @@ mod tests {
 
     /// (method, path, query, If-None-Exist, interaction, needs)
     #[test]
-    fn notes_section_4_rows_1_to_21_and_28() {
+    fn every_interaction_of_the_table_needs_its_letters() {
         use Interaction as I;
         type Row<'a> = (&'a str, &'a str, Option<&'a str>, bool, I, &'a str);
         let cases: &[Row<'_>] = &[
