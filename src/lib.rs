@@ -112,7 +112,7 @@
 //! | malformed path (dot segments, percent-encoded path bytes, empty segments) | 400 | — |
 //! | not a FHIR interaction, or outside the base path | 404 | — |
 //! | a body the guard reads is over the limit | 413 | — |
-//! | a batch or `$export` body that is not JSON or nests too deeply; a search form that is not UTF-8 | 400 | `error="invalid_request"` |
+//! | a batch body that is not JSON, nests too deeply or repeats a member name; a search form that is not UTF-8 (an unreadable `$export` body lists no `_type`, so it needs `system/*.rs`) | 400 | `error="invalid_request"` |
 //! | past an [`AnalysisLimits`] limit (the diagnostics name its variable) | 400 | `error="invalid_request"` |
 //! | inactive, expired, unknown token; `iss`/`aud`/`nbf`/`token_type` checks fail | 401 | `error="invalid_token"` |
 //! | scopes do not cover the request (for a batch: any entry; the diagnostics name each entry index) | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
