@@ -175,7 +175,6 @@ mod bearer;
 mod bundle;
 mod claims;
 mod config;
-mod discovery;
 mod error;
 mod fhir_path;
 mod future;
@@ -194,6 +193,9 @@ mod search_params;
 mod service;
 mod stats;
 mod time;
+
+// `crate::discovery`, as src/introspect still names it.
+use self::config::discovery;
 
 #[doc(hidden)]
 #[path = "fuzz_api.rs"]

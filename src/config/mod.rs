@@ -1,6 +1,8 @@
 //! Configuration: built in code with [`Config::new`] and `with_*` setters, or read from
 //! `SMART_GUARD_*` environment variables with [`Config::from_env`].
 
+pub(crate) mod discovery;
+
 use std::{fmt, sync::Arc, time::Duration};
 
 use reqwest::Url;
