@@ -32,7 +32,8 @@
 //!
 //! ## Configuration
 //!
-//! [`SmartGuardLayer::from_env`] reads these variables; [`Config`] has a `with_*` setter for each.
+//! [`SmartGuardLayer::from_env`] reads these variables (their names are constants in
+//! [`config::env`]); [`Config`] has a `with_*` setter for each.
 //! A missing or bad value fails at startup with an error that names the variable.
 //!
 //! | Variable | Default | Meaning |
@@ -174,7 +175,6 @@ mod authorize;
 mod bearer;
 mod bundle;
 mod claims;
-mod config;
 mod error;
 mod fhir_path;
 mod future;
@@ -202,25 +202,14 @@ use self::config::discovery;
 pub mod __fuzz;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod config;
 #[cfg(feature = "dev-server")]
 pub mod dev_server;
 
 pub use self::{
     bearer::{BearerError, BearerToken, extract_bearer},
     claims::VerifiedClaims,
-    config::{
-        AssertionAudience, ClientAuth, Config, ENV_ALLOWED_OPERATIONS, ENV_BASE_PATH,
-        ENV_BREAKER_COOLDOWN_MS, ENV_BREAKER_FAILURES, ENV_BULK_PATHS, ENV_CACHE_CAPACITY,
-        ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_ASSERTION_AUD, ENV_CLIENT_AUTH, ENV_CLIENT_ID,
-        ENV_CLIENT_KEY_ALG, ENV_CLIENT_KEY_FILE, ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS,
-        ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL,
-        ENV_ISSUER, ENV_MAX_ANALYSIS_STEPS, ENV_MAX_BODY_BYTES, ENV_MAX_BUNDLE_ENTRIES,
-        ENV_MAX_IN_FLIGHT, ENV_MAX_INCLUDES, ENV_MAX_JSON_DEPTH, ENV_MAX_RESPONSE_BYTES,
-        ENV_MAX_SEARCH_DEPTH, ENV_MAX_SEARCH_PARAMS, ENV_MAX_TOKEN_BYTES,
-        ENV_NEGATIVE_CACHE_CAPACITY, ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUEST_DEADLINE_MS,
-        ENV_REQUIRE_EXP, ENV_RETRY_AFTER_SECS, ENV_STALE_IF_ERROR_SECS, ENV_TIMEOUT_MS,
-        ENV_TOKEN_SCOPE, ENV_TOKEN_URL,
-    },
+    config::{AssertionAudience, ClientAuth, Config},
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
     fhir_path::{
         Audit, ClassifyError, FhirRequest, Grant, Incoming, Interaction, Policy, classify,

@@ -53,7 +53,7 @@ struct Metadata {
 impl Config {
     /// Reads the authorization server's metadata and fills in the endpoints that are not set.
     ///
-    /// With an issuer ([`ENV_ISSUER`](crate::ENV_ISSUER) or [`Config::with_issuer`]), this
+    /// With an issuer ([`ENV_ISSUER`](super::env::ENV_ISSUER) or [`Config::with_issuer`]), this
     /// fetches `{issuer}/.well-known/smart-configuration`, falling back to the RFC 8414
     /// `/.well-known/oauth-authorization-server` and then to
     /// `{issuer}/.well-known/openid-configuration` when a document is absent (any status other
