@@ -483,6 +483,218 @@ mod tests {
         }
     }
 
+    /// Every variable's error, word for word, and which of two bad variables is named first.
+    #[test]
+    fn error_messages_are_exact() {
+        #[cfg_attr(not(feature = "client"), allow(unused_mut))]
+        let mut cases: Vec<(&[(&str, &str)], &str)> = vec![
+            (
+                &[(ENV_INTROSPECTION_URL, "not a url")][..],
+                "SMART_GUARD_INTROSPECTION_URL is invalid: not a URL (relative URL without a base)",
+            ),
+            (
+                &[(ENV_INTROSPECTION_URL, "ftp://as.example/introspect")][..],
+                "SMART_GUARD_INTROSPECTION_URL is invalid: expected an http or https URL with a host",
+            ),
+            (
+                &[(
+                    ENV_INTROSPECTION_URL,
+                    "https://user:pw@as.example/introspect",
+                )][..],
+                "SMART_GUARD_INTROSPECTION_URL is invalid: credentials belong in SMART_GUARD_CLIENT_ID/SECRET, not in the URL",
+            ),
+            (
+                &[(ENV_INTROSPECTION_URL, " ")][..],
+                "SMART_GUARD_INTROSPECTION_URL is required but not set",
+            ),
+            (
+                &[(ENV_CLIENT_ID, "")][..],
+                "SMART_GUARD_CLIENT_ID is required but not set",
+            ),
+            (
+                &[(ENV_ISSUER, "http://as/?q=1")][..],
+                "SMART_GUARD_ISSUER is invalid: an issuer has no query or fragment (RFC 8414 §2)",
+            ),
+            (
+                &[(ENV_ISSUER, "not a url")][..],
+                "SMART_GUARD_ISSUER is invalid: not a URL (relative URL without a base)",
+            ),
+            (
+                &[(ENV_CLIENT_AUTH, " nope ")][..],
+                "SMART_GUARD_CLIENT_AUTH is invalid: expected client_secret_basic, client_secret_post, private_key_jwt or bearer, got \"nope\"",
+            ),
+            (
+                &[(ENV_CLIENT_SECRET, "")][..],
+                "SMART_GUARD_CLIENT_SECRET is required but not set",
+            ),
+            (
+                &[(ENV_CLIENT_ASSERTION_AUD, "nope")][..],
+                "SMART_GUARD_CLIENT_ASSERTION_AUD is invalid: expected introspection_endpoint, issuer, token_endpoint or an absolute URL, got \"nope\"",
+            ),
+            (
+                &[(ENV_TOKEN_URL, "ftp://x/")][..],
+                "SMART_GUARD_TOKEN_URL is invalid: expected an http or https URL with a host",
+            ),
+            (
+                &[(ENV_CACHE_MAX_TTL_SECS, " sixty ")][..],
+                "SMART_GUARD_CACHE_MAX_TTL_SECS is invalid: expected a whole number, got \"sixty\"",
+            ),
+            (
+                &[(ENV_CACHE_MAX_TTL_SECS, "0")][..],
+                "SMART_GUARD_CACHE_MAX_TTL_SECS is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_NEGATIVE_TTL_SECS, "1.5")][..],
+                "SMART_GUARD_NEGATIVE_TTL_SECS is invalid: expected a whole number, got \"1.5\"",
+            ),
+            (
+                &[(ENV_CACHE_CAPACITY, "0")][..],
+                "SMART_GUARD_CACHE_CAPACITY is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_NEGATIVE_CACHE_CAPACITY, "-1")][..],
+                "SMART_GUARD_NEGATIVE_CACHE_CAPACITY is invalid: expected a whole number, got \"-1\"",
+            ),
+            (
+                &[(ENV_CONNECT_TIMEOUT_MS, "0")][..],
+                "SMART_GUARD_CONNECT_TIMEOUT_MS is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_TIMEOUT_MS, "x")][..],
+                "SMART_GUARD_TIMEOUT_MS is invalid: expected a whole number, got \"x\"",
+            ),
+            (
+                &[(ENV_MAX_RESPONSE_BYTES, "0")][..],
+                "SMART_GUARD_MAX_RESPONSE_BYTES is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_RESPONSE_BYTES, "18446744073709551616")][..],
+                "SMART_GUARD_MAX_RESPONSE_BYTES is invalid: expected a whole number, got \"18446744073709551616\"",
+            ),
+            (
+                &[(ENV_REQUIRE_EXP, "yes")][..],
+                "SMART_GUARD_REQUIRE_EXP is invalid: expected true or false, got \"yes\"",
+            ),
+            (
+                &[(ENV_CLOCK_SKEW_SECS, "-1")][..],
+                "SMART_GUARD_CLOCK_SKEW_SECS is invalid: expected a whole number, got \"-1\"",
+            ),
+            (
+                &[(ENV_REALM, "a\"b")][..],
+                "SMART_GUARD_REALM is invalid: a realm is printable ASCII without '\"' or '\\'",
+            ),
+            (
+                &[(ENV_BASE_PATH, "/fhir/")][..],
+                "SMART_GUARD_BASE_PATH is invalid: expected a path like /fhir (leading '/', no trailing '/'), got \"/fhir/\"",
+            ),
+            (
+                &[(ENV_MAX_TOKEN_BYTES, "0")][..],
+                "SMART_GUARD_MAX_TOKEN_BYTES is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_BODY_BYTES, "x")][..],
+                "SMART_GUARD_MAX_BODY_BYTES is invalid: expected a whole number, got \"x\"",
+            ),
+            (
+                &[(ENV_RETRY_AFTER_SECS, "0")][..],
+                "SMART_GUARD_RETRY_AFTER_SECS is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_ALLOWED_OPERATIONS, "ValueSet/$expand")][..],
+                "SMART_GUARD_ALLOWED_OPERATIONS is invalid: \"ValueSet/$expand\" needs \"=Type.letters\"",
+            ),
+            (
+                &[(ENV_BULK_PATHS, "bulk-files")][..],
+                "SMART_GUARD_BULK_PATHS is invalid: \"bulk-files\" is not a path like /_operations/export",
+            ),
+            (
+                &[(ENV_MAX_JSON_DEPTH, "0")][..],
+                "SMART_GUARD_MAX_JSON_DEPTH is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_SEARCH_PARAMS, "0")][..],
+                "SMART_GUARD_MAX_SEARCH_PARAMS is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_INCLUDES, "many")][..],
+                "SMART_GUARD_MAX_INCLUDES is invalid: expected a whole number, got \"many\"",
+            ),
+            (
+                &[(ENV_MAX_SEARCH_DEPTH, "-1")][..],
+                "SMART_GUARD_MAX_SEARCH_DEPTH is invalid: expected a whole number, got \"-1\"",
+            ),
+            (
+                &[(ENV_MAX_BUNDLE_ENTRIES, "0")][..],
+                "SMART_GUARD_MAX_BUNDLE_ENTRIES is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_ANALYSIS_STEPS, "1e3")][..],
+                "SMART_GUARD_MAX_ANALYSIS_STEPS is invalid: expected a whole number, got \"1e3\"",
+            ),
+            (
+                &[(ENV_MAX_IN_FLIGHT, "0")][..],
+                "SMART_GUARD_MAX_IN_FLIGHT is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_IN_FLIGHT, "many")][..],
+                "SMART_GUARD_MAX_IN_FLIGHT is invalid: expected a whole number, got \"many\"",
+            ),
+            (
+                &[(ENV_BREAKER_FAILURES, "0")][..],
+                "SMART_GUARD_BREAKER_FAILURES is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_BREAKER_FAILURES, "99999999999")][..],
+                "SMART_GUARD_BREAKER_FAILURES is invalid: too large",
+            ),
+            (
+                &[(ENV_BREAKER_COOLDOWN_MS, "0")][..],
+                "SMART_GUARD_BREAKER_COOLDOWN_MS is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_REQUEST_DEADLINE_MS, "1s")][..],
+                "SMART_GUARD_REQUEST_DEADLINE_MS is invalid: expected a whole number, got \"1s\"",
+            ),
+            (
+                &[(ENV_STALE_IF_ERROR_SECS, "-1")][..],
+                "SMART_GUARD_STALE_IF_ERROR_SECS is invalid: expected a whole number, got \"-1\"",
+            ),
+            (
+                &[(ENV_BREAKER_FAILURES, "0"), (ENV_BREAKER_COOLDOWN_MS, "0")][..],
+                "SMART_GUARD_BREAKER_FAILURES is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_MAX_IN_FLIGHT, "0"), (ENV_CACHE_MAX_TTL_SECS, "0")][..],
+                "SMART_GUARD_CACHE_MAX_TTL_SECS is invalid: must be greater than 0",
+            ),
+            (
+                &[(ENV_CLIENT_ID, ""), (ENV_INTROSPECTION_URL, "x")][..],
+                "SMART_GUARD_INTROSPECTION_URL is invalid: not a URL (relative URL without a base)",
+            ),
+            (
+                &[(ENV_CLIENT_ID, ""), (ENV_ISSUER, "x")][..],
+                "SMART_GUARD_CLIENT_ID is required but not set",
+            ),
+            (
+                &[
+                    (ENV_REALM, "a\"b"),
+                    (ENV_BASE_PATH, "x"),
+                    (ENV_REQUIRE_EXP, "x"),
+                ][..],
+                "SMART_GUARD_REQUIRE_EXP is invalid: expected true or false, got \"x\"",
+            ),
+        ];
+        #[cfg(feature = "client")]
+        cases.extend([
+            (&[(ENV_CLIENT_AUTH, "private_key_jwt")][..], "SMART_GUARD_CLIENT_KEY_FILE is required but not set"),
+            (&[(ENV_CLIENT_AUTH, "private_key_jwt"), (ENV_CLIENT_KEY_FILE, "/nonexistent/key.pem")][..], "SMART_GUARD_CLIENT_KEY_FILE is invalid: cannot read \"/nonexistent/key.pem\": entity not found"),
+        ]);
+        for (pairs, message) in cases {
+            let err = config_from(pairs).expect_err(message);
+            assert_eq!(err.to_string(), message, "{pairs:?}");
+        }
+    }
+
     #[test]
     fn analysis_limit_variables_are_read_and_zero_is_refused() {
         let config = config_from(&[
