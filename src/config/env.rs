@@ -1,15 +1,27 @@
-//! Reading the `SMART_GUARD_*` environment variables: [`Config::from_env`] and
-//! [`Config::from_lookup`], and the names of the variables.
+//! The `SMART_GUARD_*` environment variables: their names, and [`Config::from_env`] and
+//! [`Config::from_lookup`], which read them.
+//!
+//! Each variable is parsed to the input type of its [`Config`] setter and handed to that public
+//! setter, so a value from the environment and the same value set in code are checked once, in
+//! one place; a checking setter's error is reported under the variable's name. Where a variable
+//! refuses what its setter accepts, the choice is:
+//!
+//! - `0` for [`ENV_MAX_IN_FLIGHT`] and [`ENV_BREAKER_FAILURES`] goes to
+//!   [`Config::try_with_max_in_flight`] and [`Config::try_with_breaker`], which refuse it;
+//!   [`Config::with_max_in_flight`] and [`Config::with_breaker`] keep taking it as 1.
+//! - `0` for the other counts, sizes and durations (all but [`ENV_CLOCK_SKEW_SECS`] and
+//!   [`ENV_STALE_IF_ERROR_SECS`], where `0` means none and off) is refused by the variable, as
+//!   it always was, while their setters store it as given; they never rewrite it.
+//! - URLs must be `http` or `https` with a host and no credentials; the setters take any
+//!   [`Url`](reqwest::Url). [`ENV_CLIENT_ASSERTION_AUD`] must be a keyword or an absolute URL;
+//!   [`AssertionAudience::Value`] is sent as given. An empty [`ENV_CLIENT_SECRET`] is missing.
 
-#[cfg(feature = "client")]
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AssertionAudience, ClientAuth, Config, Secret, parse_url};
+use super::{AssertionAudience, ClientAuth, Config, http_url};
 use crate::{
     error::ConfigError,
-    fhir_path::{allowed_operations_of, bulk_paths_of},
-    limits::Limit,
+    limits::{AnalysisLimits as Limits, Limit},
 };
 
 /// `SMART_GUARD_INTROSPECTION_URL`: the RFC 7662 introspection endpoint (required unless
@@ -146,165 +158,233 @@ impl Config {
     /// let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
     /// assert!(err.to_string().starts_with("SMART_GUARD_CACHE_MAX_TTL_SECS is invalid"));
     /// ```
+    #[rustfmt::skip] // one line per variable
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
-        let required = |var: &'static str| get(var).ok_or(ConfigError::Missing { var });
-
-        let issuer = get(ENV_ISSUER);
-        let url = match (get(ENV_INTROSPECTION_URL), &issuer) {
-            (Some(url), _) => Some(parse_url(ENV_INTROSPECTION_URL, url.trim())?),
-            (None, Some(_)) => None,
-            (None, None) => {
-                return Err(ConfigError::Missing {
-                    var: ENV_INTROSPECTION_URL,
-                });
-            }
-        };
-        let client_id = required(ENV_CLIENT_ID)?;
-        let mut config = Self::with_endpoint(url, client_id.trim().to_owned());
-        if let Some(issuer) = issuer {
-            config = config.with_issuer_checked(ENV_ISSUER, issuer.trim())?;
+        let env = Env(lookup);
+        let url = env.read(ENV_INTROSPECTION_URL, http_url)?;
+        if url.is_none() && env.get(ENV_ISSUER).is_none() {
+            return Err(missing(ENV_INTROSPECTION_URL));
         }
-
-        if let Some(v) = get(ENV_CLIENT_AUTH) {
-            config.client_auth =
-                ClientAuth::parse(v.trim()).map_err(|reason| ConfigError::Invalid {
-                    var: ENV_CLIENT_AUTH,
-                    reason: format!("{reason}, got {:?}", v.trim()),
-                })?;
-        }
+        let client_id = env.get(ENV_CLIENT_ID).ok_or(missing(ENV_CLIENT_ID))?;
+        let mut c = Self::with_endpoint(url, client_id);
+        c = env.try_set_str(c, ENV_ISSUER, Self::with_issuer)?;
+        c = env.set(c, ENV_CLIENT_AUTH, client_auth, Self::with_client_auth)?;
         // The secret is read as is (no trim) and only when the method sends it.
-        if config.client_auth.uses_secret() {
-            let secret = lookup(ENV_CLIENT_SECRET).filter(|v| !v.is_empty()).ok_or(
-                ConfigError::Missing {
-                    var: ENV_CLIENT_SECRET,
-                },
-            )?;
-            config.client_secret = Some(Secret(secret));
+        if c.client_auth.uses_secret() {
+            let secret = (env.0)(ENV_CLIENT_SECRET).filter(|v| !v.is_empty());
+            c = c.with_client_secret(secret.ok_or(missing(ENV_CLIENT_SECRET))?);
         }
         #[cfg(feature = "client")]
-        if config.client_auth.uses_key() {
-            let path = required(ENV_CLIENT_KEY_FILE)?;
-            config.client_key = Some(Arc::new(read_key(path.trim(), get(ENV_CLIENT_KEY_ALG))?));
+        if c.client_auth.uses_key() {
+            let path = env.get(ENV_CLIENT_KEY_FILE).ok_or(missing(ENV_CLIENT_KEY_FILE))?;
+            c = c.with_private_key(read_key(&path, env.get(ENV_CLIENT_KEY_ALG))?);
         }
-        if let Some(v) = get(ENV_CLIENT_ASSERTION_AUD) {
-            config.assertion_audience =
-                AssertionAudience::parse(v.trim()).map_err(|reason| ConfigError::Invalid {
-                    var: ENV_CLIENT_ASSERTION_AUD,
-                    reason,
-                })?;
+        c = env.set(c, ENV_CLIENT_ASSERTION_AUD, audience, Self::with_assertion_audience)?;
+        c = env.set(c, ENV_TOKEN_URL, http_url, Self::with_token_url)?;
+        c = env.set(c, ENV_TOKEN_SCOPE, text, Self::with_token_scope)?;
+        c = env.set(c, ENV_CACHE_MAX_TTL_SECS, secs, Self::with_max_ttl)?;
+        c = env.set(c, ENV_NEGATIVE_TTL_SECS, secs, Self::with_negative_ttl)?;
+        c = env.set(c, ENV_CACHE_CAPACITY, positive, active_capacity)?;
+        c = env.set(c, ENV_NEGATIVE_CACHE_CAPACITY, positive, inactive_capacity)?;
+        c = env.set(c, ENV_CONNECT_TIMEOUT_MS, millis, connect_timeout)?;
+        c = env.set(c, ENV_TIMEOUT_MS, millis, total_timeout)?;
+        c = env.set(c, ENV_MAX_RESPONSE_BYTES, positive, Self::with_max_response_bytes)?;
+        c = env.set(c, ENV_EXPECTED_ISSUER, text, Self::with_expected_issuer)?;
+        c = env.set(c, ENV_EXPECTED_AUDIENCE, text, Self::with_expected_audience)?;
+        c = env.set(c, ENV_REQUIRE_EXP, boolean, Self::with_require_exp)?;
+        c = env.set(c, ENV_CLOCK_SKEW_SECS, whole_secs, Self::with_clock_skew)?;
+        c = env.try_set_str(c, ENV_REALM, Self::with_realm)?;
+        c = env.try_set_str(c, ENV_BASE_PATH, Self::with_base_path)?;
+        c = env.set(c, ENV_MAX_TOKEN_BYTES, positive, Self::with_max_token_bytes)?;
+        c = env.set(c, ENV_MAX_BODY_BYTES, positive, Self::with_max_body_bytes)?;
+        c = env.set(c, ENV_RETRY_AFTER_SECS, secs, Self::with_retry_after)?;
+        c = env.try_set_str(c, ENV_ALLOWED_OPERATIONS, Self::with_allowed_operations)?;
+        c = env.try_set_str(c, ENV_BULK_PATHS, Self::with_bulk_paths)?;
+        c = env.set(c, ENV_MAX_JSON_DEPTH, positive, Self::with_max_json_depth)?;
+        c = env.set(c, ENV_MAX_SEARCH_PARAMS, positive, limit(Limits::with_max_search_params))?;
+        c = env.set(c, ENV_MAX_INCLUDES, positive, limit(Limits::with_max_includes))?;
+        c = env.set(c, ENV_MAX_SEARCH_DEPTH, positive, limit(Limits::with_max_search_depth))?;
+        c = env.set(c, ENV_MAX_BUNDLE_ENTRIES, positive, limit(Limits::with_max_bundle_entries))?;
+        c = env.set(c, ENV_MAX_ANALYSIS_STEPS, positive, limit(Limits::with_max_analysis_steps))?;
+        c = env.try_set(c, ENV_MAX_IN_FLIGHT, whole, Self::try_with_max_in_flight)?;
+        c = env.try_set(c, ENV_BREAKER_FAILURES, whole, breaker_failures)?;
+        c = env.set(c, ENV_BREAKER_COOLDOWN_MS, millis, breaker_cooldown)?;
+        c = env.set(c, ENV_REQUEST_DEADLINE_MS, millis, Self::with_request_deadline)?;
+        c = env.set(c, ENV_STALE_IF_ERROR_SECS, whole_secs, Self::with_stale_if_error)?;
+        c.check_client_auth(false)?;
+        Ok(c)
+    }
+}
+
+/// The variables, read through a lookup function (the process environment, or a test's map).
+struct Env<L>(L);
+
+impl<L: Fn(&str) -> Option<String>> Env<L> {
+    /// The value of `var`, trimmed; `None` when it is unset or blank.
+    fn get(&self, var: &'static str) -> Option<String> {
+        (self.0)(var)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    /// `var` parsed by `parse` (`None` when unset or blank); a parse error names `var`.
+    fn read<T>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(var)
+            .map(|value| parse(&value).map_err(|reason| ConfigError::Invalid { var, reason }))
+            .transpose()
+    }
+
+    /// Hands `var`, parsed, to `setter`; an unset `var` leaves `config` as it is.
+    fn set<T>(
+        &self,
+        config: Config,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        setter: impl FnOnce(Config, T) -> Config,
+    ) -> Result<Config, ConfigError> {
+        Ok(match self.read(var, parse)? {
+            Some(value) => setter(config, value),
+            None => config,
+        })
+    }
+
+    /// [`Self::set`] with a setter that checks its input: its error names `var`, not the
+    /// setting.
+    fn try_set<T>(
+        &self,
+        config: Config,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        setter: impl FnOnce(Config, T) -> Result<Config, ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        match self.read(var, parse)? {
+            Some(value) => setter(config, value).map_err(|error| named(var, error)),
+            None => Ok(config),
         }
-        if let Some(v) = get(ENV_TOKEN_URL) {
-            config.token_url = Some(parse_url(ENV_TOKEN_URL, v.trim())?);
-        }
-        config.token_scope = get(ENV_TOKEN_SCOPE).map(|v| v.trim().to_owned());
-        if let Some(v) = get(ENV_CACHE_MAX_TTL_SECS) {
-            config.max_ttl = Duration::from_secs(positive(ENV_CACHE_MAX_TTL_SECS, &v)?);
-        }
-        if let Some(v) = get(ENV_NEGATIVE_TTL_SECS) {
-            config.negative_ttl = Duration::from_secs(positive(ENV_NEGATIVE_TTL_SECS, &v)?);
-        }
-        if let Some(v) = get(ENV_CACHE_CAPACITY) {
-            config.capacity = positive(ENV_CACHE_CAPACITY, &v)?;
-        }
-        if let Some(v) = get(ENV_NEGATIVE_CACHE_CAPACITY) {
-            config.negative_capacity = positive(ENV_NEGATIVE_CACHE_CAPACITY, &v)?;
-        }
-        if let Some(v) = get(ENV_CONNECT_TIMEOUT_MS) {
-            config.connect_timeout = Duration::from_millis(positive(ENV_CONNECT_TIMEOUT_MS, &v)?);
-        }
-        if let Some(v) = get(ENV_TIMEOUT_MS) {
-            config.timeout = Duration::from_millis(positive(ENV_TIMEOUT_MS, &v)?);
-        }
-        if let Some(v) = get(ENV_MAX_RESPONSE_BYTES) {
-            config.max_response_bytes = usize_of(ENV_MAX_RESPONSE_BYTES, &v)?;
-        }
-        if let Some(v) = get(ENV_EXPECTED_ISSUER) {
-            config.expected_issuer = Some(v.trim().to_owned());
-        }
-        config.expected_audience = get(ENV_EXPECTED_AUDIENCE).map(|v| v.trim().to_owned());
-        if let Some(v) = get(ENV_REQUIRE_EXP) {
-            config.require_exp = match v.trim() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => {
-                    return Err(ConfigError::Invalid {
-                        var: ENV_REQUIRE_EXP,
-                        reason: format!("expected true or false, got {other:?}"),
-                    });
-                }
-            };
-        }
-        if let Some(v) = get(ENV_CLOCK_SKEW_SECS) {
-            config.clock_skew = Duration::from_secs(number(ENV_CLOCK_SKEW_SECS, &v)?);
-        }
-        if let Some(v) = get(ENV_REALM) {
-            config = config.with_realm_checked(ENV_REALM, v.trim())?;
-        }
-        if let Some(v) = get(ENV_BASE_PATH) {
-            config = config.with_base_path_checked(ENV_BASE_PATH, v.trim())?;
-        }
-        if let Some(v) = get(ENV_MAX_TOKEN_BYTES) {
-            config.max_token_bytes = usize_of(ENV_MAX_TOKEN_BYTES, &v)?;
-        }
-        if let Some(v) = get(ENV_MAX_BODY_BYTES) {
-            config.max_body_bytes = usize_of(ENV_MAX_BODY_BYTES, &v)?;
-        }
-        if let Some(v) = get(ENV_RETRY_AFTER_SECS) {
-            config.retry_after = Duration::from_secs(positive(ENV_RETRY_AFTER_SECS, &v)?);
-        }
-        if let Some(v) = get(ENV_ALLOWED_OPERATIONS) {
-            config.allowed_operations = allowed_operations_of(ENV_ALLOWED_OPERATIONS, &v)?;
-        }
-        if let Some(v) = get(ENV_BULK_PATHS) {
-            config.bulk_paths = bulk_paths_of(ENV_BULK_PATHS, &v)?;
-        }
-        if let Some(v) = get(ENV_MAX_JSON_DEPTH) {
-            config.max_json_depth = usize_of(ENV_MAX_JSON_DEPTH, &v)?;
-        }
-        let limits = &mut config.analysis_limits;
-        if let Some(v) = get(ENV_MAX_SEARCH_PARAMS) {
-            *limits = limits.with_max_search_params(usize_of(ENV_MAX_SEARCH_PARAMS, &v)?);
-        }
-        if let Some(v) = get(ENV_MAX_INCLUDES) {
-            *limits = limits.with_max_includes(usize_of(ENV_MAX_INCLUDES, &v)?);
-        }
-        if let Some(v) = get(ENV_MAX_SEARCH_DEPTH) {
-            *limits = limits.with_max_search_depth(usize_of(ENV_MAX_SEARCH_DEPTH, &v)?);
-        }
-        if let Some(v) = get(ENV_MAX_BUNDLE_ENTRIES) {
-            *limits = limits.with_max_bundle_entries(usize_of(ENV_MAX_BUNDLE_ENTRIES, &v)?);
-        }
-        if let Some(v) = get(ENV_MAX_ANALYSIS_STEPS) {
-            *limits = limits.with_max_analysis_steps(usize_of(ENV_MAX_ANALYSIS_STEPS, &v)?);
-        }
-        if let Some(v) = get(ENV_MAX_IN_FLIGHT) {
-            config.max_in_flight = usize_of(ENV_MAX_IN_FLIGHT, &v)?;
-        }
-        if let Some(v) = get(ENV_BREAKER_FAILURES) {
-            config.breaker_failures =
-                u32::try_from(positive(ENV_BREAKER_FAILURES, &v)?).map_err(|_| {
-                    ConfigError::Invalid {
-                        var: ENV_BREAKER_FAILURES,
-                        reason: "too large".to_owned(),
-                    }
-                })?;
-        }
-        if let Some(v) = get(ENV_BREAKER_COOLDOWN_MS) {
-            config.breaker_cooldown = Duration::from_millis(positive(ENV_BREAKER_COOLDOWN_MS, &v)?);
-        }
-        if let Some(v) = get(ENV_REQUEST_DEADLINE_MS) {
-            config.request_deadline = Some(Duration::from_millis(positive(
-                ENV_REQUEST_DEADLINE_MS,
-                &v,
-            )?));
-        }
-        if let Some(v) = get(ENV_STALE_IF_ERROR_SECS) {
-            config = config
-                .with_stale_if_error(Duration::from_secs(number(ENV_STALE_IF_ERROR_SECS, &v)?));
-        }
-        config.check_client_auth(false)?;
-        Ok(config)
+    }
+
+    /// [`Self::try_set`] with a setter of text.
+    fn try_set_str(
+        &self,
+        config: Config,
+        var: &'static str,
+        setter: impl FnOnce(Config, &str) -> Result<Config, ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        self.try_set(config, var, text, |config, value| setter(config, &value))
+    }
+}
+
+fn missing(var: &'static str) -> ConfigError {
+    ConfigError::Missing { var }
+}
+
+/// A setter's error, naming the variable instead of the setting.
+fn named(var: &'static str, error: ConfigError) -> ConfigError {
+    match error {
+        ConfigError::Invalid { reason, .. } => ConfigError::Invalid { var, reason },
+        ConfigError::Missing { .. } => missing(var),
+        other => other,
+    }
+}
+
+// Parsers: the trimmed, non-blank value to the setter's input type, or why not.
+
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.to_owned())
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+/// A whole number that fits `T`; `0` is left to the setter.
+fn whole<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
+    fits(number(value)?)
+}
+
+/// A whole number above 0 that fits `T`: the variable refuses the `0` its setter would take.
+fn positive<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
+    match number(value)? {
+        0 => Err("must be greater than 0".to_owned()),
+        n => fits(n),
+    }
+}
+
+fn number(value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("expected a whole number, got {value:?}"))
+}
+
+fn fits<T: TryFrom<u64>>(n: u64) -> Result<T, String> {
+    T::try_from(n).map_err(|_| "too large".to_owned())
+}
+
+fn secs(value: &str) -> Result<Duration, String> {
+    positive(value).map(Duration::from_secs)
+}
+
+fn whole_secs(value: &str) -> Result<Duration, String> {
+    whole(value).map(Duration::from_secs)
+}
+
+fn millis(value: &str) -> Result<Duration, String> {
+    positive(value).map(Duration::from_millis)
+}
+
+fn client_auth(value: &str) -> Result<ClientAuth, String> {
+    ClientAuth::parse(value).map_err(|reason| format!("{reason}, got {value:?}"))
+}
+
+fn audience(value: &str) -> Result<AssertionAudience, String> {
+    AssertionAudience::parse(value)
+}
+
+// One variable of a setter that takes two values, or of the analysis limits.
+
+fn active_capacity(config: Config, active: u64) -> Config {
+    let inactive = config.negative_capacity;
+    config.with_capacity(active, inactive)
+}
+
+fn inactive_capacity(config: Config, inactive: u64) -> Config {
+    let active = config.capacity;
+    config.with_capacity(active, inactive)
+}
+
+fn connect_timeout(config: Config, connect: Duration) -> Config {
+    let total = config.timeout;
+    config.with_timeouts(connect, total)
+}
+
+fn total_timeout(config: Config, total: Duration) -> Config {
+    let connect = config.connect_timeout;
+    config.with_timeouts(connect, total)
+}
+
+fn breaker_failures(config: Config, failures: u32) -> Result<Config, ConfigError> {
+    let cooldown = config.breaker_cooldown;
+    config.try_with_breaker(failures, cooldown)
+}
+
+fn breaker_cooldown(config: Config, cooldown: Duration) -> Config {
+    let failures = config.breaker_failures;
+    config.with_breaker(failures, cooldown)
+}
+
+/// One analysis limit, through [`Config::with_analysis_limits`].
+fn limit(setter: fn(Limits, usize) -> Limits) -> impl FnOnce(Config, usize) -> Config {
+    move |config, n| {
+        let limits = setter(config.analysis_limits, n);
+        config.with_analysis_limits(limits)
     }
 }
 
@@ -335,30 +415,6 @@ fn read_key(path: &str, alg: Option<String>) -> Result<crate::client::KeyPair, C
         }
     }
     Ok(key)
-}
-
-fn number(var: &'static str, value: &str) -> Result<u64, ConfigError> {
-    value.trim().parse().map_err(|_| ConfigError::Invalid {
-        var,
-        reason: format!("expected a whole number, got {:?}", value.trim()),
-    })
-}
-
-fn positive(var: &'static str, value: &str) -> Result<u64, ConfigError> {
-    match number(var, value)? {
-        0 => Err(ConfigError::Invalid {
-            var,
-            reason: "must be greater than 0".to_owned(),
-        }),
-        n => Ok(n),
-    }
-}
-
-fn usize_of(var: &'static str, value: &str) -> Result<usize, ConfigError> {
-    usize::try_from(positive(var, value)?).map_err(|_| ConfigError::Invalid {
-        var,
-        reason: "too large".to_owned(),
-    })
 }
 
 #[cfg(test)]
@@ -686,8 +742,17 @@ mod tests {
         ];
         #[cfg(feature = "client")]
         cases.extend([
-            (&[(ENV_CLIENT_AUTH, "private_key_jwt")][..], "SMART_GUARD_CLIENT_KEY_FILE is required but not set"),
-            (&[(ENV_CLIENT_AUTH, "private_key_jwt"), (ENV_CLIENT_KEY_FILE, "/nonexistent/key.pem")][..], "SMART_GUARD_CLIENT_KEY_FILE is invalid: cannot read \"/nonexistent/key.pem\": entity not found"),
+            (
+                &[(ENV_CLIENT_AUTH, "private_key_jwt")][..],
+                "SMART_GUARD_CLIENT_KEY_FILE is required but not set",
+            ),
+            (
+                &[
+                    (ENV_CLIENT_AUTH, "private_key_jwt"),
+                    (ENV_CLIENT_KEY_FILE, "/nonexistent/key.pem"),
+                ][..],
+                "SMART_GUARD_CLIENT_KEY_FILE is invalid: cannot read \"/nonexistent/key.pem\": entity not found",
+            ),
         ]);
         for (pairs, message) in cases {
             let err = config_from(pairs).expect_err(message);

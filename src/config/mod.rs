@@ -1,5 +1,6 @@
 //! Configuration: built in code with [`Config::new`] and `with_*` setters, or read from the
-//! `SMART_GUARD_*` environment variables with [`Config::from_env`] (their names are in [`env`]).
+//! `SMART_GUARD_*` environment variables with [`Config::from_env`] (their names are in
+//! [`env`](mod@env)).
 
 pub(crate) mod discovery;
 pub mod env;
@@ -94,9 +95,9 @@ pub enum AssertionAudience {
     /// The introspection endpoint URL (the default).
     #[default]
     IntrospectionEndpoint,
-    /// The issuer identifier ([`ENV_ISSUER`](env::ENV_ISSUER), required).
+    /// The issuer identifier ([`SMART_GUARD_ISSUER`](env::ENV_ISSUER), required).
     Issuer,
-    /// The token endpoint URL ([`ENV_TOKEN_URL`](env::ENV_TOKEN_URL) or discovered).
+    /// The token endpoint URL ([`SMART_GUARD_TOKEN_URL`](env::ENV_TOKEN_URL) or discovered).
     TokenEndpoint,
     /// This exact value.
     Value(String),
@@ -215,7 +216,7 @@ impl Config {
     /// [`ConfigError::Invalid`] unless the issuer is an http(s) URL with a host and no
     /// credentials, query or fragment.
     pub fn for_issuer(issuer: &str, client_id: impl Into<String>) -> Result<Self, ConfigError> {
-        Self::with_endpoint(None, client_id.into()).with_issuer_checked("issuer", issuer)
+        Self::with_endpoint(None, client_id.into()).with_issuer(issuer)
     }
 
     fn with_endpoint(introspection_url: Option<Url>, client_id: String) -> Self {
@@ -343,8 +344,22 @@ impl Config {
     ///
     /// [`ConfigError::Invalid`] unless the issuer is an http(s) URL with a host and no
     /// credentials, query or fragment.
-    pub fn with_issuer(self, issuer: &str) -> Result<Self, ConfigError> {
-        self.with_issuer_checked("issuer", issuer)
+    pub fn with_issuer(mut self, issuer: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason| ConfigError::Invalid {
+            var: "issuer",
+            reason,
+        };
+        let url = http_url(issuer).map_err(invalid)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                "an issuer has no query or fragment (RFC 8414 §2)".to_owned(),
+            ));
+        }
+        if self.expected_issuer.is_none() {
+            self.expected_issuer = Some(issuer.to_owned());
+        }
+        self.issuer = Some(issuer.to_owned());
+        Ok(self)
     }
 
     /// This resource server's private key (RS384 or ES384), for [`ClientAuth::PrivateKeyJwt`]
@@ -435,8 +450,19 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] if the realm holds `"`, `\` or control characters.
-    pub fn with_realm(self, realm: &str) -> Result<Self, ConfigError> {
-        self.with_realm_checked("realm", realm)
+    pub fn with_realm(mut self, realm: &str) -> Result<Self, ConfigError> {
+        if realm.is_empty()
+            || realm
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        {
+            return Err(ConfigError::Invalid {
+                var: "realm",
+                reason: "a realm is printable ASCII without '\"' or '\\'".to_owned(),
+            });
+        }
+        self.realm = realm.to_owned();
+        Ok(self)
     }
 
     /// The FHIR base path (`/fhir`), or `""` for the root. Requests outside it are refused; a
@@ -446,8 +472,22 @@ impl Config {
     ///
     /// [`ConfigError::Invalid`] unless the path is empty or starts with `/`, does not end with
     /// `/`, and has no empty, dot or percent-encoded segments.
-    pub fn with_base_path(self, base_path: &str) -> Result<Self, ConfigError> {
-        self.with_base_path_checked("base_path", base_path)
+    pub fn with_base_path(mut self, path: &str) -> Result<Self, ConfigError> {
+        let valid = path.is_empty()
+            || (path.starts_with('/')
+                && path[1..].split('/').all(|s| {
+                    !s.is_empty() && s != "." && s != ".." && !s.contains(['%', '?', '#'])
+                }));
+        if !valid {
+            return Err(ConfigError::Invalid {
+                var: "base_path",
+                reason: format!(
+                    "expected a path like /fhir (leading '/', no trailing '/'), got {path:?}"
+                ),
+            });
+        }
+        self.base_path = path.to_owned();
+        Ok(self)
     }
 
     /// The longest bearer token accepted, in bytes.
@@ -502,20 +542,46 @@ impl Config {
 
     /// The most introspection calls out at once (default 64). A miss beyond that gets 503 at
     /// once, not a place in a queue; requests coalesced onto a call already out do not count.
-    /// `0` is taken as 1.
+    /// `0` is taken as 1; [`Config::try_with_max_in_flight`] refuses it.
     pub fn with_max_in_flight(mut self, calls: usize) -> Self {
         self.max_in_flight = calls.max(1);
         self
     }
 
+    /// [`Config::with_max_in_flight`], refusing `0` instead of taking it as 1 (the check of
+    /// `SMART_GUARD_MAX_IN_FLIGHT`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for `0`.
+    pub fn try_with_max_in_flight(self, calls: usize) -> Result<Self, ConfigError> {
+        match calls {
+            0 => Err(greater_than_0("max_in_flight")),
+            calls => Ok(self.with_max_in_flight(calls)),
+        }
+    }
+
     /// The circuit breaker: `failures` consecutive AS outages (connect, timeout, transport, 5xx,
     /// 429) open it (default 5); while open, uncached tokens get 503 without an AS call; after
     /// `cooldown` (default 5 s) one probe call goes through and its success closes it. `0`
-    /// failures is taken as 1.
+    /// failures is taken as 1; [`Config::try_with_breaker`] refuses it.
     pub fn with_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.breaker_failures = failures.max(1);
         self.breaker_cooldown = cooldown;
         self
+    }
+
+    /// [`Config::with_breaker`], refusing `0` failures instead of taking it as 1 (the check of
+    /// `SMART_GUARD_BREAKER_FAILURES`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for `0` failures.
+    pub fn try_with_breaker(self, failures: u32, cooldown: Duration) -> Result<Self, ConfigError> {
+        match failures {
+            0 => Err(greater_than_0("breaker_failures")),
+            failures => Ok(self.with_breaker(failures, cooldown)),
+        }
     }
 
     /// The longest a request waits for an introspection answer, whether it made the call or
@@ -576,76 +642,85 @@ impl Config {
     pub fn base_path(&self) -> &str {
         &self.base_path
     }
+}
 
-    fn with_issuer_checked(mut self, var: &'static str, issuer: &str) -> Result<Self, ConfigError> {
-        let url = parse_url(var, issuer)?;
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: "an issuer has no query or fragment (RFC 8414 §2)".to_owned(),
-            });
-        }
-        if self.expected_issuer.is_none() {
-            self.expected_issuer = Some(issuer.to_owned());
-        }
-        self.issuer = Some(issuer.to_owned());
-        Ok(self)
+/// An `http` or `https` URL with a host and no credentials, or why not.
+fn http_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected an http or https URL with a host".to_owned());
     }
-
-    fn with_realm_checked(mut self, var: &'static str, realm: &str) -> Result<Self, ConfigError> {
-        if realm.is_empty()
-            || realm
-                .bytes()
-                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
-        {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: "a realm is printable ASCII without '\"' or '\\'".to_owned(),
-            });
-        }
-        self.realm = realm.to_owned();
-        Ok(self)
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials belong in SMART_GUARD_CLIENT_ID/SECRET, not in the URL".to_owned(),
+        );
     }
+    Ok(url)
+}
 
-    fn with_base_path_checked(
-        mut self,
-        var: &'static str,
-        path: &str,
-    ) -> Result<Self, ConfigError> {
-        let valid = path.is_empty()
-            || (path.starts_with('/')
-                && path[1..].split('/').all(|s| {
-                    !s.is_empty() && s != "." && s != ".." && !s.contains(['%', '?', '#'])
-                }));
-        if !valid {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: format!(
-                    "expected a path like /fhir (leading '/', no trailing '/'), got {path:?}"
-                ),
-            });
-        }
-        self.base_path = path.to_owned();
-        Ok(self)
+fn greater_than_0(var: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: "must be greater than 0".to_owned(),
     }
 }
 
-fn parse_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value).map_err(|e| ConfigError::Invalid {
-        var,
-        reason: format!("not a URL ({e})"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError::Invalid {
-            var,
-            reason: "expected an http or https URL with a host".to_owned(),
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::new(
+            "http://127.0.0.1:9/introspect".parse().expect("url"),
+            "fhir-server",
+            "s3cret",
+        )
     }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::Invalid {
-            var,
-            reason: "credentials belong in SMART_GUARD_CLIENT_ID/SECRET, not in the URL".to_owned(),
-        });
+
+    #[test]
+    fn the_checked_setters_refuse_the_zero_the_plain_ones_take_as_1() {
+        let err = config().try_with_max_in_flight(0).expect_err("0 calls");
+        assert_eq!(
+            err.to_string(),
+            "max_in_flight is invalid: must be greater than 0"
+        );
+        let err = config()
+            .try_with_breaker(0, Duration::from_millis(10))
+            .expect_err("0 failures");
+        assert_eq!(
+            err.to_string(),
+            "breaker_failures is invalid: must be greater than 0"
+        );
+        let checked = config()
+            .try_with_max_in_flight(8)
+            .expect("8 calls")
+            .try_with_breaker(3, Duration::from_millis(250))
+            .expect("3 failures");
+        assert_eq!((checked.max_in_flight, checked.breaker_failures), (8, 3));
+        assert_eq!(checked.breaker_cooldown, Duration::from_millis(250));
+        let plain = config()
+            .with_max_in_flight(0)
+            .with_breaker(0, Duration::ZERO);
+        assert_eq!((plain.max_in_flight, plain.breaker_failures), (1, 1));
     }
-    Ok(url)
+
+    #[test]
+    fn checking_setters_name_their_setting() {
+        for (err, setting) in [
+            (config().with_issuer("http://as/?q=1").err(), "issuer"),
+            (config().with_realm("a\"b").err(), "realm"),
+            (config().with_base_path("/fhir/").err(), "base_path"),
+            (
+                config().with_allowed_operations("ValueSet/$expand").err(),
+                "allowed_operations",
+            ),
+            (config().with_bulk_paths("bulk-files").err(), "bulk_paths"),
+        ] {
+            let text = err.expect(setting).to_string();
+            assert!(
+                text.starts_with(&format!("{setting} is invalid: ")),
+                "{text}"
+            );
+        }
+    }
 }
