@@ -421,8 +421,6 @@ fn read_key(path: &str, alg: Option<String>) -> Result<crate::client::KeyPair, C
 mod tests {
     use std::collections::HashMap;
 
-    use reqwest::Url;
-
     use super::*;
     use crate::limits::AnalysisLimits;
 
@@ -1084,7 +1082,7 @@ mod tests {
         assert_eq!(config.client_auth, ClientAuth::Bearer);
         assert_eq!(config.token_scope.as_deref(), Some("introspection"));
         assert_eq!(
-            config.token_url().map(Url::as_str),
+            config.token_url().map(reqwest::Url::as_str),
             Some("http://127.0.0.1:9/token")
         );
         let with_issuer = config_from(
