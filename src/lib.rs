@@ -32,7 +32,8 @@
 //!
 //! ## Configuration
 //!
-//! [`SmartGuardLayer::from_env`] reads these variables; [`Config`] has a `with_*` setter for each.
+//! [`SmartGuardLayer::from_env`] reads these variables (their names are constants in
+//! [`config::env`]); [`Config`] has a `with_*` setter for each.
 //! A missing or bad value fails at startup with an error that names the variable.
 //!
 //! | Variable | Default | Meaning |
@@ -173,8 +174,6 @@
 mod bearer;
 mod claims;
 mod classify;
-mod config;
-mod discovery;
 mod error;
 mod fhir;
 mod future;
@@ -190,11 +189,15 @@ mod service;
 mod stats;
 mod time;
 
+// `crate::discovery`, as src/introspect still names it.
+use self::config::discovery;
+
 #[doc(hidden)]
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod config;
 #[cfg(feature = "dev-server")]
 pub mod dev_server;
 
@@ -202,19 +205,7 @@ pub use self::{
     bearer::{BearerError, BearerToken, extract_bearer},
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Interaction, Policy, classify},
-    config::{
-        AssertionAudience, ClientAuth, Config, ENV_ALLOWED_OPERATIONS, ENV_BASE_PATH,
-        ENV_BREAKER_COOLDOWN_MS, ENV_BREAKER_FAILURES, ENV_BULK_PATHS, ENV_CACHE_CAPACITY,
-        ENV_CACHE_MAX_TTL_SECS, ENV_CLIENT_ASSERTION_AUD, ENV_CLIENT_AUTH, ENV_CLIENT_ID,
-        ENV_CLIENT_KEY_ALG, ENV_CLIENT_KEY_FILE, ENV_CLIENT_SECRET, ENV_CLOCK_SKEW_SECS,
-        ENV_CONNECT_TIMEOUT_MS, ENV_EXPECTED_AUDIENCE, ENV_EXPECTED_ISSUER, ENV_INTROSPECTION_URL,
-        ENV_ISSUER, ENV_MAX_ANALYSIS_STEPS, ENV_MAX_BODY_BYTES, ENV_MAX_BUNDLE_ENTRIES,
-        ENV_MAX_IN_FLIGHT, ENV_MAX_INCLUDES, ENV_MAX_JSON_DEPTH, ENV_MAX_RESPONSE_BYTES,
-        ENV_MAX_SEARCH_DEPTH, ENV_MAX_SEARCH_PARAMS, ENV_MAX_TOKEN_BYTES,
-        ENV_NEGATIVE_CACHE_CAPACITY, ENV_NEGATIVE_TTL_SECS, ENV_REALM, ENV_REQUEST_DEADLINE_MS,
-        ENV_REQUIRE_EXP, ENV_RETRY_AFTER_SECS, ENV_STALE_IF_ERROR_SECS, ENV_TIMEOUT_MS,
-        ENV_TOKEN_SCOPE, ENV_TOKEN_URL,
-    },
+    config::{AssertionAudience, ClientAuth, Config},
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
     fhir::ResourceType,
     future::ResponseFuture,

@@ -123,7 +123,8 @@ pub enum Limit {
 }
 
 impl Limit {
-    /// The environment variable that sets this limit (the `ENV_MAX_*` constants are these).
+    /// The environment variable that sets this limit (the `ENV_MAX_*` constants of
+    /// [`config::env`](crate::config::env) are these).
     #[must_use]
     pub const fn env_var(self) -> &'static str {
         match self {

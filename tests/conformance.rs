@@ -583,12 +583,7 @@ fn section_3_8_granular_scopes_only_help_searches_that_restate_them() {
 #[test]
 fn section_4_url_table_maps_each_row_to_its_letters() {
     run(&[
-        (
-            "metadata public",
-            "",
-            req("GET /metadata"),
-            allow(),
-        ),
+        ("metadata public", "", req("GET /metadata"), allow()),
         (
             "metadata HEAD",
             "",
@@ -601,12 +596,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             req("GET /.well-known/smart-configuration"),
             allow(),
         ),
-        (
-            "read",
-            "system/Patient.r",
-            req("GET /Patient/123"),
-            allow(),
-        ),
+        ("read", "system/Patient.r", req("GET /Patient/123"), allow()),
         (
             "read needs r",
             "system/Patient.s",
@@ -748,12 +738,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             req("GET /Patient/1/*"),
             allow(),
         ),
-        (
-            "create",
-            "system/Patient.c",
-            req("POST /Patient"),
-            allow(),
-        ),
+        ("create", "system/Patient.c", req("POST /Patient"), allow()),
         (
             "conditional create",
             "system/Patient.c",
@@ -772,12 +757,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             },
             allow(),
         ),
-        (
-            "update",
-            "system/Patient.u",
-            req("PUT /Patient/1"),
-            allow(),
-        ),
+        ("update", "system/Patient.u", req("PUT /Patient/1"), allow()),
         (
             "conditional update",
             "system/Patient.u",
@@ -826,12 +806,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             req("DELETE /Patient?identifier=x"),
             allow(),
         ),
-        (
-            "POST / without a body",
-            ALL,
-            req("POST /"),
-            deny(""),
-        ),
+        ("POST / without a body", ALL, req("POST /"), deny("")),
         (
             "POST / with XML",
             ALL,
@@ -871,12 +846,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             },
             deny(""),
         ),
-        (
-            "unlisted operation",
-            ALL,
-            req("POST /$validate"),
-            deny(""),
-        ),
+        ("unlisted operation", ALL, req("POST /$validate"), deny("")),
         (
             "unlisted type operation",
             ALL,
@@ -967,12 +937,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             req("GET /Observation/1/$everything"),
             deny(""),
         ),
-        (
-            "GraphQL system",
-            ALL,
-            req("POST /$graphql"),
-            deny(""),
-        ),
+        ("GraphQL system", ALL, req("POST /$graphql"), deny("")),
         (
             "GraphQL instance",
             ALL,
@@ -985,12 +950,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
             req("POST /Patient/1"),
             UNDEFINED,
         ),
-        (
-            "GET _search",
-            ALL,
-            req("GET /Patient/_search"),
-            UNDEFINED,
-        ),
+        ("GET _search", ALL, req("GET /Patient/_search"), UNDEFINED),
         (
             "type/id/type/id",
             ALL,
@@ -1178,12 +1138,7 @@ fn section_5_bulk_export_needs_system_rs_on_everything_exported() {
             req("GET /Patient/1/$export"),
             deny(""),
         ),
-        (
-            "export with DELETE",
-            ALL,
-            req("DELETE /$export"),
-            deny(""),
-        ),
+        ("export with DELETE", ALL, req("DELETE /$export"), deny("")),
         (
             "status URL configured",
             "system/*.rs",
@@ -1251,24 +1206,9 @@ fn section_6_traps_are_refused_or_need_the_right_scopes() {
             req("GET /Patient/%2e%2e"),
             MALFORMED,
         ),
-        (
-            "encoded slash",
-            ALL,
-            req("GET /Patient%2F1"),
-            MALFORMED,
-        ),
-        (
-            "encoded $",
-            ALL,
-            req("GET /Patient/%24export"),
-            MALFORMED,
-        ),
-        (
-            "encoded letter",
-            ALL,
-            req("GET /%50atient/1"),
-            MALFORMED,
-        ),
+        ("encoded slash", ALL, req("GET /Patient%2F1"), MALFORMED),
+        ("encoded $", ALL, req("GET /Patient/%24export"), MALFORMED),
+        ("encoded letter", ALL, req("GET /%50atient/1"), MALFORMED),
         ("backslash", ALL, req("GET /Patient\\1"), MALFORMED),
         ("trailing slash", ALL, req("GET /Patient/"), MALFORMED),
         ("empty segment", ALL, req("GET /Patient//1"), MALFORMED),
@@ -1284,12 +1224,7 @@ fn section_6_traps_are_refused_or_need_the_right_scopes() {
             req("DELETE /Patient/?identifier=x"),
             MALFORMED,
         ),
-        (
-            "lower-case type",
-            ALL,
-            req("GET /patient/1"),
-            UNDEFINED,
-        ),
+        ("lower-case type", ALL, req("GET /patient/1"), UNDEFINED),
         (
             "_summary=count still search",
             "system/Observation.s",
@@ -1551,12 +1486,7 @@ fn section_6_traps_are_refused_or_need_the_right_scopes() {
             req("POST /Patient/1?_method=PUT"),
             UNDEFINED,
         ),
-        (
-            "POST /metadata",
-            ALL,
-            req("POST /metadata"),
-            UNDEFINED,
-        ),
+        ("POST /metadata", ALL, req("POST /metadata"), UNDEFINED),
         ("/Metadata", ALL, req("GET /Metadata"), UNDEFINED),
         (
             "/metadata/../Patient/1",
@@ -1582,12 +1512,7 @@ fn section_6_traps_are_refused_or_need_the_right_scopes() {
             req("GET /Patient/1;x=y"),
             UNDEFINED,
         ),
-        (
-            "underscore id",
-            ALL,
-            req("GET /Patient/_1"),
-            UNDEFINED,
-        ),
+        ("underscore id", ALL, req("GET /Patient/_1"), UNDEFINED),
         (
             "HEAD is GET",
             "system/Patient.r",

@@ -1,6 +1,8 @@
-//! Authorization-server metadata discovery (SMART-NOTES §2.1): with an issuer configured,
-//! [`Config::discover`] reads `introspection_endpoint` (and `token_endpoint` for bearer mode)
-//! from the AS metadata and checks that the metadata fits our configuration.
+//! Authorization-server metadata discovery (`docs/AUTHORIZATION.md` §2.1; the documents are
+//! SMART's `/.well-known/smart-configuration`, [RFC 8414](https://www.rfc-editor.org/rfc/rfc8414)
+//! and OpenID Connect Discovery 1.0): with an issuer configured, [`Config::discover`] reads
+//! `introspection_endpoint` (and `token_endpoint` for bearer mode) from the AS metadata and checks
+//! that the metadata fits our configuration.
 
 use std::fmt::Write as _;
 
@@ -53,7 +55,7 @@ struct Metadata {
 impl Config {
     /// Reads the authorization server's metadata and fills in the endpoints that are not set.
     ///
-    /// With an issuer ([`ENV_ISSUER`](crate::ENV_ISSUER) or [`Config::with_issuer`]), this
+    /// With an issuer ([`ENV_ISSUER`](super::env::ENV_ISSUER) or [`Config::with_issuer`]), this
     /// fetches `{issuer}/.well-known/smart-configuration`, falling back to the RFC 8414
     /// `/.well-known/oauth-authorization-server` and then to
     /// `{issuer}/.well-known/openid-configuration` when a document is absent (any status other
