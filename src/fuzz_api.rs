@@ -1,5 +1,6 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` and the benches into parts that are
-//! crate-private. Hidden from the docs and not covered by semver: do not use.
+//! crate-private. Only with the internal feature `fuzzing`; hidden from the docs and not covered
+//! by semver: do not use.
 
 use std::time::Duration;
 

@@ -195,6 +195,7 @@ mod service;
 mod stats;
 mod time;
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;
