@@ -1,4 +1,4 @@
-//! Taking the bearer token from a request (RFC 6750 §2.1, SMART-NOTES §1.1).
+//! Taking the bearer token from a request (RFC 6750 §2.1, docs/AUTHORIZATION.md §1.1).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Batch and transaction Bundles (SMART-NOTES §4 rows 22-23, §6.11): parse the JSON body within a
+//! Batch and transaction Bundles (docs/AUTHORIZATION.md §6, §5.4): parse the JSON body within a
 //! nesting limit and pull out each entry's `request` and the conditional references it carries.
 //!
 //! Pure logic; only `POST /` bodies come here, so the hot path never does.

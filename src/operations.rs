@@ -1,5 +1,5 @@
-//! Operator rules for `$operations` (SMART-NOTES §4 row 24, §6.14) and bulk-data status and
-//! file URLs (§5 rule 6): parsed once at startup, matched per request without allocating.
+//! Operator rules for `$operations` (docs/AUTHORIZATION.md §7.4) and bulk-data status and file
+//! URLs (§7.2): parsed once at startup, matched per request without allocating.
 //!
 //! Both lists share one syntax:
 //!

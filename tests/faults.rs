@@ -199,7 +199,7 @@ async fn broken_answers_are_503_never_cached_and_never_an_allow() {
     assert_eq!(fhir.status(TOKEN).await, 200, "recovers without restart");
 }
 
-/// SMART-NOTES §2.3: a missing or non-boolean `active` counts as inactive (401
+/// docs/AUTHORIZATION.md §2.2: a missing or non-boolean `active` counts as inactive (401
 /// `invalid_token`), never cached; not a 503.
 #[tokio::test]
 async fn answers_without_a_boolean_active_are_inactive_and_never_cached() {

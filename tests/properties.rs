@@ -1,5 +1,5 @@
 //! Property tests: the classifier and the scope check never panic on arbitrary input, and the
-//! decision is monotone in the grant (scopes only ever add access, SMART-NOTES §3.7).
+//! decision is monotone in the grant (scopes only ever add access, docs/AUTHORIZATION.md §3.5).
 
 use http::Method;
 use proptest::prelude::*;

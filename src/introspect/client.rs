@@ -1,9 +1,10 @@
 //! The RFC 7662 call: `POST` form `token` + `token_type_hint=access_token`, authenticated as this
 //! resource server, with timeouts and an answer size limit.
 //!
-//! Four ways to authenticate (SMART-NOTES §2.2): `client_secret_basic`, `client_secret_post`,
-//! `private_key_jwt` (a fresh RFC 7523 assertion per call) and SMART bearer authorization (this
-//! resource server's own Backend Services token, refreshed before expiry and once on a 401).
+//! Four ways to authenticate (docs/AUTHORIZATION.md §2.1): `client_secret_basic`,
+//! `client_secret_post`, `private_key_jwt` (a fresh RFC 7523 assertion per call) and SMART bearer
+//! authorization (this resource server's own Backend Services token, refreshed before expiry and
+//! once on a 401).
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};

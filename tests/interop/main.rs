@@ -132,7 +132,7 @@ async fn a_revoked_token_is_401_once_its_cache_entry_is_gone_and_never_later_tha
         200
     );
     let revoked_at = Instant::now();
-    // The cached answer still stands: that is the price of caching (SMART-NOTES §2.6).
+    // The cached answer still stands: that is the price of caching (docs/AUTHORIZATION.md §2.4).
     assert_eq!(get(&fhir, "/Patient/example", token).await.status, 200);
     assert_eq!(provider.introspections().await, 1);
     let answer = loop {
