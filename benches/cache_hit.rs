@@ -2,7 +2,8 @@
 //! service, and an axum router with a FHIR read route), the parts of the hit path alone, the
 //! miss path against a loopback AS, and a burst of concurrent first requests.
 //!
-//! `cargo bench --bench cache_hit`; see BENCHMARKS.md for figures.
+//! `cargo bench --bench cache_hit --features fuzzing` (the internal feature gives it the guard's
+//! token digest, `smart_guard::__fuzz`); see BENCHMARKS.md for figures.
 
 #![allow(missing_docs)]
 

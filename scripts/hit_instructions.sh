@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per request on the cache-hit path, counted by callgrind (repeatable, unlike time).
-# Runs examples/hit_instructions.rs with N and 2N iterations per mode; (I(2N) - I(N)) / N is the
+# Runs benches/harness/hit_instructions.rs with N and 2N iterations per mode; (I(2N) - I(N)) / N is the
 # cost of one request with every setup cost cancelled out.
 #
 #   scripts/hit_instructions.sh [N]      (default N = 2000)

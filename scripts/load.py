@@ -1,4 +1,4 @@
-"""Drives examples/load_server with wrk; see scripts/load.sh."""
+"""Drives the load_server harness (benches/harness/load_server.rs) with wrk; see scripts/load.sh."""
 import argparse, json, os, re, signal, statistics, subprocess, sys, time, urllib.request
 
 MODES = ["bare", "bare_1KB", "noop", "guarded_43B", "guarded_1KB", "jwt_rs256"]

@@ -1,32 +1,33 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` and the benches into parts that are
-//! crate-private. Hidden from the docs and not covered by semver: do not use.
+//! crate-private. Only with the internal feature `fuzzing`; hidden from the docs and not covered
+//! by semver: do not use.
 
 use std::time::Duration;
 
 use crate::{
     error::IntrospectErrorKind,
     introspect::{
-        TokenHasher,
         response::{self, Answer, Checks},
+        token_key::{TokenKey, TokenKeySecret},
     },
 };
 
 /// The guard's cache-key digest of a token, with fresh random keys (for `benches/`).
 #[derive(Debug)]
-pub struct TokenDigest(TokenHasher);
+pub struct TokenDigest(TokenKeySecret);
 
 impl TokenDigest {
     /// A digest with fresh random keys.
     #[must_use]
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(TokenHasher::random())
+        Self(TokenKeySecret::random())
     }
 
     /// The 256-bit cache key of `token`.
     #[must_use]
     pub fn digest(&self, token: &[u8]) -> [u8; 32] {
-        self.0.key_of(token)
+        TokenKey::of(&self.0, token).to_bytes()
     }
 }
 

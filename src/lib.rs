@@ -189,9 +189,7 @@ mod service;
 mod stats;
 mod time;
 
-// `crate::discovery`, as src/introspect still names it.
-use self::config::discovery;
-
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;

@@ -1,5 +1,5 @@
 //! What the hit-path benchmarks share (`benches/cache_hit.rs` and
-//! `examples/hit_instructions.rs`): the tokens, the scopes, the request, the inner services and
+//! `benches/harness/hit_instructions.rs`): the tokens, the scopes, the request, the inner services and
 //! the guard's configuration, so both measure the same thing.
 #![allow(dead_code, unreachable_pub)]
 

@@ -1,5 +1,5 @@
-//! `extract_bearer` (RFC 6750 §2.1, docs/AUTHORIZATION.md §1.1) on any header values and query: it never
-//! panics, and it agrees with a plain reading of the grammar: exactly one `Authorization`
+//! `extract_bearer` (RFC 6750 §2.1, docs/AUTHORIZATION.md §1.1) on any header values and query: it
+//! never panics, and it agrees with a plain reading of the grammar: exactly one `Authorization`
 //! header, scheme `Bearer` (any case), one space, a non-empty `b64token` of at most `max_len`
 //! bytes, and no `access_token` in the query. A token it returns is the exact tail of the header.
 #![no_main]

@@ -1,9 +1,9 @@
-//! The RFC 7662 answer parser and local checks (docs/AUTHORIZATION.md §2.2) on any bytes: never panics;
-//! "active" only for a JSON object whose `active` is the boolean `true` and that passes every
-//! check (exp required and in the future with the skew, nbf not in the future, iss and aud as
-//! configured, token_type bearer), and the values kept are those of the JSON (no duplicate
-//! field read one way here and another way there); anything that is not a JSON object is an
-//! error (503), never a verdict.
+//! The RFC 7662 answer parser and local checks (docs/AUTHORIZATION.md §2.2) on any bytes: never
+//! panics; "active" only for a JSON object whose `active` is the boolean `true` and that passes
+//! every check (exp required and in the future with the skew, nbf not in the future, iss and aud as
+//! configured, token_type bearer), and the values kept are those of the JSON (no duplicate field
+//! read one way here and another way there); anything that is not a JSON object is an error (503),
+//! never a verdict.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

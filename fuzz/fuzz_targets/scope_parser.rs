@@ -1,5 +1,5 @@
-//! The scope grammar (docs/AUTHORIZATION.md §3): any string parses without panicking, every kept scope
-//! has letters, prints in v2 syntax that parses back to the same letters, and the hint of any
+//! The scope grammar (docs/AUTHORIZATION.md §3): any string parses without panicking, every kept
+//! scope has letters, prints in v2 syntax that parses back to the same letters, and the hint of any
 //! denial is a valid RFC 6750 `scope` value.
 #![no_main]
 

@@ -9,12 +9,9 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use reqwest::Url;
 
-// Also named `crate::config::ENV_*` by src/introspect.
 #[cfg(feature = "client")]
-pub(crate) use self::env::{
-    ENV_CLIENT_ASSERTION_AUD, ENV_CLIENT_KEY_FILE, ENV_TOKEN_SCOPE, ENV_TOKEN_URL,
-};
-pub(crate) use self::env::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_INTROSPECTION_URL};
+use self::env::{ENV_CLIENT_ASSERTION_AUD, ENV_CLIENT_KEY_FILE, ENV_TOKEN_SCOPE, ENV_TOKEN_URL};
+use self::env::{ENV_CLIENT_SECRET, ENV_INTROSPECTION_URL};
 use crate::{
     classify::{
         BulkPath, DEFAULT_MAX_JSON_DEPTH, OperationRule, Policy, allowed_operations_of,

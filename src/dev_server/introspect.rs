@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::auth::{Caller, authenticate_caller};
 use super::error::OAuthErrorResponse;
 use super::form::Form;
-use super::server::Shared;
+use super::state::Shared;
 
 pub(crate) async fn introspect(
     State(shared): State<Arc<Shared>>,

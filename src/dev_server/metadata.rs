@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use super::server::Shared;
+use super::state::Shared;
 
 pub(crate) async fn smart_configuration(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let scopes: BTreeSet<&str> = shared

@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod assertion;
 mod auth;
 mod error;
 pub mod fhir_store;
@@ -59,6 +60,7 @@ mod metadata;
 mod registry;
 mod revoke;
 mod server;
+mod state;
 mod store;
 mod token;
 

@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 use super::auth::{Caller, authenticate_caller};
 use super::error::OAuthErrorResponse;
 use super::form::Form;
-use super::server::Shared;
+use super::state::Shared;
 
 pub(crate) async fn revoke(
     State(shared): State<Arc<Shared>>,

@@ -1,11 +1,10 @@
 //! `DevServer`: the running development authorization server, and its builder.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,9 +13,10 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::auth::AssertionVerifier;
+use super::assertion::AssertionVerifier;
 use super::jwks::JwksResolver;
 use super::registry::{ClientRegistration, ClientsFile, ResourceServerRegistration};
+use super::state::{Counters, Shared, Urls};
 use super::store::TokenStore;
 use super::{introspect, metadata, revoke, token};
 use crate::client::AccessToken;
@@ -32,33 +32,6 @@ pub const INTROSPECTION_PATH: &str = "/introspect";
 pub const REVOCATION_PATH: &str = "/revoke";
 /// The SMART discovery document path.
 pub const SMART_CONFIGURATION_PATH: &str = "/.well-known/smart-configuration";
-
-#[derive(Debug)]
-pub(crate) struct Urls {
-    pub(crate) issuer: String,
-    pub(crate) token: String,
-    pub(crate) introspection: String,
-    pub(crate) revocation: String,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) token_requests: AtomicUsize,
-    pub(crate) tokens_issued: AtomicUsize,
-    pub(crate) introspections: AtomicUsize,
-    pub(crate) revocations: AtomicUsize,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) urls: Urls,
-    pub(crate) clients: HashMap<String, ClientRegistration>,
-    pub(crate) resource_servers: HashMap<String, ResourceServerRegistration>,
-    pub(crate) token_lifetime: Duration,
-    pub(crate) tokens: TokenStore,
-    pub(crate) assertions: AssertionVerifier,
-    pub(crate) counters: Counters,
-}
 
 /// Configures and starts a [`DevServer`].
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::error::OAuthErrorResponse;
 use super::form::Form;
-use super::server::Shared;
+use super::state::Shared;
 use crate::client::{CLIENT_ASSERTION_TYPE, GRANT_TYPE_CLIENT_CREDENTIALS};
 
 pub(crate) async fn token(

@@ -1,9 +1,10 @@
 //! The RFC 7662 call: `POST` form `token` + `token_type_hint=access_token`, authenticated as this
 //! resource server, with timeouts and an answer size limit.
 //!
-//! Four ways to authenticate (SMART-NOTES §2.2): `client_secret_basic`, `client_secret_post`,
-//! `private_key_jwt` (a fresh RFC 7523 assertion per call) and SMART bearer authorization (this
-//! resource server's own Backend Services token, refreshed before expiry and once on a 401).
+//! Four ways to authenticate (docs/AUTHORIZATION.md §2.1): `client_secret_basic`,
+//! `client_secret_post`, `private_key_jwt` (a fresh RFC 7523 assertion per call) and SMART bearer
+//! authorization (this resource server's own Backend Services token, refreshed before expiry and
+//! once on a 401).
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -15,8 +16,11 @@ use crate::client::{AccessToken, AssertionSigner, BackendServicesClient, ClientE
 #[cfg(feature = "client")]
 use crate::config::AssertionAudience;
 use crate::{
-    config::{ClientAuth, Config, ENV_CLIENT_ID, ENV_INTROSPECTION_URL, Secret},
-    discovery::http_client,
+    config::{
+        ClientAuth, Config, Secret,
+        discovery::http_client,
+        env::{ENV_CLIENT_ID, ENV_INTROSPECTION_URL},
+    },
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
 };
 
@@ -76,7 +80,7 @@ impl IntrospectionClient {
             })?;
         let secret = || {
             config.client_secret.clone().ok_or(ConfigError::Missing {
-                var: crate::config::ENV_CLIENT_SECRET,
+                var: crate::config::env::ENV_CLIENT_SECRET,
             })
         };
         let auth = match config.client_auth {
@@ -98,7 +102,7 @@ impl IntrospectionClient {
                 else {
                     // check_client_auth(true) has already named the missing setting.
                     return Err(ConfigError::Missing {
-                        var: crate::config::ENV_TOKEN_URL,
+                        var: crate::config::env::ENV_TOKEN_URL,
                     });
                 };
                 Auth::Bearer {
@@ -291,7 +295,7 @@ fn basic_header(client_id: &str, secret: &Secret) -> Result<HeaderValue, ConfigE
 #[cfg(feature = "client")]
 fn signer(config: &Config) -> Result<AssertionSigner, ConfigError> {
     let key = config.client_key.clone().ok_or(ConfigError::Missing {
-        var: crate::config::ENV_CLIENT_KEY_FILE,
+        var: crate::config::env::ENV_CLIENT_KEY_FILE,
     })?;
     Ok(AssertionSigner::new(config.client_id.clone(), key))
 }
@@ -300,7 +304,7 @@ fn signer(config: &Config) -> Result<AssertionSigner, ConfigError> {
 #[cfg(feature = "client")]
 fn assertion_audience(config: &Config, introspection_url: &Url) -> Result<String, ConfigError> {
     let missing = |what: &str| ConfigError::Invalid {
-        var: crate::config::ENV_CLIENT_ASSERTION_AUD,
+        var: crate::config::env::ENV_CLIENT_ASSERTION_AUD,
         reason: format!("is {what}, but no {what} is set or discovered"),
     };
     Ok(match &config.assertion_audience {

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use super::{cache::TokenKey, response::TokenInfo};
+use super::{response::TokenInfo, token_key::TokenKey};
 
 struct Slot {
     key: TokenKey,
@@ -39,13 +39,7 @@ impl FrontCache {
     }
 
     fn slot(&self, key: &TokenKey) -> &RwLock<Option<Slot>> {
-        // The key is a keyed digest: its bytes are uniform and unknown to clients.
-        let bits = u64::from_le_bytes([
-            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
-        ]);
-        // Truncation is the point: the low bits pick the slot.
-        #[allow(clippy::cast_possible_truncation)]
-        &self.slots[(bits as usize) & self.mask]
+        &self.slots[key.front_slot(self.mask)]
     }
 
     /// The entry for `key`, if present and not past its cache deadline.
@@ -96,7 +90,7 @@ mod tests {
     #[test]
     fn an_entry_is_served_until_its_deadline_only() {
         let front = FrontCache::new(8);
-        let key = [1u8; 32];
+        let key = TokenKey::from_bytes([1u8; 32]);
         front.put(key, info(1_000));
         assert!(front.get(&key, 999).is_some());
         assert!(front.get(&key, 1_000).is_none());
@@ -105,7 +99,10 @@ mod tests {
     #[test]
     fn a_colliding_key_replaces_the_slot_and_never_matches_the_other() {
         let front = FrontCache::new(1);
-        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let (a, b) = (
+            TokenKey::from_bytes([1u8; 32]),
+            TokenKey::from_bytes([2u8; 32]),
+        );
         front.put(a, info(u64::MAX));
         assert!(front.get(&b, 0).is_none(), "same slot, different key");
         front.put(b, info(u64::MAX));

@@ -7,6 +7,7 @@ mod front;
 mod intern;
 pub(crate) mod response;
 mod stale;
+pub(crate) mod token_key;
 
 use std::{
     sync::{
@@ -19,14 +20,14 @@ use std::{
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
-pub(crate) use self::cache::TokenHasher;
 use self::{
     breaker::{Breaker, Transition},
-    cache::{ActiveTtl, DigestHasherBuilder, TokenKey, cached_until_ms},
+    cache::{ActiveTtl, cached_until_ms},
     client::IntrospectionClient,
     front::FrontCache,
     response::{Answer, Checks, TokenInfo},
     stale::StaleCache,
+    token_key::{TokenKey, TokenKeyHash, TokenKeySecret},
 };
 use crate::{
     config::Config,
@@ -154,9 +155,9 @@ const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Introspector {
     client: IntrospectionClient,
     front: FrontCache,
-    active: Cache<TokenKey, Arc<TokenInfo>, DigestHasherBuilder>,
-    inactive: Cache<TokenKey, (), DigestHasherBuilder>,
-    hasher: TokenHasher,
+    active: Cache<TokenKey, Arc<TokenInfo>, TokenKeyHash>,
+    inactive: Cache<TokenKey, (), TokenKeyHash>,
+    secret: TokenKeySecret,
     checks: Checks,
     max_ttl: Duration,
     stats: Arc<Stats>,
@@ -197,12 +198,12 @@ impl Introspector {
             active: Cache::builder()
                 .max_capacity(config.capacity)
                 .expire_after(ActiveTtl)
-                .build_with_hasher(DigestHasherBuilder),
+                .build_with_hasher(TokenKeyHash::default()),
             inactive: Cache::builder()
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
-                .build_with_hasher(DigestHasherBuilder),
-            hasher: TokenHasher::random(),
+                .build_with_hasher(TokenKeyHash::default()),
+            secret: TokenKeySecret::random(),
             checks: Checks {
                 require_exp: config.require_exp,
                 clock_skew: config.clock_skew,
@@ -228,7 +229,7 @@ impl Introspector {
     /// The front-cache hit is synchronous and small; everything else (moka reads, the coalesced
     /// call) runs in a boxed future, so the request future every hit carries stays small.
     pub(crate) async fn lookup(&self, token: &str) -> Lookup {
-        let key = self.hasher.key_of(token.as_bytes());
+        let key = TokenKey::of(&self.secret, token.as_bytes());
         let now_ms = unix_now_ms();
         if let Some(info) = self.front_hit(&key, now_ms) {
             return Lookup::Active(info, CacheStatus::Hit);
@@ -240,7 +241,7 @@ impl Introspector {
     /// holds it (fresh, `exp` checked). `None` means "ask [`Self::lookup`]", not "inactive".
     #[inline]
     pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
-        self.front_hit(&self.hasher.key_of(token), unix_now_ms())
+        self.front_hit(&TokenKey::of(&self.secret, token), unix_now_ms())
     }
 
     #[inline]

@@ -1,4 +1,5 @@
-//! The RFC 7662 answer: parsed once, checked per SMART-NOTES §2.3, kept as the token's claims.
+//! The RFC 7662 answer: parsed once, checked per docs/AUTHORIZATION.md §2.2, kept as the token's
+//! claims.
 
 use std::{sync::Arc, time::Duration};
 
@@ -103,7 +104,8 @@ pub(crate) fn parse_answer(
                 reason: "inactive",
             });
         }
-        // SMART-NOTES §2.3: a missing or non-boolean `active` counts as inactive; never cached.
+        // docs/AUTHORIZATION.md §2.2: a missing or non-boolean `active` counts as inactive; never
+        // cached.
         _ => {
             return Ok(Answer::Inactive {
                 cacheable: false,

@@ -11,14 +11,14 @@ use std::{sync::Arc, time::Duration, time::Instant};
 use moka::{Expiry, future::Cache};
 
 use super::{
-    cache::{DigestHasherBuilder, TokenKey},
     response::TokenInfo,
+    token_key::{TokenKey, TokenKeyHash},
 };
 use crate::time::unix_now_ms;
 
 /// Recently active answers, for serving during an AS outage.
 pub(crate) struct StaleCache {
-    entries: Cache<TokenKey, Arc<TokenInfo>, DigestHasherBuilder>,
+    entries: Cache<TokenKey, Arc<TokenInfo>, TokenKeyHash>,
     window_ms: u64,
 }
 
@@ -82,7 +82,7 @@ impl StaleCache {
             entries: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(StaleTtl { window_ms })
-                .build_with_hasher(DigestHasherBuilder),
+                .build_with_hasher(TokenKeyHash::default()),
             window_ms,
         }
     }
@@ -137,7 +137,7 @@ mod tests {
     async fn an_entry_is_served_within_its_window_and_forgotten_on_remove() {
         let now = unix_now_ms();
         let cache = StaleCache::new(10, Duration::from_secs(30));
-        let key = [3u8; 32];
+        let key = TokenKey::from_bytes([3u8; 32]);
         cache
             .put(key, Arc::new(info(now, Some(now / 1000 + 60))))
             .await;
@@ -151,7 +151,7 @@ mod tests {
     async fn a_fresh_answer_starts_a_new_window() {
         let now = unix_now_ms();
         let cache = StaleCache::new(10, Duration::from_millis(300));
-        let key = [4u8; 32];
+        let key = TokenKey::from_bytes([4u8; 32]);
         let exp = Some(now / 1000 + 60);
         cache.put(key, Arc::new(info(now, exp))).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
