@@ -436,6 +436,10 @@ async fn answers_with_exp_in_the_past_wrong_issuer_or_audience_are_invalid_token
     let mut elsewhere = active("system/*.rs");
     elsewhere["aud"] = json!(["https://other.example/fhir"]);
     auth.answer("elsewhere", elsewhere);
+    // An `aud` that is present must name this server, even as an empty list.
+    let mut nobody = active("system/*.rs");
+    nobody["aud"] = json!([]);
+    auth.answer("nobody", nobody);
     let mut no_exp = active("system/*.rs");
     no_exp.as_object_mut().expect("object").remove("exp");
     auth.answer("no-exp", no_exp);
@@ -448,7 +452,14 @@ async fn answers_with_exp_in_the_past_wrong_issuer_or_audience_are_invalid_token
         .with_expected_audience("https://fhir.example/fhir");
     let (base, _app) = guarded(config).await;
     let client = http();
-    for token in ["expired", "foreign", "elsewhere", "no-exp", "refresh"] {
+    for token in [
+        "expired",
+        "foreign",
+        "elsewhere",
+        "nobody",
+        "no-exp",
+        "refresh",
+    ] {
         let response =
             support::get_with_token(&client, format!("{base}/fhir/Patient/1"), token).await;
         assert_denied(
@@ -459,7 +470,7 @@ async fn answers_with_exp_in_the_past_wrong_issuer_or_audience_are_invalid_token
         )
         .await;
     }
-    assert_eq!(auth.calls(), 5);
+    assert_eq!(auth.calls(), 6);
     // Cached verdicts: the first four are cached negatives, an answer without exp is not cached.
     for token in ["expired", "no-exp"] {
         let response =
@@ -468,7 +479,7 @@ async fn answers_with_exp_in_the_past_wrong_issuer_or_audience_are_invalid_token
     }
     assert_eq!(
         auth.calls(),
-        6,
+        7,
         "only the answer without exp was asked again"
     );
 }

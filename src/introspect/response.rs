@@ -140,9 +140,10 @@ pub(crate) fn parse_answer(
     {
         return reject("issuer mismatch");
     }
-    if let Some(expected) = &checks.expected_audience
-        && !raw.aud.is_empty()
-        && !raw.aud.iter().any(|a| **a == **expected)
+    // An `aud` that is present must name us, even when it is an empty list; only an absent (or
+    // null) `aud` is not checked (docs/AUTHORIZATION.md §2.2).
+    if let (Some(expected), Some(aud)) = (&checks.expected_audience, &raw.aud)
+        && !aud.iter().any(|a| **a == **expected)
     {
         return reject("audience mismatch");
     }
@@ -169,6 +170,7 @@ pub(crate) fn parse_answer(
         aud: raw
             .aud
             .iter()
+            .flatten()
             .map(|a| Box::<str>::from(a.as_ref()))
             .collect(),
         token_type: shared(&raw.token_type),
@@ -201,7 +203,8 @@ struct RawAnswer<'a> {
     exp: Option<u64>,
     iat: Option<u64>,
     nbf: Option<u64>,
-    aud: Vec<Cow<'a, str>>,
+    /// `None` when the answer has no `aud` (or `null`).
+    aud: Option<Vec<Cow<'a, str>>>,
     extra: Map<String, Value>,
 }
 
@@ -258,9 +261,11 @@ impl<'de> Visitor<'de> for RawAnswerVisitor {
                         return Err(de::Error::custom("duplicate field aud"));
                     }
                     raw.aud = match map.next_value::<Option<OneOrMany<'de>>>()? {
-                        None => Vec::new(),
-                        Some(OneOrMany::One(Text(one))) => vec![one],
-                        Some(OneOrMany::Many(many)) => many.into_iter().map(|Text(t)| t).collect(),
+                        None => None,
+                        Some(OneOrMany::One(Text(one))) => Some(vec![one]),
+                        Some(OneOrMany::Many(many)) => {
+                            Some(many.into_iter().map(|Text(t)| t).collect())
+                        }
                     };
                 }
                 _ => {
@@ -422,7 +427,8 @@ mod tests {
             (r#","aud":"https://fhir/base""#, true),
             (r#","aud":["x","https://fhir/base"]"#, true),
             (r#","aud":"https://other""#, false),
-            (r#","aud":[]"#, true),
+            (r#","aud":[]"#, false),
+            (r#","aud":null"#, true),
             (r#","token_type":"bearer""#, true),
             (r#","token_type":"BEARER""#, true),
             (r#","token_type":"refresh_token""#, false),
