@@ -1,7 +1,7 @@
 //! The one pipeline a request goes through (docs/AUTHORIZATION.md §1.3):
 //!
-//! base path → classify → public? → bearer → front cache → [miss: introspect] → body, when the
-//! guard reads one → grant → claims.
+//! base path → classify → public? → bearer → front cache → [a declared body over the limit:
+//! 413] → [miss: introspect] → body, when the guard reads one → grant → claims.
 //!
 //! [`Shared::begin`] runs everything that needs no wait, inside `Service::call`: it decides
 //! (public endpoint, a request's own error, a token in the front cache) or returns a

@@ -156,7 +156,8 @@
 //!   before they reach a 404 handler. `.route_layer` keeps 404s as 404s but does not guard routes
 //!   added after the call: prefer `.layer`.
 //! - The token never appears in logs, `Debug` output or errors; the cache key is a keyed
-//!   BLAKE3 digest of the token with a per-process random key.
+//!   digest of the token under per-process random keys (BLAKE3; for tokens over 128 bytes,
+//!   GHASH then BLAKE3).
 //!
 //! ## Features
 //!

@@ -168,8 +168,8 @@ fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
     shared.challenges.respond(rejection)
 }
 
-/// Records the decision on the request's span, when it waited; skips the span lookup when no one
-/// watches DEBUG (the span was never built then, see `SmartGuard::call`).
+/// Records the decision on the current span (the guard's own when the request waited; a field
+/// the span does not declare is ignored); skips the span lookup when no one watches DEBUG.
 #[inline]
 fn record_decision(decision: &'static str) {
     if tracing::level_enabled!(tracing::Level::DEBUG) {

@@ -115,7 +115,7 @@ const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/fhir+json";
 
 #[test]
-fn section_3_scope_grammar_decides_what_a_token_grants() {
+fn the_scope_grammar_decides_what_a_token_grants() {
     run(&[
         (
             "v1 read = rs",
@@ -343,7 +343,7 @@ fn section_3_scope_grammar_decides_what_a_token_grants() {
 }
 
 #[test]
-fn section_3_8_granular_scopes_only_help_searches_that_restate_them() {
+fn granular_scopes_only_help_searches_that_restate_them() {
     let lab = "system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
     let simple = "system/Observation.rs?category=laboratory";
     let two = "system/Observation.s?category=laboratory&status=final";
@@ -581,7 +581,7 @@ fn section_3_8_granular_scopes_only_help_searches_that_restate_them() {
 }
 
 #[test]
-fn section_4_url_table_maps_each_row_to_its_letters() {
+fn the_interaction_table_maps_each_url_to_its_letters() {
     run(&[
         ("metadata public", "", req("GET /metadata"), allow()),
         (
@@ -975,7 +975,7 @@ fn section_4_url_table_maps_each_row_to_its_letters() {
 }
 
 #[test]
-fn section_5_bulk_export_needs_system_rs_on_everything_exported() {
+fn bulk_export_needs_system_rs_on_everything_exported() {
     let params = r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Observation,Condition"}]}"#;
     let no_type = r#"{"resourceType":"Parameters","parameter":[{"name":"_since","valueInstant":"2020-01-01T00:00:00Z"}]}"#;
     run(&[
@@ -1191,7 +1191,7 @@ fn section_5_bulk_export_needs_system_rs_on_everything_exported() {
 }
 
 #[test]
-fn section_6_traps_are_refused_or_need_the_right_scopes() {
+fn traps_are_refused_or_need_the_right_scopes() {
     run(&[
         (
             "dot-dot segment",
@@ -1533,7 +1533,7 @@ fn bundle(kind: &str, entries: &str) -> String {
 }
 
 #[test]
-fn section_6_11_batch_and_transaction_entries_are_checked_as_if_sent_alone() {
+fn batch_and_transaction_entries_are_checked_as_if_sent_alone() {
     let read = r#"{"request":{"method":"GET","url":"Patient/1"}}"#;
     let create = r#"{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation"}}"#;
     let search = r#"{"request":{"method":"GET","url":"Observation?category=laboratory&_include=Observation:patient"}}"#;
@@ -1875,7 +1875,7 @@ fn section_6_11_batch_and_transaction_entries_are_checked_as_if_sent_alone() {
 }
 
 #[test]
-fn section_7_decisions_hold() {
+fn the_answers_to_ambiguities_hold() {
     run(&[
         (
             "system search per _type",
@@ -2062,4 +2062,297 @@ fn an_allowed_request_records_which_scope_met_each_need() {
         .authorize(&request, &incoming)
         .expect("allowed by the granular scope");
     assert_eq!(granted.list(&request)[0].scope, 0);
+}
+
+/// Spellings an attacker uses to hide a parameter or a conditional search (docs/AUTHORIZATION.md
+/// §5): each is read the way servers read it.
+#[test]
+fn parameters_and_conditions_are_read_in_every_spelling_servers_accept() {
+    let os = "system/Observation.s system/Patient.s";
+    let ine = |condition| Req {
+        if_none_exist: Some(condition),
+        ..req("POST /Patient")
+    };
+    run(&[
+        // `_sort` is decided on its decoded value, with or without a modifier.
+        (
+            "_sort chain",
+            os,
+            req("GET /Observation?_sort=patient.name"),
+            deny("system/*.s"),
+        ),
+        (
+            "_sort chain percent-encoded",
+            os,
+            req("GET /Observation?_sort=patient%2Ename"),
+            deny("system/*.s"),
+        ),
+        (
+            "_sort chain second in the list",
+            os,
+            req("GET /Observation?_sort=-date,patient%2Ename"),
+            deny("system/*.s"),
+        ),
+        (
+            "_sort name percent-encoded",
+            os,
+            req("GET /Observation?%5Fsort=patient.name"),
+            deny("system/*.s"),
+        ),
+        (
+            "_sort with a modifier",
+            os,
+            req("GET /Observation?_sort:desc=patient.name"),
+            deny("system/*.s"),
+        ),
+        (
+            "_sort with a modifier on a plain field",
+            os,
+            req("GET /Observation?_sort:desc=date"),
+            deny("system/*.s"),
+        ),
+        (
+            "_sort chain in a form body",
+            os,
+            Req {
+                body: Some((FORM, "_sort=patient%2Ename")),
+                ..req("POST /Observation/_search")
+            },
+            deny("system/*.s"),
+        ),
+        (
+            "_sort chain in a batch entry",
+            os,
+            Req {
+                body: Some((
+                    JSON,
+                    r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation?_sort=patient%2Ename"}}]}"#,
+                )),
+                ..req("POST /")
+            },
+            deny("system/*.s"),
+        ),
+        (
+            "_sort on plain fields",
+            "system/Observation.s",
+            req("GET /Observation?_sort=-date,status"),
+            allow(),
+        ),
+        (
+            "_sort chain with *.s",
+            "system/*.s",
+            req("GET /Observation?_sort=patient%2Ename"),
+            allow(),
+        ),
+        // If-None-Exist written as `Type?query` or `?query`: servers run what follows the `?`.
+        (
+            "If-None-Exist Type? hides a _has",
+            "system/Patient.cs",
+            ine("Patient?_has:Observation:patient:code=1"),
+            deny("system/Observation.s"),
+        ),
+        (
+            "If-None-Exist ? hides a _has",
+            "system/Patient.cs",
+            ine("?_has:Observation:patient:code=1"),
+            deny("system/Observation.s"),
+        ),
+        (
+            "If-None-Exist Type? with an encoded _has",
+            "system/Patient.cs",
+            ine("Patient?%5Fhas:Observation:patient:code=1"),
+            deny("system/Observation.s"),
+        ),
+        (
+            "If-None-Exist Type? hides a chain",
+            "system/Patient.cs",
+            ine("Patient?organization.name=x"),
+            deny("system/Organization.s"),
+        ),
+        (
+            "If-None-Exist of another type's spelling still runs on Patient",
+            "system/Patient.cs",
+            ine("Observation?_include=Patient:organization"),
+            deny("system/Organization.s"),
+        ),
+        (
+            "If-None-Exist Type? plain",
+            "system/Patient.cs",
+            ine("Patient?identifier=x"),
+            allow(),
+        ),
+        (
+            "If-None-Exist ? plain",
+            "system/Patient.cs",
+            ine("?identifier=x"),
+            allow(),
+        ),
+        (
+            "ifNoneExist Type? in a transaction",
+            "system/Patient.cs",
+            Req {
+                body: Some((
+                    JSON,
+                    r#"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient","ifNoneExist":"Patient?_has:Observation:patient:code=1"},"resource":{"resourceType":"Patient"}}]}"#,
+                )),
+                ..req("POST /")
+            },
+            deny("system/Observation.s"),
+        ),
+        (
+            "ifNoneExist ? in a transaction",
+            "system/Patient.cs",
+            Req {
+                body: Some((
+                    JSON,
+                    r#"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient","ifNoneExist":"?_has:Observation:patient:code=1"},"resource":{"resourceType":"Patient"}}]}"#,
+                )),
+                ..req("POST /")
+            },
+            deny("system/Observation.s"),
+        ),
+    ]);
+}
+
+/// A reference with a `?` is a conditional search in every spelling servers resolve
+/// (docs/AUTHORIZATION.md §5.4).
+#[test]
+fn conditional_references_are_searches_in_every_spelling() {
+    let entry = |reference: &str| {
+        bundle(
+            "transaction",
+            &format!(
+                r#"{{"request":{{"method":"POST","url":"Observation"}},"resource":{{"resourceType":"Observation","subject":{{"reference":"{reference}"}}}}}}"#
+            ),
+        )
+    };
+    let cases: Vec<(&str, &str, String, Outcome)> = vec![
+        (
+            "Type?query",
+            "system/Observation.c",
+            entry("Patient?identifier=x"),
+            deny("system/Patient.s"),
+        ),
+        (
+            "Type/?query",
+            "system/Observation.c",
+            entry("Patient/?identifier=x"),
+            deny("system/Patient.s"),
+        ),
+        (
+            "/Type?query",
+            "system/Observation.c",
+            entry("/Patient?identifier=x"),
+            deny("system/Patient.s"),
+        ),
+        (
+            "this server's absolute base",
+            "system/Observation.c",
+            entry("https://fhir.example.org/r4/Patient?identifier=x"),
+            deny("system/Patient.s"),
+        ),
+        (
+            "another absolute base",
+            "system/Observation.c",
+            entry("http://other.example/fhir/Patient?identifier=x"),
+            deny("system/Patient.s"),
+        ),
+        (
+            "Type/id?query: no type to search",
+            "system/Observation.c system/Patient.s",
+            entry("Patient/1?_format=json"),
+            deny("system/*.s"),
+        ),
+        (
+            "a query hiding a _has",
+            "system/Observation.c system/Patient.s",
+            entry("Patient/?_has:Group:member:_id=1"),
+            deny("system/Group.s"),
+        ),
+        (
+            "a plain reference is no search",
+            "system/Observation.c",
+            entry("Patient/1"),
+            allow(),
+        ),
+        (
+            "Type/?query with s granted",
+            "system/Observation.c system/Patient.s",
+            entry("Patient/?identifier=x"),
+            allow(),
+        ),
+    ];
+    let borrowed: Vec<(&str, &str, Req<'_>, Outcome)> = cases
+        .iter()
+        .map(|(rule, scopes, body, outcome)| {
+            (
+                *rule,
+                *scopes,
+                Req {
+                    body: Some((JSON, body.as_str())),
+                    ..req("POST /")
+                },
+                outcome.clone(),
+            )
+        })
+        .collect();
+    run(&borrowed);
+}
+
+/// A `$export` Parameters body the guard cannot read in full, a repeated member included, is
+/// refused, never read as "no `_type`" (docs/AUTHORIZATION.md §7.1).
+#[test]
+fn an_unreadable_export_parameters_body_is_refused() {
+    let bad = Outcome::BadBody;
+    let post = |body| Req {
+        body: Some((JSON, body)),
+        ..req("POST /$export")
+    };
+    run(&[
+        (
+            "repeated name",
+            ALL,
+            post(
+                r#"{"resourceType":"Parameters","parameter":[{"name":"_type","name":"_since","valueString":"Patient"}]}"#,
+            ),
+            bad.clone(),
+        ),
+        (
+            "repeated valueString",
+            ALL,
+            post(
+                r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient","valueString":"Observation"}]}"#,
+            ),
+            bad.clone(),
+        ),
+        (
+            "repeated parameter list",
+            ALL,
+            post(
+                r#"{"resourceType":"Parameters","parameter":[],"parameter":[{"name":"_type","valueString":"Patient"}]}"#,
+            ),
+            bad.clone(),
+        ),
+        (
+            "repeated resourceType",
+            ALL,
+            post(r#"{"resourceType":"Patient","resourceType":"Parameters"}"#),
+            bad.clone(),
+        ),
+        ("not JSON", ALL, post("_type=Patient"), bad.clone()),
+        (
+            "parameters that are not objects",
+            ALL,
+            post(r#"{"resourceType":"Parameters","parameter":[0,1]}"#),
+            bad,
+        ),
+        (
+            "a readable body still reads",
+            "system/Patient.rs",
+            post(
+                r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"}]}"#,
+            ),
+            allow(),
+        ),
+    ]);
 }

@@ -150,7 +150,13 @@ impl Policy {
             let mut needs: Vec<Need> = request.needs().to_vec();
             for reference in &raw.conditional_references {
                 budget.spend(1)?;
-                let (ty, query) = reference.split_once('?').unwrap_or((reference, ""));
+                let (path, query) = reference.split_once('?').unwrap_or((reference, ""));
+                // Any spelling servers resolve: `Type?`, `Type/?`, `/Type?`, `[base]/Type?`.
+                let ty = path
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
                 let Some(ty) = ResourceType::parse(ty) else {
                     push_unique(&mut needs, need(TypeScope::Wildcard, Permissions::SEARCH));
                     continue;

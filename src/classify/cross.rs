@@ -105,8 +105,10 @@ pub(crate) fn cross_types(
         if decode(raw_value) != "false" {
             touch(TypeScope::Wildcard);
         }
-    } else if name == "_sort" {
-        if raw_value.contains('.') {
+    } else if name == "_sort" || name.starts_with("_sort:") {
+        // Decided on the decoded value: `patient%2Ename` is the chain `patient.name`. `_sort`
+        // has no modifiers in FHIR; one the guard does not know could mean anything.
+        if name != "_sort" || decode(raw_value).contains('.') {
             touch(TypeScope::Wildcard);
         }
     } else if name.contains('.') {
@@ -295,6 +297,11 @@ mod tests {
             ("Observation", "_contained", "false", ""),
             ("Observation", "_sort", "-date", ""),
             ("Observation", "_sort", "patient.name", "*"),
+            ("Observation", "_sort", "patient%2Ename", "*"),
+            ("Observation", "_sort", "-date,patient%2Ename", "*"),
+            ("Observation", "_sort:desc", "patient.name", "*"),
+            ("Observation", "_sort:desc", "date", "*"),
+            ("Observation", "_sort", "-date%2Cstatus", ""),
             ("Observation", "_summary", "count", ""),
         ] {
             assert_eq!(

@@ -139,7 +139,12 @@ impl Policy {
             let body = incoming
                 .body
                 .filter(|_| incoming.body_kind() == Some(BodyKind::Json));
-            let parameters = body.and_then(|b| parameters::parse(b, self.max_json_depth));
+            // A body the guard cannot read in full is refused, never read as "no `_type`".
+            let parameters = match body {
+                Some(body) => parameters::parse(body, self.max_json_depth)
+                    .map_err(|_| ClassifyError::MalformedBody)?,
+                None => None,
+            };
             let mut listed = false;
             for parameter in parameters.iter().flatten() {
                 listed |= take(&parameter.name, parameter.value.as_deref(), &mut needs)?;

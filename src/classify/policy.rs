@@ -223,8 +223,12 @@ impl Policy {
                     )?,
                     m if m == Method::POST => match incoming.if_none_exist {
                         Some(condition) => {
+                            // Servers accept `Type?query` and `?query` too and run what follows
+                            // the `?`: so does the guard.
                             let condition = Params {
-                                query: Some(condition),
+                                query: Some(
+                                    condition.split_once('?').map_or(condition, |(_, q)| q),
+                                ),
                                 form: None,
                             };
                             conditional_write(I::ConditionalCreate, ty, cs, &condition, budget)?

@@ -29,7 +29,7 @@ pub(crate) struct RawEntry {
     pub(crate) nested_bundle: bool,
     /// Whether `request` or one of its fields has the wrong JSON type.
     pub(crate) malformed: bool,
-    /// Every `reference` in `resource` of the form `Type?query` (a conditional reference).
+    /// Every `reference` in `resource` that carries a `?` (a conditional reference, in any spelling).
     pub(crate) conditional_references: Vec<String>,
 }
 
@@ -523,11 +523,10 @@ impl<'de> Visitor<'de> for ResourceSeed<'_> {
     }
 }
 
-/// `Type?…`: a relative reference whose path part has no `/` and which carries a query.
+/// A conditional reference: any reference with a `?` (`Type?…`, `Type/?…`, `/Type?…`, `[base]/Type?…`).
 fn is_conditional(reference: &str) -> bool {
-    reference
-        .split_once('?')
-        .is_some_and(|(path, _)| !path.contains([':', '/']) && !path.starts_with('#'))
+    // Servers resolve any reference with a `?` by searching, whatever comes before it.
+    reference.contains('?')
 }
 
 #[cfg(test)]

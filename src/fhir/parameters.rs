@@ -18,16 +18,22 @@ pub(crate) struct Parameter {
     pub(crate) value: Option<String>,
 }
 
-/// The parameters of a `Parameters` resource, or `None` when the body is not one (not JSON,
-/// nested deeper than `max_depth`, another resource, an object with a repeated member).
-pub(crate) fn parse(body: &[u8], max_depth: usize) -> Option<Vec<Parameter>> {
+/// A body that is not JSON the guard can read: not JSON, nested deeper than the limit, not an
+/// object, a parameter list that is not a list of objects, or an object with a repeated member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+/// The parameters of a `Parameters` resource; `Ok(None)` for JSON of another resource type.
+pub(crate) fn parse(body: &[u8], max_depth: usize) -> Result<Option<Vec<Parameter>>, Malformed> {
     if too_deep(body, max_depth) {
-        return None;
+        return Err(Malformed);
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let (resource_type, parameters) = deserializer.deserialize_map(Resource).ok()?;
-    deserializer.end().ok()?;
-    (resource_type.as_deref() == Some("Parameters")).then_some(parameters)
+    let (resource_type, parameters) = deserializer
+        .deserialize_map(Resource)
+        .map_err(|_| Malformed)?;
+    deserializer.end().map_err(|_| Malformed)?;
+    Ok((resource_type.as_deref() == Some("Parameters")).then_some(parameters))
 }
 
 struct Resource;
@@ -122,7 +128,7 @@ mod tests {
             {"name":"_since","valueInstant":"2020-01-01T00:00:00Z"},
             {"valueString":"no name"},
             {"name":"_typeFilter","valueString":"Patient?active=true","part":[{"a":1}]}]}"#;
-        let parameters = parse(body, 64).expect("Parameters");
+        let parameters = parse(body, 64).expect("JSON").expect("Parameters");
         let pairs: Vec<(&str, Option<&str>)> = parameters
             .iter()
             .map(|p| (p.name.as_str(), p.value.as_deref()))
@@ -138,17 +144,25 @@ mod tests {
     }
 
     #[test]
-    fn other_bodies_are_not_parameters() {
+    fn other_resources_are_not_parameters_and_unreadable_bodies_are_malformed() {
+        assert_eq!(
+            parse(br#"{"resourceType":"Patient","parameter":[]}"#, 64),
+            Ok(None)
+        );
         for body in [
-            &br#"{"resourceType":"Patient","parameter":[]}"#[..],
-            br#"[{"resourceType":"Parameters"}]"#,
+            &br#"[{"resourceType":"Parameters"}]"#[..],
             br#"{"resourceType":"Parameters","parameter":{}}"#,
             br#"{"resourceType":"Parameters","parameter":[{"name":"_type","name":"x"}]}"#,
             br#"{"resourceType":"Parameters","resourceType":"Parameters"}"#,
             b"not json",
             &[b'['; 100],
         ] {
-            assert_eq!(parse(body, 64), None, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                parse(body, 64),
+                Err(Malformed),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }
