@@ -357,6 +357,14 @@ fn classify_rejection(error: ClassifyError) -> Rejection {
             AuthFailure::InvalidRequest,
             "the request body cannot be checked: not JSON, nested too deeply, or not UTF-8",
         ),
+        ClassifyError::UnreadableHeader => Rejection::new(
+            AuthFailure::InvalidRequest,
+            "a header the guard reads (Content-Type, Content-Encoding, If-None-Exist) is not visible ASCII or is sent twice",
+        ),
+        ClassifyError::UnsupportedMediaType => Rejection::new(
+            AuthFailure::UnsupportedMediaType,
+            "the body must be application/x-www-form-urlencoded (a search) or FHIR JSON (a batch or kick-off), with at most charset=utf-8, and no Content-Encoding but identity",
+        ),
         ClassifyError::TooComplex(limit) => Rejection::new(
             AuthFailure::InvalidRequest,
             format!("the request is beyond what the guard analyses: {limit}"),

@@ -115,6 +115,8 @@
 //! | a body the guard reads is over the limit | 413 | — |
 //! | a batch body that is not JSON, nests too deeply or repeats a member name; a search form that is not UTF-8 (an unreadable `$export` body lists no `_type`, so it needs `system/*.rs`) | 400 | `error="invalid_request"` |
 //! | past an [`AnalysisLimits`] limit (the diagnostics name its variable) | 400 | `error="invalid_request"` |
+//! | a header the guard reads (`Content-Type`, `Content-Encoding`, `If-None-Exist`) not visible ASCII or sent twice | 400 | `error="invalid_request"` |
+//! | a body the guard must read in another form (media type, parameter, `Content-Encoding`) | 415 | — |
 //! | inactive, expired, unknown token; `iss`/`aud`/`nbf`/`token_type` checks fail | 401 | `error="invalid_token"` |
 //! | scopes do not cover the request (for a batch: any entry; the diagnostics name each entry index) | 403 | `error="insufficient_scope", scope="system/Observation.rs"` |
 //! | GraphQL, an operation that is not allow-listed, another Bundle type, a nested bundle | 403 | `error="insufficient_scope"` (no scope would help) |

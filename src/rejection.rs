@@ -35,6 +35,9 @@ pub enum AuthFailure {
     InsufficientScope,
     /// The authorization server could not answer: 503 with `Retry-After`.
     Unavailable,
+    /// A body the guard must read comes in a form it does not read (another media type or
+    /// parameter, a `Content-Encoding`): 415.
+    UnsupportedMediaType,
     /// The guard failed on this request (a bug: its analysis panicked): 500. The panic is
     /// caught, logged at ERROR and answered; the server and other requests go on.
     Internal,
@@ -49,6 +52,7 @@ impl AuthFailure {
             Self::InvalidRequest | Self::MalformedPath => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,6 +68,7 @@ impl AuthFailure {
             Self::MalformedPath => "malformed_path",
             Self::NotFound => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::Unavailable => "unavailable",
@@ -78,6 +83,7 @@ impl AuthFailure {
             Self::InvalidRequest | Self::MalformedPath => "invalid",
             Self::NotFound => "not-found",
             Self::PayloadTooLarge => "too-long",
+            Self::UnsupportedMediaType => "not-supported",
             Self::InsufficientScope => "forbidden",
             Self::Unavailable => "transient",
             Self::Internal => "exception",
@@ -161,6 +167,7 @@ impl Challenges {
             AuthFailure::MalformedPath
             | AuthFailure::NotFound
             | AuthFailure::PayloadTooLarge
+            | AuthFailure::UnsupportedMediaType
             | AuthFailure::Unavailable
             | AuthFailure::Internal => None,
         }

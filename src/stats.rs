@@ -57,12 +57,13 @@ const ERROR_KINDS: [IntrospectErrorKind; 8] = [
     IntrospectErrorKind::OwnCredentials,
 ];
 
-const FAILURES: [AuthFailure; 9] = [
+const FAILURES: [AuthFailure; 10] = [
     AuthFailure::MissingToken,
     AuthFailure::InvalidRequest,
     AuthFailure::MalformedPath,
     AuthFailure::NotFound,
     AuthFailure::PayloadTooLarge,
+    AuthFailure::UnsupportedMediaType,
     AuthFailure::InvalidToken,
     AuthFailure::InsufficientScope,
     AuthFailure::Unavailable,

@@ -16,6 +16,10 @@ enum Outcome {
     Deny(String),
     Malformed,
     BadBody,
+    /// 400: a header the guard reads is not visible ASCII, or comes twice.
+    BadHeader,
+    /// 415: a body the guard must read comes in a form it does not read.
+    Unsupported,
     Undefined,
 }
 
@@ -29,6 +33,8 @@ fn deny(hint: &str) -> Outcome {
 
 const MALFORMED: Outcome = Outcome::Malformed;
 const UNDEFINED: Outcome = Outcome::Undefined;
+const UNSUPPORTED: Outcome = Outcome::Unsupported;
+const BAD_HEADER: Outcome = Outcome::BadHeader;
 
 /// A request line: `"GET /Observation?code=1"`, plus optional If-None-Exist and body.
 #[derive(Clone, Copy, Default)]
@@ -36,6 +42,7 @@ struct Req<'a> {
     line: &'a str,
     if_none_exist: Option<&'a str>,
     body: Option<(&'a str, &'a str)>,
+    content_encoding: Option<&'a str>,
 }
 
 fn req(line: &str) -> Req<'_> {
@@ -73,10 +80,15 @@ fn decide(policy: &Policy, scopes: &str, r: Req<'_>) -> (Outcome, Option<Interac
     if let Some((content_type, body)) = r.body {
         incoming = incoming.with_body(content_type, body.as_bytes());
     }
+    if let Some(encoding) = r.content_encoding {
+        incoming = incoming.with_content_encoding(encoding);
+    }
     let request = match policy.classify(&incoming) {
         Ok(request) => request,
         Err(ClassifyError::MalformedPath) => return (Outcome::Malformed, None),
         Err(ClassifyError::MalformedBody) => return (Outcome::BadBody, None),
+        Err(ClassifyError::UnreadableHeader) => return (Outcome::BadHeader, None),
+        Err(ClassifyError::UnsupportedMediaType) => return (Outcome::Unsupported, None),
         Err(_) => return (Outcome::Undefined, None),
     };
     let interaction = request.interaction();
@@ -806,7 +818,7 @@ fn the_interaction_table_maps_each_url_to_its_letters() {
             req("DELETE /Patient?identifier=x"),
             allow(),
         ),
-        ("POST / without a body", ALL, req("POST /"), deny("")),
+        ("POST / without a body", ALL, req("POST /"), UNSUPPORTED),
         (
             "POST / with XML",
             ALL,
@@ -814,7 +826,7 @@ fn the_interaction_table_maps_each_url_to_its_letters() {
                 body: Some(("application/fhir+xml", "<Bundle/>")),
                 ..req("POST /")
             },
-            deny(""),
+            UNSUPPORTED,
         ),
         (
             "collection bundle",
@@ -2353,6 +2365,233 @@ fn an_unreadable_export_parameters_body_is_refused() {
                 r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"}]}"#,
             ),
             allow(),
+        ),
+    ]);
+}
+
+/// A body the guard must read is read only in the one form it reads; any other form, and any
+/// header it cannot read, is refused (docs/AUTHORIZATION.md §8.4).
+#[test]
+fn bodies_are_read_only_in_the_form_the_guard_reads() {
+    let hidden = "_has:Group:member:_id=1";
+    let search = |content_type| Req {
+        body: Some((content_type, hidden)),
+        ..req("POST /Patient/_search")
+    };
+    let encoded = |encoding| Req {
+        content_encoding: Some(encoding),
+        ..search(FORM)
+    };
+    let batch = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/1"}}]}"#;
+    let export =
+        r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"}]}"#;
+    let ps = "system/Patient.s";
+    run(&[
+        // A search form: read as the server's framework reads it, or refused.
+        ("form", ps, search(FORM), deny("system/Group.s")),
+        (
+            "form, type in upper case",
+            ps,
+            search("APPLICATION/X-WWW-FORM-URLENCODED"),
+            deny("system/Group.s"),
+        ),
+        (
+            "form with charset=utf-8",
+            ps,
+            search("application/x-www-form-urlencoded; charset=utf-8"),
+            deny("system/Group.s"),
+        ),
+        (
+            "form with a quoted charset",
+            ps,
+            search("application/x-www-form-urlencoded;charset=\"UTF-8\""),
+            deny("system/Group.s"),
+        ),
+        (
+            "form, then a comma and another type",
+            ps,
+            search("application/x-www-form-urlencoded, text/plain"),
+            UNSUPPORTED,
+        ),
+        (
+            "form, then a space and another type",
+            ps,
+            search("application/x-www-form-urlencoded text/plain"),
+            UNSUPPORTED,
+        ),
+        (
+            "form, then a tab and another type",
+            ps,
+            search("application/x-www-form-urlencoded\ttext/plain"),
+            UNSUPPORTED,
+        ),
+        (
+            "form with a suffix",
+            ps,
+            search("application/x-www-form-urlencodedx"),
+            UNSUPPORTED,
+        ),
+        (
+            "form in another charset",
+            ps,
+            search("application/x-www-form-urlencoded; charset=iso-8859-1"),
+            UNSUPPORTED,
+        ),
+        (
+            "form with another parameter",
+            ps,
+            search("application/x-www-form-urlencoded; boundary=x"),
+            UNSUPPORTED,
+        ),
+        ("JSON on a search", ps, search(JSON), UNSUPPORTED),
+        (
+            "multipart on a search",
+            ps,
+            search("multipart/form-data; boundary=x"),
+            UNSUPPORTED,
+        ),
+        ("text on a search", ps, search("text/plain"), UNSUPPORTED),
+        (
+            "a search without a body",
+            ps,
+            req("POST /Patient/_search?name=x"),
+            allow(),
+        ),
+        // Content codings: the guard reads the bytes as sent, so only `identity` will do.
+        ("deflate", ps, encoded("deflate"), UNSUPPORTED),
+        ("gzip", ps, encoded("gzip"), UNSUPPORTED),
+        ("br", ps, encoded("br"), UNSUPPORTED),
+        (
+            "identity then gzip",
+            ps,
+            encoded("identity, gzip"),
+            UNSUPPORTED,
+        ),
+        ("identity", ps, encoded("identity"), deny("system/Group.s")),
+        (
+            "a batch in gzip",
+            "system/Patient.r",
+            Req {
+                body: Some((JSON, batch)),
+                content_encoding: Some("gzip"),
+                ..req("POST /")
+            },
+            UNSUPPORTED,
+        ),
+        (
+            "a kick-off in deflate",
+            "system/Patient.rs",
+            Req {
+                body: Some((JSON, export)),
+                content_encoding: Some("deflate"),
+                ..req("POST /$export")
+            },
+            UNSUPPORTED,
+        ),
+        (
+            "a create the guard does not read may be encoded",
+            "system/Patient.c",
+            Req {
+                body: Some((JSON, "{}")),
+                content_encoding: Some("gzip"),
+                ..req("POST /Patient")
+            },
+            allow(),
+        ),
+        // Batches and kick-offs: FHIR JSON (a kick-off also as a form), nothing else.
+        (
+            "a batch with fhirVersion",
+            "system/Patient.r",
+            Req {
+                body: Some(("application/fhir+json; fhirVersion=4.0", batch)),
+                ..req("POST /")
+            },
+            allow(),
+        ),
+        (
+            "a batch with a foreign fhirVersion",
+            "system/Patient.r",
+            Req {
+                body: Some(("application/fhir+json; fhirVersion=5.0", batch)),
+                ..req("POST /")
+            },
+            UNSUPPORTED,
+        ),
+        (
+            "a batch as text",
+            "system/Patient.r",
+            Req {
+                body: Some(("text/plain", batch)),
+                ..req("POST /")
+            },
+            UNSUPPORTED,
+        ),
+        (
+            "a batch as a form",
+            "system/Patient.r",
+            Req {
+                body: Some((FORM, batch)),
+                ..req("POST /")
+            },
+            UNSUPPORTED,
+        ),
+        (
+            "a kick-off as text",
+            "system/Patient.rs",
+            Req {
+                body: Some(("text/plain", export)),
+                ..req("POST /$export")
+            },
+            UNSUPPORTED,
+        ),
+        (
+            "a kick-off as a form",
+            "system/Patient.rs",
+            Req {
+                body: Some((FORM, "_type=Patient")),
+                ..req("POST /$export")
+            },
+            allow(),
+        ),
+        (
+            "a kick-off as a form, a type not granted",
+            "system/Patient.rs",
+            Req {
+                body: Some((FORM, "_type=Patient,Observation")),
+                ..req("POST /$export")
+            },
+            deny("system/Observation.rs"),
+        ),
+        // Headers the guard cannot read are refused, never taken as harmless.
+        (
+            "If-None-Exist not ASCII",
+            "system/Patient.cs",
+            Req {
+                if_none_exist: Some("identifier=\u{e9}&_has:Group:member:_id=1"),
+                ..req("POST /Patient")
+            },
+            BAD_HEADER,
+        ),
+        (
+            "If-None-Exist that arrived unreadable",
+            "system/Patient.cs",
+            Req {
+                if_none_exist: Some("\u{fffd}"),
+                ..req("POST /Patient")
+            },
+            BAD_HEADER,
+        ),
+        (
+            "Content-Type not ASCII",
+            ps,
+            search("application/x-www-form-urlencoded; charset=\u{e9}"),
+            BAD_HEADER,
+        ),
+        (
+            "Content-Encoding not ASCII",
+            ps,
+            encoded("identit\u{e9}"),
+            BAD_HEADER,
         ),
     ]);
 }

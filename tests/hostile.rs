@@ -572,3 +572,102 @@ async fn requests_past_an_analysis_limit_are_400_naming_the_setting() {
         "{outcome}"
     );
 }
+
+#[tokio::test]
+async fn unreadable_headers_are_400_and_bodies_in_another_form_415_without_introspection() {
+    let (auth, base) = setup(|c| c).await;
+    let host = base.strip_prefix("http://").expect("base").to_owned();
+    let post = |path: &str, headers: &[&[u8]], body: &[u8]| {
+        let mut request = format!(
+            "POST /fhir{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        )
+        .into_bytes();
+        for header in headers {
+            request.extend_from_slice(header);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(
+            format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        request.extend_from_slice(body);
+        request
+    };
+    let form = b"Content-Type: application/x-www-form-urlencoded".as_slice();
+    let hidden = b"_has:Group:member:_id=1".as_slice();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a Latin-1 byte in If-None-Exist",
+            post(
+                "/Patient",
+                &[
+                    b"Content-Type: application/fhir+json",
+                    b"If-None-Exist: identifier=\xe9&_has:Group:member:_id=1",
+                ],
+                b"{}",
+            ),
+            400,
+            "invalid",
+        ),
+        (
+            "a Latin-1 byte in a form's Content-Type",
+            post(
+                "/Patient/_search",
+                &[b"Content-Type: application/x-www-form-urlencoded; charset=\xe9"],
+                hidden,
+            ),
+            400,
+            "invalid",
+        ),
+        (
+            "two Content-Type headers",
+            post(
+                "/Patient/_search",
+                &[form, b"Content-Type: text/plain"],
+                hidden,
+            ),
+            400,
+            "invalid",
+        ),
+        (
+            "a form type followed by another",
+            post(
+                "/Patient/_search",
+                &[b"Content-Type: application/x-www-form-urlencoded, text/plain"],
+                hidden,
+            ),
+            415,
+            "not-supported",
+        ),
+        (
+            "a deflated form",
+            post(
+                "/Patient/_search",
+                &[form, b"Content-Encoding: deflate"],
+                hidden,
+            ),
+            415,
+            "not-supported",
+        ),
+        (
+            "a batch as text",
+            post(
+                "",
+                &[b"Content-Type: text/plain"],
+                br#"{"resourceType":"Bundle","type":"batch","entry":[]}"#,
+            ),
+            415,
+            "not-supported",
+        ),
+    ];
+    for (label, request, status, code) in cases {
+        let (got, raw) = raw_request(&base, &request).await;
+        assert_eq!(got, status, "{label}: {raw}");
+        assert_eq!(issue_code(&raw).as_deref(), Some(code), "{label}");
+    }
+    // Decided from the headers: no token was looked up.
+    assert_eq!(auth.calls(), 0);
+}

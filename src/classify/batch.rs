@@ -7,8 +7,9 @@ use http::Method;
 
 use super::{
     cross::Base,
-    incoming::{BodyKind, Incoming, Params},
+    incoming::{Incoming, Params},
     interaction::Interaction,
+    media::BodyKind,
     needs::{many, merge, need, need_s, push_unique},
     policy::Policy,
     request::{BundleEntry, BundleNeeds, ClassifyError, FhirRequest, Needs},

@@ -1,8 +1,9 @@
 //! What the classifier reads of a request: method, path, query, the headers that change the
 //! interaction, and the body when the guard reads it.
 
-use http::{HeaderMap, HeaderName, Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
+use super::media::{self, BodyKind};
 use crate::fhir::search_param;
 
 /// `If-None-Exist`, parsed once rather than on every request.
@@ -26,7 +27,8 @@ pub struct Incoming<'a> {
     pub(crate) method: &'a Method,
     pub(crate) path: &'a str,
     pub(crate) query: Option<&'a str>,
-    content_type: Option<&'a str>,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) content_encoding: Option<&'a str>,
     pub(crate) body: Option<&'a [u8]>,
     pub(crate) if_none_exist: Option<&'a str>,
 }
@@ -40,12 +42,15 @@ impl<'a> Incoming<'a> {
             path,
             query: None,
             content_type: None,
+            content_encoding: None,
             body: None,
             if_none_exist: None,
         }
     }
 
-    /// The request's `Content-Type`, `If-None-Exist` and (when read) body, from its headers.
+    /// The request's `Content-Type`, `Content-Encoding`, `If-None-Exist` and (when read) body,
+    /// from its headers. A value that is not visible ASCII, or a header sent twice, is kept as
+    /// unreadable, and the classifier refuses it (docs/AUTHORIZATION.md §8.4).
     ///
     /// Only a `POST` is classified by them (a form search, a batch, a conditional create, a
     /// bulk kick-off), so for any other method the headers are not looked up at all.
@@ -56,12 +61,9 @@ impl<'a> Incoming<'a> {
         if *self.method != Method::POST {
             return self;
         }
-        self.content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        self.if_none_exist = headers
-            .get(&IF_NONE_EXIST)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        self.content_type = one(headers, &header::CONTENT_TYPE);
+        self.content_encoding = one(headers, &header::CONTENT_ENCODING);
+        self.if_none_exist = one(headers, &IF_NONE_EXIST);
         self
     }
 
@@ -87,8 +89,17 @@ impl<'a> Incoming<'a> {
         self
     }
 
+    /// The value of a `Content-Encoding` header: a body the guard reads must be sent as is
+    /// (`identity`), or the request is refused with 415.
+    #[must_use]
+    pub fn with_content_encoding(mut self, encoding: &'a str) -> Self {
+        self.content_encoding = Some(encoding);
+        self
+    }
+
+    /// The kind of the body, for a clean `Content-Type` the guard reads.
     pub(crate) fn body_kind(&self) -> Option<BodyKind> {
-        body_kind(self.content_type)
+        self.content_type.and_then(media::media_type)
     }
 
     /// The search parameters of the request: the query and, when `form_params`, the form body.
@@ -104,43 +115,31 @@ impl<'a> Incoming<'a> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BodyKind {
-    Form,
-    Json,
+/// A header's only value as text, or a marker the classifier refuses: a value that is not
+/// visible ASCII, or the header sent more than once (which of two would the server read?).
+fn one<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(UNREADABLE);
+    }
+    Some(HeaderValue::to_str(first).unwrap_or(UNREADABLE))
 }
 
-fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
-    let essence = content_type?.split(';').next()?.trim();
-    if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        Some(BodyKind::Form)
-    } else if [
-        "application/fhir+json",
-        "application/json",
-        "application/json+fhir",
-    ]
-    .iter()
-    .any(|t| essence.eq_ignore_ascii_case(t))
-    {
-        Some(BodyKind::Json)
-    } else {
-        None
-    }
-}
+/// What an unreadable header value is kept as: not visible ASCII, so it is refused.
+const UNREADABLE: &str = "\u{fffd}";
 
 /// Whether the guard must read the body to classify the request: a form-encoded
-/// `POST …/_search`, a JSON `POST /` (batch or transaction), a JSON or form `POST …/$export`.
+/// `POST …/_search`, a JSON `POST /` (batch or transaction), a JSON or form `POST …/$export`,
+/// each with a clean media type and sent as is. Any other body on such a request is refused
+/// by the classifier (415) without being read.
 #[must_use]
 pub(crate) fn reads_body(method: &Method, relative_path: &str, headers: &HeaderMap) -> bool {
-    if method != Method::POST {
+    if method != Method::POST || !media::is_identity(one(headers, &header::CONTENT_ENCODING)) {
         return false;
     }
     let path = relative_path.strip_prefix('/').unwrap_or(relative_path);
-    let kind = body_kind(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let kind = one(headers, &header::CONTENT_TYPE).and_then(media::media_type);
     let last = path.rsplit('/').next().unwrap_or(path);
     match kind {
         Some(BodyKind::Form) => last == "_search" || last == "$export",

@@ -10,6 +10,7 @@ mod batch;
 mod cross;
 mod incoming;
 mod interaction;
+mod media;
 mod needs;
 mod operations;
 mod path;

@@ -5,8 +5,9 @@ use http::Method;
 
 use super::{
     cross::Base,
-    incoming::{BodyKind, Incoming, Params},
+    incoming::{Incoming, Params},
     interaction::Interaction,
+    media::BodyKind,
     needs::{collect, many, need, push_unique},
     policy::Policy,
     request::{ClassifyError, FhirRequest},

@@ -7,8 +7,9 @@ use http::Method;
 
 use super::{
     cross::Base,
-    incoming::{BodyKind, Incoming, Params},
+    incoming::{Incoming, Params},
     interaction::Interaction,
+    media::{self, BodyKind},
     needs::{many, need, need_s},
     path::{is_operation, resource_id, resource_type, split_segments},
     request::{ClassifyError, FhirRequest, Needs},
@@ -162,6 +163,9 @@ impl Policy {
         }
         if too_long {
             return Err(ClassifyError::Undefined);
+        }
+        if post && !in_bundle {
+            check_body_headers(incoming, segments)?;
         }
         let body_kind = incoming.body_kind();
         let form = post && body_kind == Some(BodyKind::Form) && incoming.body.is_some();
@@ -328,6 +332,37 @@ impl Policy {
             _ => return Err(ClassifyError::Undefined),
         };
         Ok(request)
+    }
+}
+
+/// For a `POST` whose body the guard reads (a search form, a batch, a bulk kick-off): every header
+/// it reads must be visible ASCII (400), and the body must come in the one form the guard reads,
+/// sent as is (415; docs/AUTHORIZATION.md §8.4). A search or kick-off without a `Content-Type`
+/// has no body to read.
+fn check_body_headers(incoming: &Incoming<'_>, segments: &[&str]) -> Result<(), ClassifyError> {
+    let headers = [
+        incoming.content_type,
+        incoming.content_encoding,
+        incoming.if_none_exist,
+    ];
+    if !headers.into_iter().flatten().all(media::is_readable) {
+        return Err(ClassifyError::UnreadableHeader);
+    }
+    let kind = incoming.content_type.map(media::media_type);
+    let acceptable = match (segments, kind) {
+        (["_search"] | [_, "_search"], None) => return Ok(()),
+        ([.., op], None) if *op == "$export" => return Ok(()),
+        ([], Some(Some(BodyKind::Json))) => true,
+        (["_search"] | [_, "_search"], Some(Some(BodyKind::Form))) => true,
+        ([.., op], Some(Some(_))) if *op == "$export" => true,
+        ([] | ["_search"] | [_, "_search"], _) => false,
+        ([.., op], _) if *op == "$export" => false,
+        _ => return Ok(()),
+    };
+    if acceptable && media::is_identity(incoming.content_encoding) {
+        Ok(())
+    } else {
+        Err(ClassifyError::UnsupportedMediaType)
     }
 }
 
@@ -581,8 +616,6 @@ mod tests {
                 I::ConditionalDelete,
                 "Patient.ds",
             ),
-            ("POST", "", None, false, I::BatchOrTransaction, "never"),
-            ("POST", "/", None, false, I::BatchOrTransaction, "never"),
             ("GET", "/$export", None, false, I::Export, "*.rs"),
             (
                 "GET",
@@ -613,6 +646,17 @@ mod tests {
                 "{method} {path} {query:?}"
             );
             assert_eq!(needs_string(&request), *needs, "{method} {path} {query:?}");
+        }
+    }
+
+    #[test]
+    fn a_post_to_the_base_without_a_json_bundle_is_an_unsupported_media_type() {
+        for path in ["", "/"] {
+            assert_eq!(
+                classify_with(&Method::POST, path, None, None, false),
+                Err(ClassifyError::UnsupportedMediaType),
+                "{path:?}"
+            );
         }
     }
 

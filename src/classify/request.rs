@@ -192,6 +192,13 @@ pub enum ClassifyError {
     /// A body the guard must read is not what it should be: a batch that is not JSON or nests
     /// too deeply, a search form that is not UTF-8. Answered 400.
     MalformedBody,
+    /// A header the guard reads (`Content-Type`, `Content-Encoding`, `If-None-Exist`) is not
+    /// visible ASCII or comes twice. Answered 400.
+    UnreadableHeader,
+    /// A body the guard must read comes in a form it does not read: another media type, a
+    /// parameter other than `charset=utf-8`, or a `Content-Encoding` other than `identity`.
+    /// Answered 415.
+    UnsupportedMediaType,
     /// The request asks for more analysis than the [`AnalysisLimits`] allow: too many
     /// parameters or Bundle entries, a chain or `_has` too deep. Answered 400.
     TooComplex(Limit),
@@ -210,6 +217,8 @@ impl fmt::Display for ClassifyError {
             Self::Undefined => "not a FHIR interaction this server understands",
             Self::MalformedBody => "malformed request body",
             Self::TooComplex(_) => "beyond the guard's analysis limits",
+            Self::UnreadableHeader => "a header the guard reads is not visible ASCII",
+            Self::UnsupportedMediaType => "a body in a form the guard does not read",
         })
     }
 }
