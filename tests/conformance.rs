@@ -1544,6 +1544,25 @@ fn bundle(kind: &str, entries: &str) -> String {
     format!(r#"{{"resourceType":"Bundle","type":"{kind}","entry":[{entries}]}}"#)
 }
 
+/// Runs rows whose request is `POST /` with this FHIR JSON body.
+fn run_bundles(cases: &[(&str, &str, String, Outcome)]) {
+    let borrowed: Vec<(&str, &str, Req<'_>, Outcome)> = cases
+        .iter()
+        .map(|(rule, scopes, body, outcome)| {
+            (
+                *rule,
+                *scopes,
+                Req {
+                    body: Some((JSON, body.as_str())),
+                    ..req("POST /")
+                },
+                outcome.clone(),
+            )
+        })
+        .collect();
+    run(&borrowed);
+}
+
 #[test]
 fn batch_and_transaction_entries_are_checked_as_if_sent_alone() {
     let read = r#"{"request":{"method":"GET","url":"Patient/1"}}"#;
@@ -1825,21 +1844,7 @@ fn batch_and_transaction_entries_are_checked_as_if_sent_alone() {
             allow(),
         ),
     ];
-    let borrowed: Vec<(&str, &str, Req<'_>, Outcome)> = cases
-        .iter()
-        .map(|(rule, scopes, body, outcome)| {
-            (
-                *rule,
-                *scopes,
-                Req {
-                    body: Some((JSON, body.as_str())),
-                    ..req("POST /")
-                },
-                outcome.clone(),
-            )
-        })
-        .collect();
-    run(&borrowed);
+    run_bundles(&cases);
     run(&[
         (
             "not JSON",
@@ -2294,21 +2299,7 @@ fn conditional_references_are_searches_in_every_spelling() {
             allow(),
         ),
     ];
-    let borrowed: Vec<(&str, &str, Req<'_>, Outcome)> = cases
-        .iter()
-        .map(|(rule, scopes, body, outcome)| {
-            (
-                *rule,
-                *scopes,
-                Req {
-                    body: Some((JSON, body.as_str())),
-                    ..req("POST /")
-                },
-                outcome.clone(),
-            )
-        })
-        .collect();
-    run(&borrowed);
+    run_bundles(&cases);
 }
 
 /// A `$export` Parameters body the guard cannot read in full, a repeated member included, is

@@ -201,29 +201,7 @@ impl<'de> Visitor<'de> for Root<'_> {
         Ok(Err(BundleError::NotABundle))
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(BundleError::NotABundle))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(BundleError::NotABundle))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(BundleError::NotABundle))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(BundleError::NotABundle))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(BundleError::NotABundle))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(BundleError::NotABundle))
-    }
+    json::scalars!(|_this| Err(BundleError::NotABundle));
 }
 
 /// `Bundle.entry`: a list of at most `max` entries, read one at a time.
@@ -268,29 +246,7 @@ impl<'de> Visitor<'de> for EntryList<'_> {
         Ok(Entries::NotAList)
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Entries, E> {
-        Ok(Entries::NotAList)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entries, E> {
-        Ok(Entries::NotAList)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entries, E> {
-        Ok(Entries::NotAList)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Entries, E> {
-        Ok(Entries::NotAList)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entries, E> {
-        Ok(Entries::NotAList)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Entries, E> {
-        Ok(Entries::NotAList)
-    }
+    json::scalars!(|_this| Entries::NotAList);
 }
 
 /// One entry: its `request` and its `resource`; anything but an object is malformed.
@@ -334,29 +290,7 @@ impl<'de> Visitor<'de> for EntrySeed {
         Ok(RawEntry::malformed())
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawEntry, E> {
-        Ok(RawEntry::malformed())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawEntry, E> {
-        Ok(RawEntry::malformed())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawEntry, E> {
-        Ok(RawEntry::malformed())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawEntry, E> {
-        Ok(RawEntry::malformed())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawEntry, E> {
-        Ok(RawEntry::malformed())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<RawEntry, E> {
-        Ok(RawEntry::malformed())
-    }
+    json::scalars!(|_this| RawEntry::malformed());
 }
 
 /// `entry.request`: `method`, `url`, `ifNoneExist` kept; the other string fields checked for
@@ -407,35 +341,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
+    json::scalars!(|this| this.0.malformed = true);
 }
 
 /// `entry.resource`: whether it is itself a Bundle, and every conditional reference in it.
@@ -492,35 +398,7 @@ impl<'de> Visitor<'de> for ResourceSeed<'_> {
         Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.malformed = true;
-        Ok(())
-    }
+    json::scalars!(|this| this.0.malformed = true);
 }
 
 /// A conditional reference: any reference with a `?` (`Type?…`, `Type/?…`, `/Type?…`, `[base]/Type?…`).

@@ -183,6 +183,50 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 }
 
+/// The `visit_*` methods of a visitor for every JSON value that is neither an object nor an
+/// array (a string, a boolean, a number, `null`), each answering `$value`, with `$this` bound to
+/// the visitor.
+macro_rules! scalars {
+    (|$this:ident| $value:expr) => {
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            #[allow(unused_mut)]
+            let mut $this = self;
+            Ok($value)
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            #[allow(unused_mut)]
+            let mut $this = self;
+            Ok($value)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            #[allow(unused_mut)]
+            let mut $this = self;
+            Ok($value)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            #[allow(unused_mut)]
+            let mut $this = self;
+            Ok($value)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            #[allow(unused_mut)]
+            let mut $this = self;
+            Ok($value)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            #[allow(unused_mut)]
+            let mut $this = self;
+            Ok($value)
+        }
+    };
+}
+pub(crate) use scalars;
+
 /// Skips a value whose content the guard does not read, still refusing repeated members.
 pub(crate) fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
     map.next_value_seed(Walk::new(&mut |_: &str| {}))
