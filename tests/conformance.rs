@@ -43,6 +43,7 @@ struct Req<'a> {
     if_none_exist: Option<&'a str>,
     body: Option<(&'a str, &'a str)>,
     content_encoding: Option<&'a str>,
+    x_cascade: Option<&'a str>,
 }
 
 fn req(line: &str) -> Req<'_> {
@@ -82,6 +83,9 @@ fn decide(policy: &Policy, scopes: &str, r: Req<'_>) -> (Outcome, Option<Interac
     }
     if let Some(encoding) = r.content_encoding {
         incoming = incoming.with_content_encoding(encoding);
+    }
+    if let Some(cascade) = r.x_cascade {
+        incoming = incoming.with_x_cascade(cascade);
     }
     let request = match policy.classify(&incoming) {
         Ok(request) => request,
@@ -2583,6 +2587,146 @@ fn bodies_are_read_only_in_the_form_the_guard_reads() {
             ps,
             encoded("identit\u{e9}"),
             BAD_HEADER,
+        ),
+    ]);
+}
+
+/// What known servers do beyond FHIR is priced by what it reads or changes
+/// (docs/AUTHORIZATION.md §7.5).
+#[test]
+fn what_servers_do_beyond_fhir_needs_scopes_for_all_it_touches() {
+    let subscription = r#"{"resourceType":"Subscription","status":"requested","criteria":"Observation?_has:Group:member:_id=1","channel":{"type":"rest-hook"}}"#;
+    let write = |line| Req {
+        body: Some((JSON, subscription)),
+        ..req(line)
+    };
+    let cascade = |line, header| Req {
+        x_cascade: Some(header),
+        ..req(line)
+    };
+    let in_transaction = format!(
+        r#"{{"resourceType":"Bundle","type":"transaction","entry":[{{"request":{{"method":"POST","url":"Subscription"}},"resource":{subscription}}}]}}"#
+    );
+    run(&[
+        // Cascading deletes also delete whatever references the target.
+        (
+            "delete with _cascade",
+            "system/Patient.d",
+            req("DELETE /Patient/1?_cascade=delete"),
+            deny("system/*.d"),
+        ),
+        (
+            "delete with an encoded _cascade",
+            "system/Patient.d",
+            req("DELETE /Patient/1?%5Fcascade=delete"),
+            deny("system/*.d"),
+        ),
+        (
+            "delete with X-Cascade",
+            "system/Patient.d",
+            cascade("DELETE /Patient/1", "delete"),
+            deny("system/*.d"),
+        ),
+        (
+            "delete with an unknown X-Cascade value",
+            "system/Patient.d",
+            cascade("DELETE /Patient/1", "maybe"),
+            deny("system/*.d"),
+        ),
+        (
+            "conditional delete with _cascade",
+            "system/Patient.ds",
+            req("DELETE /Patient?identifier=x&_cascade=delete"),
+            deny("system/*.d"),
+        ),
+        (
+            "cascading delete with *.d",
+            "system/Patient.d system/*.d",
+            req("DELETE /Patient/1?_cascade=delete"),
+            allow(),
+        ),
+        (
+            "a plain delete",
+            "system/Patient.d",
+            req("DELETE /Patient/1"),
+            allow(),
+        ),
+        // HAPI's paging continuation re-reads any stored search.
+        (
+            "_getpages with a _type",
+            "system/Patient.s",
+            req("GET /?_type=Patient&_getpages=abc"),
+            deny("system/*.s"),
+        ),
+        (
+            "_getpages on a type",
+            "system/Patient.s",
+            req("GET /Patient?_getpages=abc"),
+            deny("system/*.s"),
+        ),
+        (
+            "_getpages encoded",
+            "system/Patient.s",
+            req("GET /Patient?%5Fgetpages=abc"),
+            deny("system/*.s"),
+        ),
+        (
+            "_getpages with *.s",
+            "system/*.s",
+            req("GET /?_getpages=abc"),
+            allow(),
+        ),
+        // A Subscription is a standing search whose notifications carry resources.
+        (
+            "create a Subscription",
+            "system/Subscription.c",
+            write("POST /Subscription"),
+            deny("system/*.rs"),
+        ),
+        (
+            "update a Subscription",
+            "system/Subscription.u",
+            write("PUT /Subscription/1"),
+            deny("system/*.rs"),
+        ),
+        (
+            "patch a Subscription",
+            "system/Subscription.u",
+            req("PATCH /Subscription/1"),
+            deny("system/*.rs"),
+        ),
+        (
+            "conditionally update a Subscription",
+            "system/Subscription.us",
+            write("PUT /Subscription?identifier=x"),
+            deny("system/*.rs"),
+        ),
+        (
+            "create a Subscription in a transaction",
+            "system/Subscription.c",
+            Req {
+                body: Some((JSON, in_transaction.as_str())),
+                ..req("POST /")
+            },
+            deny("system/*.rs"),
+        ),
+        (
+            "create a Subscription with *.rs",
+            "system/Subscription.c system/*.rs",
+            write("POST /Subscription"),
+            allow(),
+        ),
+        (
+            "read a Subscription",
+            "system/Subscription.r",
+            req("GET /Subscription/1"),
+            allow(),
+        ),
+        (
+            "delete a Subscription",
+            "system/Subscription.d",
+            req("DELETE /Subscription/1"),
+            allow(),
         ),
     ]);
 }

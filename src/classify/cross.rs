@@ -98,8 +98,9 @@ pub(crate) fn cross_types(
         }
     } else if name == "_list" {
         touch(type_or_wildcard("List"));
-    } else if name == "_filter" || name == "_query" {
-        // `_filter` can chain anywhere; a named query does whatever the server defines.
+    } else if name == "_filter" || name == "_query" || name == "_getpages" {
+        // `_filter` can chain anywhere; a named query does whatever the server defines; HAPI's
+        // `_getpages` pages through any stored search, whatever its types.
         touch(TypeScope::Wildcard);
     } else if name == "_contained" {
         if decode(raw_value) != "false" {

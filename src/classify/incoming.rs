@@ -8,6 +8,8 @@ use crate::fhir::search_param;
 
 /// `If-None-Exist`, parsed once rather than on every request.
 const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
+/// HAPI's `X-Cascade: delete`, which makes a delete also delete what references its target.
+const X_CASCADE: HeaderName = HeaderName::from_static("x-cascade");
 
 /// What the classifier looks at in a request: method, path relative to the FHIR base, query,
 /// and the few headers and the body that change the interaction.
@@ -31,6 +33,7 @@ pub struct Incoming<'a> {
     pub(crate) content_encoding: Option<&'a str>,
     pub(crate) body: Option<&'a [u8]>,
     pub(crate) if_none_exist: Option<&'a str>,
+    pub(crate) x_cascade: Option<&'a str>,
 }
 
 impl<'a> Incoming<'a> {
@@ -45,6 +48,7 @@ impl<'a> Incoming<'a> {
             content_encoding: None,
             body: None,
             if_none_exist: None,
+            x_cascade: None,
         }
     }
 
@@ -53,11 +57,16 @@ impl<'a> Incoming<'a> {
     /// unreadable, and the classifier refuses it (docs/AUTHORIZATION.md §8.4).
     ///
     /// Only a `POST` is classified by them (a form search, a batch, a conditional create, a
-    /// bulk kick-off), so for any other method the headers are not looked up at all.
+    /// bulk kick-off), and a `DELETE` by `X-Cascade`, so for any other method the headers are not
+    /// looked up at all.
     #[must_use]
     #[inline]
     pub fn with_headers(mut self, headers: &'a HeaderMap, body: Option<&'a [u8]>) -> Self {
         self.body = body;
+        if *self.method == Method::DELETE {
+            self.x_cascade = one(headers, &X_CASCADE);
+            return self;
+        }
         if *self.method != Method::POST {
             return self;
         }
@@ -86,6 +95,13 @@ impl<'a> Incoming<'a> {
     #[must_use]
     pub fn with_if_none_exist(mut self, query: &'a str) -> Self {
         self.if_none_exist = Some(query);
+        self
+    }
+
+    /// The value of an `X-Cascade` header (HAPI's cascading delete, when it says `delete`).
+    #[must_use]
+    pub fn with_x_cascade(mut self, value: &'a str) -> Self {
+        self.x_cascade = Some(value);
         self
     }
 

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     error::ConfigError,
+    fhir::{ResourceType, search_param},
     limits::{AnalysisLimits, Budget},
     need::{Permissions, TypeScope},
 };
@@ -331,8 +332,44 @@ impl Policy {
             }
             _ => return Err(ClassifyError::Undefined),
         };
-        Ok(request)
+        Ok(beyond_fhir(request, incoming, &query_only))
     }
+}
+
+/// What known servers do beyond the FHIR specification, priced by what it reads or changes
+/// (docs/AUTHORIZATION.md §7.5): a cascading delete (`_cascade`, `X-Cascade`) also deletes what
+/// references its target, so it needs `d` on `*`; a Subscription is a standing search whose
+/// notifications carry whole resources, and the guard does not read its `criteria`, so
+/// creating or changing one needs `rs` on `*`.
+fn beyond_fhir(request: FhirRequest, incoming: &Incoming<'_>, params: &Params<'_>) -> FhirRequest {
+    use Interaction as I;
+    let extra = match request.interaction() {
+        I::Delete | I::ConditionalDelete if cascades(incoming, params) => {
+            need(TypeScope::Wildcard, Permissions::DELETE)
+        }
+        I::Create
+        | I::ConditionalCreate
+        | I::Update
+        | I::ConditionalUpdate
+        | I::Patch
+        | I::ConditionalPatch
+            if request.resource_type() == ResourceType::parse("Subscription") =>
+        {
+            need(TypeScope::Wildcard, Permissions::READ | Permissions::SEARCH)
+        }
+        _ => return request,
+    };
+    request.with_need(extra)
+}
+
+/// Whether a delete cascades: a `_cascade` parameter (any value, any modifier) or an
+/// `X-Cascade` header (any value: HAPI reads `delete`, and an unknown value is not trusted).
+fn cascades(incoming: &Incoming<'_>, params: &Params<'_>) -> bool {
+    incoming.x_cascade.is_some()
+        || params.raw_pairs().any(|(name, _)| {
+            let name = search_param::decode(name);
+            name == "_cascade" || name.starts_with("_cascade:")
+        })
 }
 
 /// For a `POST` whose body the guard reads (a search form, a batch, a bulk kick-off): every header

@@ -164,6 +164,19 @@ impl FhirRequest {
         entries.iter().map(|e| &e.request)
     }
 
+    /// The request with one more need (the `primary` needs stay first).
+    pub(crate) fn with_need(mut self, need: Need) -> Self {
+        let mut needs = self.needs().to_vec();
+        if !needs.contains(&need) {
+            needs.push(need);
+        }
+        self.needs = match needs.as_slice() {
+            [one] => Needs::One(*one),
+            _ => Needs::Many(Arc::from(needs)),
+        };
+        self
+    }
+
     /// How many leading needs a granular scope may meet.
     pub(crate) fn primary(&self) -> usize {
         usize::from(self.primary)
