@@ -2730,3 +2730,103 @@ fn what_servers_do_beyond_fhir_needs_scopes_for_all_it_touches() {
         ),
     ]);
 }
+
+/// A create or update entry's resource must be what its url names: servers write the resource
+/// in the body (docs/AUTHORIZATION.md §6.2).
+#[test]
+fn an_entry_writes_only_the_resource_its_url_names() {
+    let entry = |method: &str, url: &str, resource: &str| {
+        bundle(
+            "transaction",
+            &format!(
+                r#"{{"request":{{"method":"{method}","url":"{url}"}},"resource":{resource}}}"#
+            ),
+        )
+    };
+    let patient_scopes = "system/Patient.cus";
+    let cases: Vec<(&str, &str, String, Outcome)> = vec![
+        (
+            "POST Patient carrying an Observation",
+            patient_scopes,
+            entry("POST", "Patient", r#"{"resourceType":"Observation"}"#),
+            deny(""),
+        ),
+        (
+            "POST Patient carrying no resourceType",
+            patient_scopes,
+            entry("POST", "Patient", r#"{"id":"1"}"#),
+            deny(""),
+        ),
+        (
+            "POST Patient carrying patient (case)",
+            patient_scopes,
+            entry("POST", "Patient", r#"{"resourceType":"patient"}"#),
+            deny(""),
+        ),
+        (
+            "PUT Patient/1 carrying an Observation",
+            patient_scopes,
+            entry(
+                "PUT",
+                "Patient/1",
+                r#"{"resourceType":"Observation","id":"1"}"#,
+            ),
+            deny(""),
+        ),
+        (
+            "PUT Patient/1 carrying Patient/2",
+            patient_scopes,
+            entry("PUT", "Patient/1", r#"{"resourceType":"Patient","id":"2"}"#),
+            deny(""),
+        ),
+        (
+            "PUT Patient/1 carrying a Patient without id",
+            patient_scopes,
+            entry("PUT", "Patient/1", r#"{"resourceType":"Patient"}"#),
+            deny(""),
+        ),
+        (
+            "conditional PUT Patient carrying an Observation",
+            patient_scopes,
+            entry(
+                "PUT",
+                "Patient?identifier=x",
+                r#"{"resourceType":"Observation"}"#,
+            ),
+            deny(""),
+        ),
+        (
+            "the resourceType spelled twice",
+            patient_scopes,
+            entry(
+                "POST",
+                "Patient",
+                r#"{"resourceType":"Patient","resourceType":"Observation"}"#,
+            ),
+            Outcome::BadBody,
+        ),
+        (
+            "POST Patient carrying a Patient",
+            patient_scopes,
+            entry("POST", "Patient", r#"{"resourceType":"Patient"}"#),
+            allow(),
+        ),
+        (
+            "PUT Patient/1 carrying Patient/1",
+            patient_scopes,
+            entry("PUT", "Patient/1", r#"{"resourceType":"Patient","id":"1"}"#),
+            allow(),
+        ),
+        (
+            "conditional PUT carrying a Patient",
+            patient_scopes,
+            entry(
+                "PUT",
+                "Patient?identifier=x",
+                r#"{"resourceType":"Patient"}"#,
+            ),
+            allow(),
+        ),
+    ];
+    run_bundles(&cases);
+}

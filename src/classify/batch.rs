@@ -18,7 +18,7 @@ use super::{
 use crate::{
     fhir::{
         ResourceType,
-        bundle::{self, BundleError},
+        bundle::{self, BundleError, RawEntry},
     },
     limits::{Budget, Limit},
     need::{Need, Permissions, TypeScope},
@@ -146,6 +146,9 @@ impl Policy {
             Err(ClassifyError::MalformedPath) => return denied("the entry url is malformed"),
             Err(_) => return denied("the entry url is not a FHIR interaction"),
         };
+        if let Some(why) = resource_mismatch(raw, &request, path) {
+            return denied(why);
+        }
         if !raw.conditional_references.is_empty() && !request.is_never_allowed() {
             // A conditional reference runs a search on its type (docs/AUTHORIZATION.md §5.4).
             let mut needs: Vec<Need> = request.needs().to_vec();
@@ -194,4 +197,28 @@ impl Policy {
         let rest = url.strip_prefix(base)?;
         (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some(rest)
     }
+}
+
+/// Why an entry's resource is not what its url names, for a create or an update: servers create
+/// or update the resource in the body, so the guard checks that it is the one it authorized
+/// (docs/AUTHORIZATION.md §6.2). `None` when it is, or when the interaction carries no resource.
+fn resource_mismatch(raw: &RawEntry, request: &FhirRequest, path: &str) -> Option<&'static str> {
+    use Interaction as I;
+    let creates = matches!(request.interaction(), I::Create | I::ConditionalCreate);
+    let updates = matches!(request.interaction(), I::Update | I::ConditionalUpdate);
+    // An entry without a resource creates nothing (servers refuse it).
+    if !(creates || updates) || !raw.has_resource {
+        return None;
+    }
+    let named = request.resource_type().map(ResourceType::as_str);
+    if raw.resource_type.as_deref() != named {
+        return Some("the entry's resource is not of the type its url names");
+    }
+    if request.interaction() == I::Update {
+        let id = path.trim_start_matches('/').split('/').nth(1);
+        if raw.resource_id.as_deref() != id {
+            return Some("the entry's resource id is not the id its url names");
+        }
+    }
+    None
 }

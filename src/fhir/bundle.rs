@@ -27,6 +27,12 @@ pub(crate) struct RawEntry {
     pub(crate) if_none_exist: Option<String>,
     /// Whether `resource` is itself a Bundle.
     pub(crate) nested_bundle: bool,
+    /// Whether the entry has a `resource`.
+    pub(crate) has_resource: bool,
+    /// `resource.resourceType`, when a string.
+    pub(crate) resource_type: Option<String>,
+    /// `resource.id`, when a string.
+    pub(crate) resource_id: Option<String>,
     /// Whether `request` or one of its fields has the wrong JSON type.
     pub(crate) malformed: bool,
     /// Every `reference` in `resource` that carries a `?` (a conditional reference, in any spelling).
@@ -277,7 +283,10 @@ impl<'de> Visitor<'de> for EntrySeed {
                     has_request = true;
                     map.next_value_seed(RequestSeed(&mut out))?;
                 }
-                "resource" => map.next_value_seed(ResourceSeed(&mut out))?,
+                "resource" => {
+                    out.has_resource = true;
+                    map.next_value_seed(ResourceSeed(&mut out))?;
+                }
                 _ => json::skip(&mut map)?,
             }
         }
@@ -375,12 +384,15 @@ impl<'de> Visitor<'de> for ResourceSeed<'_> {
         while let Some(name) = json::next_name(&mut map, &mut members)? {
             let walk = Walk::new(&mut keep);
             match &*name {
-                "resourceType" | "reference" => {
+                "resourceType" | "id" | "reference" => {
                     if let Text::String(value) = map.next_value_seed(walk.capturing())? {
-                        if name == "resourceType" {
-                            out.nested_bundle = value == "Bundle";
-                        } else {
-                            keep(&value);
+                        match &*name {
+                            "resourceType" => {
+                                out.nested_bundle = value == "Bundle";
+                                out.resource_type = Some(value);
+                            }
+                            "id" => out.resource_id = Some(value),
+                            _ => keep(&value),
                         }
                     }
                 }
