@@ -2830,3 +2830,103 @@ fn an_entry_writes_only_the_resource_its_url_names() {
     ];
     run_bundles(&cases);
 }
+
+/// A chain whose last link reaches another type (`_has`, `_list`, `_filter`) is followed to
+/// its end, in every position (docs/AUTHORIZATION.md §5.2).
+#[test]
+fn a_chain_ending_in_a_cross_type_parameter_is_followed_to_its_end() {
+    let ep = "system/Encounter.rs system/Patient.rs";
+    let group_hint = deny("system/Group.s");
+    let has = "patient._has:Group:member:_id=102";
+    let export_body =
+        "_type=Encounter&_typeFilter=Encounter%3Fpatient._has%3AGroup%3Amember%3A_id%3D102";
+    run(&[
+        (
+            "query",
+            ep,
+            req("GET /Encounter?patient._has:Group:member:_id=102"),
+            group_hint.clone(),
+        ),
+        (
+            "query, typed link",
+            ep,
+            req("GET /Encounter?patient:Patient._has:Group:member:_id=102"),
+            group_hint.clone(),
+        ),
+        (
+            "query, encoded",
+            ep,
+            req("GET /Encounter?patient.%5Fhas%3AGroup%3Amember%3A_id=102"),
+            group_hint.clone(),
+        ),
+        (
+            "query, ending in _list",
+            ep,
+            req("GET /Encounter?patient._list=42"),
+            deny("system/List.s"),
+        ),
+        (
+            "query, ending in _filter",
+            ep,
+            req("GET /Encounter?patient._filter=name%20eq%20x"),
+            deny("system/*.s"),
+        ),
+        (
+            "query, a two-link chain then _has",
+            "system/Observation.s system/Patient.s system/Organization.s",
+            req("GET /Observation?patient.organization._has:Group:member:_id=1"),
+            group_hint.clone(),
+        ),
+        (
+            "form body",
+            ep,
+            Req {
+                body: Some((FORM, has)),
+                ..req("POST /Encounter/_search")
+            },
+            group_hint.clone(),
+        ),
+        (
+            "If-None-Exist",
+            "system/Encounter.cs system/Patient.s",
+            Req {
+                if_none_exist: Some(has),
+                ..req("POST /Encounter")
+            },
+            group_hint.clone(),
+        ),
+        (
+            "conditional delete",
+            "system/Encounter.ds system/Patient.s",
+            req("DELETE /Encounter?patient._has:Group:member:_id=102"),
+            group_hint.clone(),
+        ),
+        (
+            "batch entry",
+            ep,
+            Req {
+                body: Some((
+                    JSON,
+                    r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Encounter?patient._has:Group:member:_id=102"}}]}"#,
+                )),
+                ..req("POST /")
+            },
+            group_hint.clone(),
+        ),
+        (
+            "_typeFilter",
+            "system/Encounter.rs system/Patient.rs",
+            Req {
+                body: Some((FORM, export_body)),
+                ..req("POST /$export")
+            },
+            group_hint.clone(),
+        ),
+        (
+            "with Group.s granted",
+            "system/Encounter.rs system/Patient.rs system/Group.s",
+            req("GET /Encounter?patient._has:Group:member:_id=102"),
+            allow(),
+        ),
+    ]);
+}

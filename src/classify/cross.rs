@@ -59,33 +59,81 @@ pub(crate) fn cross_types(
         if !may_cross_types(name) {
             return Ok(());
         }
-        let Some(rest) = name.strip_prefix("_has:") else {
-            break;
-        };
-        // `_has:Type:param:rest`: `Type` needs `s`, and `rest` is a parameter of `Type`.
-        hops += 1;
-        Budget::within(hops, max_depth, Limit::SearchDepth)?;
-        budget.spend(1)?;
-        let mut parts = rest.splitn(3, ':');
-        let (Some(other), Some(_param), Some(rest)) = (parts.next(), parts.next(), parts.next())
-        else {
-            touch(TypeScope::Wildcard);
-            return Ok(());
-        };
-        let Some(other) = ResourceType::parse(other) else {
-            touch(TypeScope::Wildcard);
-            return Ok(());
-        };
-        // Over every type, `*` is needed already and covers `other`.
-        if !base.is_every_type() {
-            touch(TypeScope::Type(other));
+        if let Some(rest) = name.strip_prefix("_has:") {
+            // `_has:Type:param:rest`: `Type` needs `s`, and `rest` is a parameter of `Type`.
+            hops += 1;
+            Budget::within(hops, max_depth, Limit::SearchDepth)?;
+            budget.spend(1)?;
+            let mut parts = rest.splitn(3, ':');
+            let (Some(other), Some(_param), Some(rest)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                touch(TypeScope::Wildcard);
+                return Ok(());
+            };
+            let Some(other) = ResourceType::parse(other) else {
+                touch(TypeScope::Wildcard);
+                return Ok(());
+            };
+            // Over every type, `*` is needed already and covers `other`.
+            if !base.is_every_type() {
+                touch(TypeScope::Type(other));
+            }
+            if rest.is_empty() {
+                touch(TypeScope::Wildcard);
+                return Ok(());
+            }
+            (base, name, raw_value) = (Base::One(other), rest, "");
+            continue;
         }
-        if rest.is_empty() {
-            touch(TypeScope::Wildcard);
+        if !name.starts_with('_') && name.contains('.') {
+            // A chain. Counted before any link is followed: a chain of a million links costs
+            // one scan.
+            let links = name.bytes().filter(|b| *b == b'.').count();
+            hops = hops.saturating_add(links);
+            Budget::within(hops, max_depth, Limit::SearchDepth)?;
+            // Each searched type walks the whole name again: charge its length too, so a long
+            // name over many `_type`s runs out of steps instead of being rescanned 146 times.
+            let cost = links.saturating_add(name.len() / BYTES_PER_STEP);
+            let (mut reached, mut diverged) = (None, false);
+            let mut result = Ok(());
+            base.for_each(|ty| {
+                if result.is_ok() {
+                    result = budget.spend(cost).map(|()| {
+                        if let Some(end) = chain(ty, name, touch)
+                            && reached.replace(end).is_some_and(|before| before != end)
+                        {
+                            diverged = true;
+                        }
+                    });
+                }
+            });
+            result?;
+            // The last link is a parameter of the type the chain reached; one that reaches on
+            // (`patient._has:…`, `patient._list`, `patient._filter`) is analysed from there.
+            let last = name.rsplit('.').next().unwrap_or_default();
+            match reached {
+                Some(end) if may_cross_types(last) && !diverged => {
+                    (base, name) = (Base::One(end), last);
+                    continue;
+                }
+                Some(_) if may_cross_types(last) => touch(TypeScope::Wildcard),
+                _ => {}
+            }
             return Ok(());
         }
-        (base, name, raw_value) = (Base::One(other), rest, "");
+        return one_step(name, raw_value, budget, touch);
     }
+}
+
+/// The parameters that reach other types in one step: includes, `_type`, `_list`, `_filter`
+/// and the like, `_contained`, `_sort`.
+fn one_step(
+    name: &str,
+    raw_value: &str,
+    budget: &Budget,
+    touch: &mut dyn FnMut(TypeScope),
+) -> Result<(), Limit> {
     if let Some(modifier) = name.strip_prefix("_include") {
         include(modifier, &decode(raw_value), false, touch);
     } else if let Some(modifier) = name.strip_prefix("_revinclude") {
@@ -113,19 +161,8 @@ pub(crate) fn cross_types(
             touch(TypeScope::Wildcard);
         }
     } else if name.contains('.') {
-        // Counted before any link is followed: a chain of a million links costs one scan.
-        let links = name.bytes().filter(|b| *b == b'.').count();
-        Budget::within(hops.saturating_add(links), max_depth, Limit::SearchDepth)?;
-        // Each searched type walks the whole name again: charge its length too, so a long
-        // name over many `_type`s runs out of steps instead of being rescanned 146 times.
-        let cost = links.saturating_add(name.len() / BYTES_PER_STEP);
-        let mut result = Ok(());
-        base.for_each(|ty| {
-            if result.is_ok() {
-                result = budget.spend(cost).map(|()| chain(ty, name, touch));
-            }
-        });
-        result?;
+        // A `_`-name with a `.` that is none of the above: the guard cannot tell what it reaches.
+        touch(TypeScope::Wildcard);
     }
     Ok(())
 }
@@ -175,32 +212,36 @@ fn include(modifier: &str, value: &str, reverse: bool, touch: &mut dyn FnMut(Typ
 }
 
 /// Follows a chain such as `subject:Patient.organization.name` from `ty` (its length was
-/// checked against the depth limit by the caller).
-fn chain(ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) {
+/// checked against the depth limit by the caller); returns the type its last link is a
+/// parameter of, or `None` when a link could not be followed (then `*` was touched).
+fn chain(ty: ResourceType, name: &str, touch: &mut dyn FnMut(TypeScope)) -> Option<ResourceType> {
     let mut current = ty;
     let mut links = name.split('.').peekable();
     while let Some(link) = links.next() {
         if links.peek().is_none() {
-            // The last link is an ordinary parameter of the current type.
-            return;
+            // The last link is a parameter of the current type.
+            return Some(current);
         }
         let (param, explicit) = match link.split_once(':') {
             Some((param, ty)) => (param, Some(ty)),
             None => (link, None),
         };
         let Some(def) = lookup(current, param).filter(|d| d.kind == ParamKind::Reference) else {
-            return touch(TypeScope::Wildcard);
+            touch(TypeScope::Wildcard);
+            return None;
         };
         let next = match explicit {
             Some(explicit) => ResourceType::parse(explicit).filter(|t| def.targets(*t)),
             None => def.single_target(),
         };
         let Some(next) = next else {
-            return touch(TypeScope::Wildcard);
+            touch(TypeScope::Wildcard);
+            return None;
         };
         touch(TypeScope::Type(next));
         current = next;
     }
+    Some(current)
 }
 
 #[cfg(test)]
@@ -298,6 +339,27 @@ mod tests {
             ("Observation", "_contained", "false", ""),
             ("Observation", "_sort", "-date", ""),
             ("Observation", "_sort", "patient.name", "*"),
+            (
+                "Encounter",
+                "patient._has:Group:member:_id",
+                "102",
+                "Patient Group",
+            ),
+            (
+                "Encounter",
+                "patient:Patient._has:Group:member:_id",
+                "102",
+                "Patient Group",
+            ),
+            ("Encounter", "patient._list", "42", "Patient List"),
+            ("Encounter", "patient._filter", "name eq x", "Patient *"),
+            ("Encounter", "subject._has:Group:member:_id", "1", "*"),
+            (
+                "Observation",
+                "patient.organization._has:Group:member:_id",
+                "1",
+                "Patient Organization Group",
+            ),
             ("Observation", "_sort", "patient%2Ename", "*"),
             ("Observation", "_sort", "-date,patient%2Ename", "*"),
             ("Observation", "_sort:desc", "patient.name", "*"),
