@@ -2930,3 +2930,123 @@ fn a_chain_ending_in_a_cross_type_parameter_is_followed_to_its_end() {
         ),
     ]);
 }
+
+/// Every `$export` kick-off parameter of Bulk Data 2.0 is classified, in the query, a form or
+/// Parameters; an unknown one is refused (docs/AUTHORIZATION.md §7.1).
+#[test]
+fn every_export_kick_off_parameter_is_classified() {
+    let patient_obs = "system/Patient.rs system/Observation.rs";
+    let parameters = |name: &str, value: &str| {
+        format!(
+            r#"{{"resourceType":"Parameters","parameter":[{{"name":"_type","valueString":"Observation"}},{{"name":"{name}","valueString":"{value}"}}]}}"#
+        )
+    };
+    let latest = parameters("includeAssociatedData", "LatestProvenanceResources");
+    let custom = parameters("includeAssociatedData", "_serverSet");
+    let unknown = parameters("_withEverything", "true");
+    fn json(body: &str) -> Req<'_> {
+        Req {
+            body: Some((JSON, body)),
+            ..req("POST /Patient/$export")
+        }
+    }
+    run(&[
+        (
+            "includeAssociatedData: Provenance",
+            patient_obs,
+            req(
+                "GET /Patient/$export?_type=Observation&includeAssociatedData=LatestProvenanceResources",
+            ),
+            deny("system/Provenance.rs"),
+        ),
+        (
+            "includeAssociatedData: the other Provenance code",
+            patient_obs,
+            req(
+                "GET /Patient/$export?_type=Observation&includeAssociatedData=RelevantProvenanceResources",
+            ),
+            deny("system/Provenance.rs"),
+        ),
+        (
+            "includeAssociatedData: a server's own set",
+            patient_obs,
+            req("GET /Patient/$export?_type=Observation&includeAssociatedData=_serverSet"),
+            deny("system/*.rs"),
+        ),
+        (
+            "includeAssociatedData, encoded name",
+            patient_obs,
+            req(
+                "GET /Patient/$export?_type=Observation&%69ncludeAssociatedData=LatestProvenanceResources",
+            ),
+            deny("system/Provenance.rs"),
+        ),
+        (
+            "includeAssociatedData in a form",
+            patient_obs,
+            Req {
+                body: Some((
+                    FORM,
+                    "_type=Observation&includeAssociatedData=LatestProvenanceResources",
+                )),
+                ..req("POST /Patient/$export")
+            },
+            deny("system/Provenance.rs"),
+        ),
+        (
+            "includeAssociatedData in Parameters",
+            patient_obs,
+            json(&latest),
+            deny("system/Provenance.rs"),
+        ),
+        (
+            "includeAssociatedData: a server's set in Parameters",
+            patient_obs,
+            json(&custom),
+            deny("system/*.rs"),
+        ),
+        (
+            "includeAssociatedData with Provenance granted",
+            "system/Patient.rs system/Observation.rs system/Provenance.rs",
+            req(
+                "GET /Patient/$export?_type=Observation&includeAssociatedData=LatestProvenanceResources",
+            ),
+            allow(),
+        ),
+        (
+            "patient at system level",
+            "system/Observation.rs",
+            req("GET /$export?_type=Observation&patient=Patient/1"),
+            deny("system/Patient.rs"),
+        ),
+        (
+            "the other known parameters change nothing",
+            patient_obs,
+            req(
+                "GET /Patient/$export?_type=Observation&_since=2020-01-01&_until=2021-01-01&_outputFormat=application/fhir%2Bndjson&_elements=id&organizeOutputBy=Patient&allowPartialManifests=true",
+            ),
+            allow(),
+        ),
+        (
+            "an unknown parameter",
+            ALL,
+            req("GET /Patient/$export?_type=Observation&_withEverything=true"),
+            deny(""),
+        ),
+        (
+            "an unknown parameter in a form",
+            ALL,
+            Req {
+                body: Some((FORM, "_type=Observation&everything=true")),
+                ..req("POST /Patient/$export")
+            },
+            deny(""),
+        ),
+        (
+            "an unknown parameter in Parameters",
+            ALL,
+            json(&unknown),
+            deny(""),
+        ),
+    ]);
+}

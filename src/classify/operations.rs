@@ -101,6 +101,9 @@ impl Policy {
         }
         // One kick-off parameter, decoded: `_type` adds `rs` needs (and says whether any type
         // was listed), `_typeFilter` is analysed; the others change no needs.
+        // Every kick-off parameter of Bulk Data 2.0 is known; another one is refused, since the
+        // guard cannot tell what it makes the server export.
+        let unknown = std::cell::Cell::new(false);
         let take = |name: &str, value: Option<&str>, needs: &mut Vec<Need>| {
             budget.spend(1)?;
             let mut listed = false;
@@ -118,7 +121,38 @@ impl Policy {
                 ("_type" | "_typeFilter", None) => {
                     push_unique(needs, need(TypeScope::Wildcard, rs));
                 }
-                _ => {}
+                // Associated data adds resources: Provenance for the two codes Bulk Data
+                // defines, anything at all for a server's own (`_`-prefixed) or another code.
+                ("includeAssociatedData", value) => {
+                    for code in value.unwrap_or("?").split(',').map(str::trim) {
+                        let resource = match code {
+                            "LatestProvenanceResources" | "RelevantProvenanceResources" => {
+                                ResourceType::parse("Provenance")
+                                    .map_or(TypeScope::Wildcard, TypeScope::Type)
+                            }
+                            _ => TypeScope::Wildcard,
+                        };
+                        push_unique(needs, need(resource, rs));
+                    }
+                }
+                // `patient` picks the patients whose data is exported.
+                ("patient", _) => {
+                    let patient =
+                        ResourceType::parse("Patient").map_or(TypeScope::Wildcard, TypeScope::Type);
+                    push_unique(needs, need(patient, rs));
+                }
+                (
+                    "_since"
+                    | "_until"
+                    | "_outputFormat"
+                    | "_elements"
+                    | "organizeOutputBy"
+                    | "allowPartialManifests"
+                    | "_format"
+                    | "_pretty",
+                    _,
+                ) => {}
+                _ => unknown.set(true),
             }
             Ok::<bool, Limit>(listed)
         };
@@ -152,6 +186,13 @@ impl Policy {
             }
             listed
         };
+        if unknown.get() {
+            return Ok(FhirRequest::never(
+                Interaction::Export,
+                resource_type,
+                "a $export parameter the guard does not know (Bulk Data 2.0 kick-off parameters only)",
+            ));
+        }
         if !listed {
             push_unique(&mut needs, need(TypeScope::Wildcard, rs));
         }
