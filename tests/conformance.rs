@@ -20,6 +20,8 @@ enum Outcome {
     BadHeader,
     /// 415: a body the guard must read comes in a form it does not read.
     Unsupported,
+    /// 400: past an analysis limit.
+    TooComplex,
     Undefined,
 }
 
@@ -93,6 +95,7 @@ fn decide(policy: &Policy, scopes: &str, r: Req<'_>) -> (Outcome, Option<Interac
         Err(ClassifyError::MalformedBody) => return (Outcome::BadBody, None),
         Err(ClassifyError::UnreadableHeader) => return (Outcome::BadHeader, None),
         Err(ClassifyError::UnsupportedMediaType) => return (Outcome::Unsupported, None),
+        Err(ClassifyError::TooComplex(_)) => return (Outcome::TooComplex, None),
         Err(_) => return (Outcome::Undefined, None),
     };
     let interaction = request.interaction();
@@ -3047,6 +3050,82 @@ fn every_export_kick_off_parameter_is_classified() {
             ALL,
             json(&unknown),
             deny(""),
+        ),
+    ]);
+}
+
+/// Parameters of an interaction that is not a search are still read as servers may act on
+/// them (docs/AUTHORIZATION.md §5.1).
+#[test]
+fn parameters_of_reads_histories_and_writes_are_analysed_too() {
+    let ps = "system/Patient.rs";
+    let too_many = format!("GET /Patient/1?{}", vec!["_format=json"; 101].join("&"));
+    run(&[
+        (
+            "type history with _list",
+            "system/Patient.s",
+            req("GET /Patient/_history?_list=42"),
+            deny("system/List.s"),
+        ),
+        (
+            "type history with _has",
+            "system/Patient.s",
+            req("GET /Patient/_history?_has:Group:member:_id=1"),
+            deny("system/Group.s"),
+        ),
+        (
+            "instance history with _include",
+            ps,
+            req("GET /Patient/1/_history?_include=Patient:organization"),
+            deny("system/Organization.s"),
+        ),
+        (
+            "read with _list",
+            ps,
+            req("GET /Patient/1?_list=42"),
+            deny("system/List.s"),
+        ),
+        (
+            "read with a chain",
+            ps,
+            req("GET /Patient/1?organization.name=x"),
+            deny("system/Organization.s"),
+        ),
+        (
+            "vread with _revinclude",
+            ps,
+            req("GET /Patient/1/_history/2?_revinclude=Provenance:target"),
+            deny("system/Provenance.s"),
+        ),
+        (
+            "update with _has",
+            "system/Patient.u",
+            req("PUT /Patient/1?_has:Group:member:_id=1"),
+            deny("system/Group.s"),
+        ),
+        (
+            "delete with _list",
+            "system/Patient.d",
+            req("DELETE /Patient/1?_list=42"),
+            deny("system/List.s"),
+        ),
+        (
+            "read with general parameters",
+            ps,
+            req("GET /Patient/1?_format=json&_pretty=true&_summary=true&_elements=id"),
+            allow(),
+        ),
+        (
+            "type history with _since and _count",
+            "system/Patient.s",
+            req("GET /Patient/_history?_since=2020-01-01&_count=10"),
+            allow(),
+        ),
+        (
+            "too many parameters on a read",
+            ps,
+            req(&too_many),
+            Outcome::TooComplex,
         ),
     ]);
 }

@@ -14,12 +14,12 @@ use super::{
     path::{is_operation, resource_id, resource_type, split_segments},
     request::{ClassifyError, FhirRequest, Needs},
     rules::{self, BulkPath, Level, OperationRule},
-    search::{Granular, conditional_write, search, search_system},
+    search::{Granular, analyse, conditional_write, search, search_system},
 };
 use crate::{
     error::ConfigError,
     fhir::{ResourceType, search_param},
-    limits::{AnalysisLimits, Budget},
+    limits::{AnalysisLimits, Budget, Limit},
     need::{Permissions, TypeScope},
 };
 
@@ -200,11 +200,16 @@ impl Policy {
             [".well-known", "smart-configuration"] if get => {
                 FhirRequest::new(I::SmartConfiguration, None, Needs::Nothing)
             }
-            ["_history"] if get => FhirRequest::new(
-                I::HistorySystem,
-                None,
-                Needs::One(need(TypeScope::Wildcard, Permissions::SEARCH)),
-            ),
+            ["_history"] if get => with_parameters(
+                FhirRequest::new(
+                    I::HistorySystem,
+                    None,
+                    Needs::One(need(TypeScope::Wildcard, Permissions::SEARCH)),
+                ),
+                Base::Types(&[]),
+                &query_only,
+                budget,
+            )?,
             ["_search"] if post && in_bundle => return Err(ClassifyError::Undefined),
             ["_search"] if post => search_system(&params, budget)?,
             [op] if is_operation(op) => {
@@ -253,7 +258,9 @@ impl Policy {
                 }
             }
             [ty, "_history"] if get => {
-                FhirRequest::one(I::HistoryType, resource_type(ty)?, Permissions::SEARCH)
+                let ty = resource_type(ty)?;
+                let request = FhirRequest::one(I::HistoryType, ty, Permissions::SEARCH);
+                with_parameters(request, Base::One(ty), &query_only, budget)?
             }
             [_, "_search"] if post && in_bundle => return Err(ClassifyError::Undefined),
             [ty, "_search"] if post => {
@@ -275,7 +282,7 @@ impl Policy {
             [ty, id] => {
                 let ty = resource_type(ty)?;
                 resource_id(id)?;
-                match method {
+                let request = match method {
                     m if m == Method::GET => FhirRequest::one(I::Read, ty, Permissions::READ),
                     m if m == Method::PUT => FhirRequest::one(I::Update, ty, Permissions::UPDATE),
                     m if m == Method::PATCH => FhirRequest::one(I::Patch, ty, Permissions::UPDATE),
@@ -283,18 +290,21 @@ impl Policy {
                         FhirRequest::one(I::Delete, ty, Permissions::DELETE)
                     }
                     _ => return Err(ClassifyError::Undefined),
-                }
+                };
+                with_parameters(request, Base::One(ty), &query_only, budget)?
             }
             [ty, id, "_history"] if get => {
                 let ty = resource_type(ty)?;
                 resource_id(id)?;
-                FhirRequest::one(I::HistoryInstance, ty, Permissions::READ)
+                let request = FhirRequest::one(I::HistoryInstance, ty, Permissions::READ);
+                with_parameters(request, Base::One(ty), &query_only, budget)?
             }
             [ty, id, "_history", vid] if get => {
                 let ty = resource_type(ty)?;
                 resource_id(id)?;
                 resource_id(vid)?;
-                FhirRequest::one(I::Vread, ty, Permissions::READ)
+                let request = FhirRequest::one(I::Vread, ty, Permissions::READ);
+                with_parameters(request, Base::One(ty), &query_only, budget)?
             }
             [ty, id, op] if is_operation(op) => {
                 let ty = resource_type(ty)?;
@@ -334,6 +344,25 @@ impl Policy {
         };
         Ok(beyond_fhir(request, incoming, &query_only))
     }
+}
+
+/// The parameters of an interaction that is not a search (a read, a history, an instance
+/// write): servers may still act on them (`_list`, `_has`, includes), so they are analysed as a
+/// search's would be, and every other type they reach needs `s` (docs/AUTHORIZATION.md §5.1).
+/// Free without a query.
+#[inline]
+fn with_parameters(
+    request: FhirRequest,
+    base: Base<'_>,
+    params: &Params<'_>,
+    budget: &Budget,
+) -> Result<FhirRequest, Limit> {
+    if params.query.is_none() {
+        return Ok(request);
+    }
+    let mut needs = Vec::new();
+    analyse(base, params, &mut needs, budget)?;
+    Ok(needs.into_iter().fold(request, FhirRequest::with_need))
 }
 
 /// What known servers do beyond the FHIR specification, priced by what it reads or changes
