@@ -1494,10 +1494,10 @@ fn traps_are_refused_or_need_the_right_scopes() {
             deny("system/*.s"),
         ),
         (
-            "_method override is ignored",
+            "_method override is an unknown parameter: the method is not taken from it, and the guard cannot tell what a server does with it",
             "system/Observation.s",
             req("GET /Observation?_method=DELETE"),
-            allow(),
+            deny("system/*.s"),
         ),
         (
             "POST to an instance",
@@ -3126,6 +3126,116 @@ fn parameters_of_reads_histories_and_writes_are_analysed_too() {
             ps,
             req(&too_many),
             Outcome::TooComplex,
+        ),
+    ]);
+}
+
+/// Every parameter falls in one class: a filter on the searched type, a known control, a
+/// cross-type parameter, or unknown; an unknown `_`-name or modifier needs `*`
+/// (docs/AUTHORIZATION.md §5.2).
+#[test]
+fn unknown_parameters_and_modifiers_need_the_wildcard() {
+    let os = "system/Observation.s";
+    run(&[
+        (
+            "a custom filter",
+            os,
+            req("GET /Observation?my-param=x"),
+            allow(),
+        ),
+        (
+            "known modifiers",
+            os,
+            req(
+                "GET /Observation?code:not=1&code:text=x&subject:missing=true&value-string:exact=a&category:in=http%3A%2F%2Fvs&code:below=1&subject:Patient=1&identifier:of-type=a%7Cb%7Cc",
+            ),
+            allow(),
+        ),
+        (
+            "known controls",
+            os,
+            req(
+                "GET /Observation?_id=1&_lastUpdated=gt2020&_tag=a&_profile=p&_security=s&_source=x&_count=5&_summary=count&_elements=id&_format=json&_pretty=true&_total=accurate&_text=x&_content=y",
+            ),
+            allow(),
+        ),
+        (
+            "a known control with a modifier",
+            os,
+            req("GET /Observation?_id:missing=false&_tag:not=a"),
+            allow(),
+        ),
+        (
+            "an unknown _-name",
+            os,
+            req("GET /Observation?_reveal=all"),
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown _-name, encoded",
+            os,
+            req("GET /Observation?%5Freveal=all"),
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown modifier",
+            os,
+            req("GET /Observation?code:everything=1"),
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown modifier, encoded colon",
+            os,
+            req("GET /Observation?code%3Aeverything=1"),
+            deny("system/*.s"),
+        ),
+        (
+            "a modifier on _type",
+            os,
+            req("GET /Observation?_type:not=Patient"),
+            deny("system/*.s"),
+        ),
+        (
+            "a modifier on _list",
+            os,
+            req("GET /Observation?_list:x=42"),
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown _-name in a form",
+            os,
+            Req {
+                body: Some((FORM, "_reveal=all")),
+                ..req("POST /Observation/_search")
+            },
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown _-name in If-None-Exist",
+            "system/Observation.cs",
+            Req {
+                if_none_exist: Some("_reveal=all"),
+                ..req("POST /Observation")
+            },
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown modifier in a batch entry",
+            os,
+            Req {
+                body: Some((
+                    JSON,
+                    r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation?code:everything=1"}}]}"#,
+                )),
+                ..req("POST /")
+            },
+            deny("system/*.s"),
+        ),
+        (
+            "an unknown _-name with *.s",
+            "system/*.s",
+            req("GET /Observation?_reveal=all"),
+            allow(),
         ),
     ]);
 }

@@ -160,12 +160,64 @@ fn one_step(
         if name != "_sort" || decode(raw_value).contains('.') {
             touch(TypeScope::Wildcard);
         }
-    } else if name.contains('.') {
-        // A `_`-name with a `.` that is none of the above: the guard cannot tell what it reaches.
-        touch(TypeScope::Wildcard);
+    } else {
+        // A filter or control parameter, with its modifier split off: a known one reaches no
+        // other type; an unknown `_`-name or modifier could mean anything, so it needs `*`
+        // (docs/AUTHORIZATION.md §5.2).
+        let (param, modifier) = name
+            .split_once(':')
+            .map_or((name, None), |(param, modifier)| (param, Some(modifier)));
+        let known_param = !param.starts_with('_') || KNOWN_CONTROLS.contains(&param);
+        let known_modifier = modifier.is_none_or(|modifier| {
+            KNOWN_MODIFIERS.contains(&modifier) || ResourceType::parse(modifier).is_some()
+        });
+        if !known_param || !known_modifier || param.contains('.') {
+            touch(TypeScope::Wildcard);
+        }
     }
     Ok(())
 }
+
+/// The `_`-parameters that filter the searched type or shape the answer without reaching
+/// another type (FHIR R4 search.html "Parameters for all resources", the result parameters,
+/// the general parameters, history's `_since` and `_at`, and HAPI's `_cascade`, which
+/// `policy.rs` prices as a delete of everything that references the target).
+const KNOWN_CONTROLS: [&str; 18] = [
+    "_id",
+    "_lastUpdated",
+    "_tag",
+    "_profile",
+    "_security",
+    "_source",
+    "_text",
+    "_content",
+    "_count",
+    "_summary",
+    "_elements",
+    "_format",
+    "_pretty",
+    "_total",
+    "_containedType",
+    "_since",
+    "_at",
+    "_cascade",
+];
+
+/// The search modifiers of FHIR R4 (search.html "Modifiers"); a resource type is a modifier
+/// too (`subject:Patient`).
+const KNOWN_MODIFIERS: [&str; 11] = [
+    "missing",
+    "exact",
+    "contains",
+    "text",
+    "not",
+    "above",
+    "below",
+    "in",
+    "not-in",
+    "of-type",
+    "identifier",
+];
 
 /// How many bytes of a parameter name one analysis step pays for, where a name is scanned
 /// once per searched type.

@@ -79,7 +79,7 @@ pub(crate) fn raw_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Whether a decoded parameter name may reach other types, so the full analysis must run.
 pub(crate) fn may_cross_types(name: &str) -> bool {
-    name.starts_with('_') || name.contains('.')
+    name.starts_with('_') || name.contains(['.', ':'])
 }
 
 /// Whether a decoded parameter name is an `_include` or `_revinclude` (with any modifier).
