@@ -2631,6 +2631,12 @@ fn what_servers_do_beyond_fhir_needs_scopes_for_all_it_touches() {
             deny("system/*.d"),
         ),
         (
+            "delete with an unreadable X-Cascade",
+            "system/Patient.d system/*.d",
+            cascade("DELETE /Patient/1", "d\u{e9}lete"),
+            BAD_HEADER,
+        ),
+        (
             "delete with an unknown X-Cascade value",
             "system/Patient.d",
             cascade("DELETE /Patient/1", "maybe"),

@@ -168,6 +168,12 @@ impl Policy {
         if post && !in_bundle {
             check_body_headers(incoming, segments)?;
         }
+        if incoming
+            .x_cascade
+            .is_some_and(|value| !media::is_readable(value))
+        {
+            return Err(ClassifyError::UnreadableHeader);
+        }
         let body_kind = incoming.body_kind();
         let form = post && body_kind == Some(BodyKind::Form) && incoming.body.is_some();
         let params = Params {
