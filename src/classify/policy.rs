@@ -90,7 +90,7 @@ impl Policy {
     ///
     /// [`ConfigError::Invalid`] naming the first bad rule.
     pub fn with_allowed_operations(mut self, rules: &str) -> Result<Self, ConfigError> {
-        self.operations = parse_operations("allowed_operations", rules)?;
+        self.operations = allowed_operations_of("allowed_operations", rules)?;
         Ok(self)
     }
 
@@ -101,7 +101,7 @@ impl Policy {
     ///
     /// [`ConfigError::Invalid`] naming the first bad rule.
     pub fn with_bulk_paths(mut self, rules: &str) -> Result<Self, ConfigError> {
-        self.bulk_paths = parse_bulk_paths("bulk_paths", rules)?;
+        self.bulk_paths = bulk_paths_of("bulk_paths", rules)?;
         Ok(self)
     }
 
@@ -438,24 +438,14 @@ fn check_body_headers(incoming: &Incoming<'_>, segments: &[&str]) -> Result<(), 
     }
 }
 
-fn parse_operations(var: &'static str, rules: &str) -> Result<Arc<[OperationRule]>, ConfigError> {
-    rules::parse_operations(rules)
-        .map(Arc::from)
-        .map_err(|reason| ConfigError::Invalid { var, reason })
-}
-
-fn parse_bulk_paths(var: &'static str, rules: &str) -> Result<Arc<[BulkPath]>, ConfigError> {
-    rules::parse_bulk_paths(rules)
-        .map(Arc::from)
-        .map_err(|reason| ConfigError::Invalid { var, reason })
-}
-
 /// Parses `SMART_GUARD_ALLOWED_OPERATIONS` for the configuration.
 pub(crate) fn allowed_operations_of(
     var: &'static str,
     rules: &str,
 ) -> Result<Arc<[OperationRule]>, ConfigError> {
-    parse_operations(var, rules)
+    rules::parse_operations(rules)
+        .map(Arc::from)
+        .map_err(|reason| ConfigError::Invalid { var, reason })
 }
 
 /// Parses `SMART_GUARD_BULK_PATHS` for the configuration.
@@ -463,7 +453,9 @@ pub(crate) fn bulk_paths_of(
     var: &'static str,
     rules: &str,
 ) -> Result<Arc<[BulkPath]>, ConfigError> {
-    parse_bulk_paths(var, rules)
+    rules::parse_bulk_paths(rules)
+        .map(Arc::from)
+        .map_err(|reason| ConfigError::Invalid { var, reason })
 }
 
 /// Classifies a request.
