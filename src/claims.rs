@@ -41,6 +41,11 @@ impl VerifiedClaims {
         }
     }
 
+    /// The introspection answer.
+    pub(crate) fn token(&self) -> &TokenInfo {
+        &self.token
+    }
+
     /// The classified FHIR request (interaction, type, needs).
     #[must_use]
     pub fn request(&self) -> &FhirRequest {

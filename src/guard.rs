@@ -15,6 +15,7 @@ use http::{HeaderMap, Method, Uri, request::Parts};
 use http_body_util::{BodyExt, Limited};
 
 use crate::{
+    audit::Auditor,
     bearer::{self, BearerError},
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Policy, reads_body},
@@ -23,6 +24,7 @@ use crate::{
     introspect::{Introspector, Lookup, Miss, response::TokenInfo},
     rejection::{AuthFailure, Challenges, Rejection},
     stats::Stats,
+    throttle::{OUTAGE_LOG_INTERVAL, Tally},
 };
 
 /// What the guard decided for an allowed request.
@@ -62,12 +64,23 @@ pub(crate) struct Shared {
     max_token_bytes: usize,
     max_body_bytes: usize,
     policy: Policy,
+    /// `None` when neither the audit log nor a hook is on.
+    pub(crate) audit: Option<Auditor>,
+    /// The WARN summary of 503 answers.
+    pub(crate) unavailable_log: Tally,
 }
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Result<Self, ConfigError> {
         let stats = Arc::new(Stats::default());
+        if config.max_ttl.is_zero() {
+            tracing::warn!(
+                "SMART_GUARD_CACHE_MAX_TTL_SECS is 0: active answers are not cached, every request makes an introspection call"
+            );
+        }
         Ok(Self {
+            audit: Auditor::new(config.audit_log, config.audit_hook.clone()),
+            unavailable_log: Tally::new(OUTAGE_LOG_INTERVAL),
             policy: config.policy(),
             introspector: Introspector::new(
                 &config,
@@ -80,6 +93,10 @@ impl Shared {
             max_token_bytes: config.max_token_bytes,
             max_body_bytes: config.max_body_bytes,
         })
+    }
+
+    pub(crate) fn readiness(&self) -> crate::readiness::Readiness {
+        self.introspector.readiness()
     }
 
     /// The first, synchronous step: everything the request line and headers decide, and the
@@ -194,10 +211,15 @@ impl Shared {
                         "the request body could not be read",
                     )
                 };
+                let rejection = rejection.with_context(info, None);
                 return (Err(rejection), B::from(Bytes::new()));
             }
         };
-        let decision = self.with_body(parts, relative, &bytes, info);
+        let decision = self.with_body(parts, relative, &bytes, Arc::clone(&info));
+        let decision = decision.map_err(|rejection| match rejection.token {
+            Some(_) => rejection,
+            None => rejection.with_context(info, None),
+        });
         (decision, B::from(bytes))
     }
 
@@ -333,7 +355,7 @@ fn grant(
                 denied = %missing,
                 "insufficient scope"
             );
-            Err(Rejection::insufficient_scope(missing))
+            Err(Rejection::insufficient_scope(missing).with_context(info, Some(request)))
         }
     }
 }

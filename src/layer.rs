@@ -59,6 +59,27 @@ impl SmartGuardLayer {
     pub fn stats(&self) -> crate::GuardStats {
         self.shared.stats.snapshot()
     }
+
+    /// Whether the guard can authenticate new tokens now: the circuit breaker's state, how long
+    /// ago the AS last answered, the calls out. For a readiness endpoint beside the FHIR routes;
+    /// it does no I/O.
+    ///
+    /// ```
+    /// use axum::{Router, http::StatusCode, routing::get};
+    /// use smart_guard::SmartGuardLayer;
+    ///
+    /// fn health(guard: SmartGuardLayer) -> Router {
+    ///     Router::new()
+    ///         .route("/healthz", get(|| async { StatusCode::OK }))
+    ///         .route("/readyz", get(move || async move {
+    ///             if guard.readiness().is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    ///         }))
+    /// }
+    /// ```
+    #[must_use]
+    pub fn readiness(&self) -> crate::Readiness {
+        self.shared.readiness()
+    }
 }
 
 impl<S> Layer<S> for SmartGuardLayer {

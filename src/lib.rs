@@ -127,7 +127,7 @@
 //! Parameters) is read only once the token is known to be active, so a request without an
 //! active token costs no more than its headers.
 //!
-//! Every denial has a FHIR `OperationOutcome` body (`application/fhir+json`) and carries its
+//! Every denial has a FHIR `OperationOutcome` body (`application/fhir+json; charset=utf-8`) and carries its
 //! [`AuthFailure`] in the response extensions.
 //!
 //! ## Base path and nesting
@@ -174,6 +174,7 @@
 //!
 //! [tower]: https://docs.rs/tower
 
+mod audit;
 mod bearer;
 mod claims;
 mod classify;
@@ -186,10 +187,12 @@ mod introspect;
 mod layer;
 mod limits;
 mod need;
+mod readiness;
 mod rejection;
 mod scope;
 mod service;
 mod stats;
+mod throttle;
 mod time;
 
 #[cfg(feature = "fuzzing")]
@@ -203,6 +206,7 @@ pub mod config;
 pub mod dev_server;
 
 pub use self::{
+    audit::{AuditEvent, AuditOutcome},
     bearer::{BearerError, BearerToken, extract_bearer},
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Interaction, Policy, classify},
@@ -214,6 +218,7 @@ pub use self::{
     layer::SmartGuardLayer,
     limits::{AnalysisLimits, Limit},
     need::{Need, Permissions, TypeScope},
+    readiness::{BreakerState, Readiness},
     rejection::AuthFailure,
     scope::{InsufficientScope, ScopeContext, ScopeSet, ScopeSyntax, SmartScope},
     service::SmartGuard,

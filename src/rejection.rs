@@ -1,10 +1,10 @@
 //! Denials as responses: status, `WWW-Authenticate` (RFC 6750 §3) and a FHIR `OperationOutcome`.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::scope::InsufficientScope;
+use crate::{classify::FhirRequest, introspect::response::TokenInfo, scope::InsufficientScope};
 
 /// Why the guard refused a request. A copy travels in the response's extensions.
 ///
@@ -91,12 +91,19 @@ impl AuthFailure {
     }
 }
 
+/// The `Content-Type` of every denial's `OperationOutcome`.
+pub(crate) const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
 /// A denial, ready to become a response.
 #[derive(Debug)]
 pub(crate) struct Rejection {
     pub(crate) kind: AuthFailure,
     detail: Cow<'static, str>,
     scope: Option<InsufficientScope>,
+    /// What the guard knew when it refused (for the audit record): the token's answer, once
+    /// the token was found active, and the classified request.
+    pub(crate) token: Option<Arc<TokenInfo>>,
+    pub(crate) request: Option<Box<FhirRequest>>,
 }
 
 impl Rejection {
@@ -105,7 +112,25 @@ impl Rejection {
             kind,
             detail: detail.into(),
             scope: None,
+            token: None,
+            request: None,
         }
+    }
+
+    /// Keeps the active token's answer and the classified request, for the audit record.
+    pub(crate) fn with_context(
+        mut self,
+        token: Arc<TokenInfo>,
+        request: Option<FhirRequest>,
+    ) -> Self {
+        self.token = Some(token);
+        self.request = request.map(Box::new);
+        self
+    }
+
+    /// What a 403 missed.
+    pub(crate) fn missing_scope(&self) -> Option<&InsufficientScope> {
+        self.scope.as_ref()
     }
 
     pub(crate) fn insufficient_scope(missing: InsufficientScope) -> Self {
@@ -115,6 +140,8 @@ impl Rejection {
             kind: AuthFailure::InsufficientScope,
             detail,
             scope: Some(missing),
+            token: None,
+            request: None,
         }
     }
 }
@@ -179,10 +206,9 @@ impl Challenges {
         let mut response = Response::new(B::from(body));
         *response.status_mut() = rejection.kind.status();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/fhir+json"),
-        );
+        // FHIR's JSON media type with the charset spelled out (R4 http.html#mime-type: UTF-8
+        // is the only encoding; a client that defaults to Latin-1 otherwise reads it right).
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.challenge(&rejection) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);

@@ -6,11 +6,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, Uri, header};
 use tower_service::Service;
 use tracing::Instrument;
 
 use crate::{
+    audit::AuditEvent,
     future::ResponseFuture,
     guard::{Decision, Pending, Shared, Step},
     rejection::{AuthFailure, Rejection},
@@ -81,7 +82,8 @@ where
                 return ResponseFuture::inner(self.inner.call(request));
             }
             Step::Decided(Err(rejection)) => {
-                return ResponseFuture::denied(deny(&self.shared, rejection));
+                let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
+                return ResponseFuture::denied(deny(&self.shared, rejection, method, uri, ext));
             }
             Step::Pending(pending) => pending,
         };
@@ -132,7 +134,13 @@ where
             admit(&shared, decision, &mut request);
             ready.call(request).await
         }
-        Err(rejection) => Ok(deny(&shared, rejection)),
+        Err(rejection) => Ok(deny(
+            &shared,
+            rejection,
+            &parts.method,
+            &parts.uri,
+            &parts.extensions,
+        )),
     }
 }
 
@@ -144,11 +152,19 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
             shared.stats.decision(Ok(true));
             record_decision("public");
             tracing::debug!(decision = "public", "admitted");
+            if let Some(auditor) = &shared.audit {
+                let path = audit_path(request.uri(), request.extensions());
+                auditor.record(&AuditEvent::public(request.method(), path));
+            }
         }
         Decision::Allow(claims) => {
             shared.stats.decision(Ok(false));
             record_decision("allow");
             tracing::debug!(decision = "allow", "admitted");
+            if let Some(auditor) = &shared.audit {
+                let path = audit_path(request.uri(), request.extensions());
+                auditor.record(&AuditEvent::allowed(request.method(), path, &claims));
+            }
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
             }
@@ -157,15 +173,49 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
     }
 }
 
-fn deny<B: From<String>>(shared: &Shared, rejection: Rejection) -> Response<B> {
+fn deny<B: From<String>>(
+    shared: &Shared,
+    rejection: Rejection,
+    method: &Method,
+    uri: &Uri,
+    extensions: &http::Extensions,
+) -> Response<B> {
     shared.stats.decision(Err(rejection.kind));
     record_decision(rejection.kind.as_str());
     if rejection.kind == AuthFailure::Unavailable {
-        tracing::warn!("denied: authorization server unavailable");
+        // One line per outage interval, not one per request (a burst of 503s is one line).
+        match shared.unavailable_log.count() {
+            Some(answered) => tracing::warn!(
+                answered,
+                "denied with 503: the authorization server is unavailable ({answered} such answers since the last line; at most one line every 10 s)"
+            ),
+            None => tracing::debug!("denied: authorization server unavailable"),
+        }
     } else {
         tracing::debug!(reason = rejection.kind.as_str(), "denied");
     }
+    if let Some(auditor) = &shared.audit {
+        auditor.record(&AuditEvent::denied(
+            method,
+            audit_path(uri, extensions),
+            rejection.kind,
+            rejection.token.as_deref(),
+            rejection.request.as_deref(),
+            rejection.missing_scope(),
+        ));
+    }
     shared.challenges.respond(rejection)
+}
+
+/// The path an audit record names: the one the client sent, also under a nested router.
+fn audit_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
+        return original.path();
+    }
+    #[cfg(not(feature = "axum"))]
+    let _ = extensions;
+    uri.path()
 }
 
 /// Records the decision on the current span (the guard's own when the request waited; a field

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{error::IntrospectErrorKind, rejection::AuthFailure};
+use crate::{error::IntrospectErrorKind, readiness::BreakerState, rejection::AuthFailure};
 
 const STRIPES: usize = 8;
 
@@ -151,6 +151,19 @@ mod names {
     pub(super) const IN_FLIGHT_REJECTIONS: &str = "smart_guard_in_flight_rejections_total";
     pub(super) const DEADLINE_REJECTIONS: &str = "smart_guard_deadline_rejections_total";
     pub(super) const STALE_SERVED: &str = "smart_guard_stale_served_total";
+    pub(super) const BREAKER_STATE: &str = "smart_guard_breaker_state";
+    pub(super) const IN_FLIGHT: &str = "smart_guard_introspection_in_flight";
+}
+
+/// One introspection call out: the in-flight gauge goes down again when it is dropped.
+#[derive(Debug)]
+pub(crate) struct CallOut(());
+
+impl Drop for CallOut {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(names::IN_FLIGHT).decrement(1.0);
+    }
 }
 
 impl Stats {
@@ -239,6 +252,26 @@ impl Stats {
         self.deadline_rejections.add(1);
         #[cfg(feature = "metrics")]
         metrics::counter!(names::DEADLINE_REJECTIONS).increment(1);
+    }
+
+    /// An introspection call starts; it ends when the returned value is dropped.
+    #[must_use]
+    pub(crate) fn call_out(&self) -> CallOut {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(names::IN_FLIGHT).increment(1.0);
+        CallOut(())
+    }
+
+    /// The breaker's state after a call or a refusal: 0 closed, 1 open, 2 probing.
+    pub(crate) fn breaker_state(&self, state: BreakerState) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(names::BREAKER_STATE).set(match state {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::Probing => 2.0,
+        });
+        #[cfg(not(feature = "metrics"))]
+        let _ = state;
     }
 
     /// A stale active answer was served during an AS outage (stale-if-error).

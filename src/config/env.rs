@@ -36,6 +36,9 @@ pub const ENV_CLIENT_ID: &str = "SMART_GUARD_CLIENT_ID";
 /// `SMART_GUARD_CLIENT_SECRET`: this resource server's client secret at the AS (required for
 /// `client_secret_basic` and `client_secret_post`, unused otherwise).
 pub const ENV_CLIENT_SECRET: &str = "SMART_GUARD_CLIENT_SECRET";
+/// `SMART_GUARD_CLIENT_SECRET_FILE`: path of a file holding the client secret instead (one
+/// trailing newline is trimmed); setting it together with [`ENV_CLIENT_SECRET`] is an error.
+pub const ENV_CLIENT_SECRET_FILE: &str = "SMART_GUARD_CLIENT_SECRET_FILE";
 /// `SMART_GUARD_CLIENT_AUTH`: how the resource server authenticates to the introspection endpoint:
 /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt` or `bearer`
 /// (the last two need the `client` feature).
@@ -56,7 +59,9 @@ pub const ENV_TOKEN_URL: &str = "SMART_GUARD_TOKEN_URL";
 /// `SMART_GUARD_TOKEN_SCOPE`: the scope `bearer` mode requests for this resource server's own
 /// access token, i.e. whatever scope the AS requires for introspection (required for `bearer`).
 pub const ENV_TOKEN_SCOPE: &str = "SMART_GUARD_TOKEN_SCOPE";
-/// `SMART_GUARD_CACHE_MAX_TTL_SECS`: longest time an active answer is cached (default 60).
+/// `SMART_GUARD_CACHE_MAX_TTL_SECS`: longest time an active answer is cached (default 60); `0`
+/// caches no active answer, so a revocation takes effect at once (every request then makes an
+/// introspection call; concurrent ones for one token still share it).
 pub const ENV_CACHE_MAX_TTL_SECS: &str = "SMART_GUARD_CACHE_MAX_TTL_SECS";
 /// `SMART_GUARD_NEGATIVE_TTL_SECS`: how long an inactive answer is cached (default 5).
 pub const ENV_NEGATIVE_TTL_SECS: &str = "SMART_GUARD_NEGATIVE_TTL_SECS";
@@ -128,6 +133,55 @@ pub const ENV_REQUEST_DEADLINE_MS: &str = "SMART_GUARD_REQUEST_DEADLINE_MS";
 /// `SMART_GUARD_STALE_IF_ERROR_SECS`: during an AS outage, serve a token's last active answer for
 /// at most this long past its cache TTL, never past its `exp` (default 0: off).
 pub const ENV_STALE_IF_ERROR_SECS: &str = "SMART_GUARD_STALE_IF_ERROR_SECS";
+/// `SMART_GUARD_AUDIT`: `true` logs one INFO event per decision under the `smart_guard::audit`
+/// target (default `false`); see [`Config::with_audit_log`].
+pub const ENV_AUDIT: &str = "SMART_GUARD_AUDIT";
+
+/// Every variable the crate reads. [`Config::from_env`] warns about any other `SMART_GUARD_*`
+/// variable in the environment, so a misspelt name does not pass silently.
+pub const ALL: &[&str] = &[
+    ENV_INTROSPECTION_URL,
+    ENV_ISSUER,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_CLIENT_SECRET_FILE,
+    ENV_CLIENT_AUTH,
+    ENV_CLIENT_KEY_FILE,
+    ENV_CLIENT_KEY_ALG,
+    ENV_CLIENT_ASSERTION_AUD,
+    ENV_TOKEN_URL,
+    ENV_TOKEN_SCOPE,
+    ENV_CACHE_MAX_TTL_SECS,
+    ENV_NEGATIVE_TTL_SECS,
+    ENV_CACHE_CAPACITY,
+    ENV_NEGATIVE_CACHE_CAPACITY,
+    ENV_CONNECT_TIMEOUT_MS,
+    ENV_TIMEOUT_MS,
+    ENV_MAX_RESPONSE_BYTES,
+    ENV_EXPECTED_ISSUER,
+    ENV_EXPECTED_AUDIENCE,
+    ENV_REQUIRE_EXP,
+    ENV_CLOCK_SKEW_SECS,
+    ENV_REALM,
+    ENV_BASE_PATH,
+    ENV_MAX_TOKEN_BYTES,
+    ENV_MAX_BODY_BYTES,
+    ENV_RETRY_AFTER_SECS,
+    ENV_ALLOWED_OPERATIONS,
+    ENV_BULK_PATHS,
+    ENV_MAX_JSON_DEPTH,
+    ENV_MAX_SEARCH_PARAMS,
+    ENV_MAX_INCLUDES,
+    ENV_MAX_SEARCH_DEPTH,
+    ENV_MAX_BUNDLE_ENTRIES,
+    ENV_MAX_ANALYSIS_STEPS,
+    ENV_MAX_IN_FLIGHT,
+    ENV_BREAKER_FAILURES,
+    ENV_BREAKER_COOLDOWN_MS,
+    ENV_REQUEST_DEADLINE_MS,
+    ENV_STALE_IF_ERROR_SECS,
+    ENV_AUDIT,
+];
 
 impl Config {
     /// Reads the `SMART_GUARD_*` environment variables.
@@ -135,7 +189,26 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError`] naming the first missing or invalid variable.
+    ///
+    /// Any other `SMART_GUARD_*` variable in the environment is logged as a warning that names
+    /// it (and the known variable it most resembles), since a misspelt setting would otherwise
+    /// be ignored in silence.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect();
+        for unknown in unknown_variables(names.iter().map(String::as_str)) {
+            match unknown.resembles {
+                Some(known) => tracing::warn!(
+                    "{} is not a smart-guard setting and is ignored (did you mean {known}?)",
+                    unknown.name
+                ),
+                None => tracing::warn!(
+                    "{} is not a smart-guard setting and is ignored",
+                    unknown.name
+                ),
+            }
+        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -171,8 +244,7 @@ impl Config {
         c = env.set(c, ENV_CLIENT_AUTH, client_auth, Self::with_client_auth)?;
         // The secret is read as is (no trim) and only when the method sends it.
         if c.client_auth.uses_secret() {
-            let secret = (env.0)(ENV_CLIENT_SECRET).filter(|v| !v.is_empty());
-            c = c.with_client_secret(secret.ok_or(missing(ENV_CLIENT_SECRET))?);
+            c = c.with_client_secret(client_secret(&env)?);
         }
         #[cfg(feature = "client")]
         if c.client_auth.uses_key() {
@@ -182,7 +254,7 @@ impl Config {
         c = env.set(c, ENV_CLIENT_ASSERTION_AUD, audience, Self::with_assertion_audience)?;
         c = env.set(c, ENV_TOKEN_URL, http_url, Self::with_token_url)?;
         c = env.set(c, ENV_TOKEN_SCOPE, text, Self::with_token_scope)?;
-        c = env.set(c, ENV_CACHE_MAX_TTL_SECS, secs, Self::with_max_ttl)?;
+        c = env.set(c, ENV_CACHE_MAX_TTL_SECS, whole_secs, Self::with_max_ttl)?;
         c = env.set(c, ENV_NEGATIVE_TTL_SECS, secs, Self::with_negative_ttl)?;
         c = env.set(c, ENV_CACHE_CAPACITY, positive, active_capacity)?;
         c = env.set(c, ENV_NEGATIVE_CACHE_CAPACITY, positive, inactive_capacity)?;
@@ -211,6 +283,7 @@ impl Config {
         c = env.set(c, ENV_BREAKER_COOLDOWN_MS, millis, breaker_cooldown)?;
         c = env.set(c, ENV_REQUEST_DEADLINE_MS, millis, Self::with_request_deadline)?;
         c = env.set(c, ENV_STALE_IF_ERROR_SECS, whole_secs, Self::with_stale_if_error)?;
+        c = env.set(c, ENV_AUDIT, boolean, Self::with_audit_log)?;
         c.check_client_auth(false)?;
         Ok(c)
     }
@@ -276,6 +349,80 @@ impl<L: Fn(&str) -> Option<String>> Env<L> {
     ) -> Result<Config, ConfigError> {
         self.try_set(config, var, text, |config, value| setter(config, &value))
     }
+}
+
+/// The client secret: [`ENV_CLIENT_SECRET`] as is, or the content of [`ENV_CLIENT_SECRET_FILE`]
+/// less one trailing newline (what `echo` and most editors add); never both.
+fn client_secret<L: Fn(&str) -> Option<String>>(env: &Env<L>) -> Result<String, ConfigError> {
+    let value = (env.0)(ENV_CLIENT_SECRET).filter(|v| !v.is_empty());
+    let file = env.get(ENV_CLIENT_SECRET_FILE);
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: ENV_CLIENT_SECRET_FILE,
+        reason,
+    };
+    match (value, file) {
+        (Some(_), Some(_)) => Err(invalid(format!(
+            "is set together with {ENV_CLIENT_SECRET}: set one of them"
+        ))),
+        (Some(value), None) => Ok(value),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid(format!("cannot read {path:?}: {}", e.kind())))?;
+            let secret = text
+                .strip_suffix('\n')
+                .map_or(text.as_str(), |s| s.strip_suffix('\r').unwrap_or(s));
+            if secret.is_empty() {
+                return Err(invalid(format!("{path:?} is empty")));
+            }
+            Ok(secret.to_owned())
+        }
+        (None, None) => Err(missing(ENV_CLIENT_SECRET)),
+    }
+}
+
+/// A `SMART_GUARD_*` variable the crate does not read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UnknownVariable<'a> {
+    pub(crate) name: &'a str,
+    /// The known variable within a small edit distance, if any: the likely intent.
+    pub(crate) resembles: Option<&'static str>,
+}
+
+/// The `SMART_GUARD_*` names among `names` that are not in [`ALL`].
+pub(crate) fn unknown_variables<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<UnknownVariable<'a>> {
+    names
+        .into_iter()
+        .filter(|name| name.starts_with("SMART_GUARD_") && !ALL.contains(name))
+        .map(|name| UnknownVariable {
+            name,
+            resembles: ALL
+                .iter()
+                .map(|known| (edit_distance(name, known), *known))
+                .filter(|(distance, _)| *distance <= 3)
+                .min()
+                .map(|(_, known)| known),
+        })
+        .collect()
+}
+
+/// Levenshtein distance of two short ASCII names (one row of the table at a time).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn missing(var: &'static str) -> ConfigError {
@@ -422,7 +569,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::limits::AnalysisLimits;
+    use crate::{config::Secret, limits::AnalysisLimits};
 
     fn config_from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut env: HashMap<&str, &str> = HashMap::from([
@@ -438,6 +585,72 @@ mod tests {
             }
         }
         Config::from_lookup(|k| env.get(k).map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn the_secret_file_loses_exactly_one_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("smart-guard-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("secret");
+        let file = path.to_str().expect("utf-8");
+        for (content, secret) in [
+            ("s3cret\n", "s3cret"),
+            ("s3cret\r\n", "s3cret"),
+            ("s3cret", "s3cret"),
+            ("two-lines\n\n", "two-lines\n"),
+            (" spaced \n", " spaced "),
+            ("\r", "\r"),
+        ] {
+            std::fs::write(&path, content).expect("write");
+            let config = config_from(&[(ENV_CLIENT_SECRET, ""), (ENV_CLIENT_SECRET_FILE, file)])
+                .expect(content);
+            let read = config.client_secret.as_ref().map(Secret::expose);
+            assert_eq!(read, Some(secret), "{content:?}");
+        }
+        let key_auth = config_from(&[
+            (ENV_CLIENT_SECRET, ""),
+            (ENV_CLIENT_SECRET_FILE, "/nonexistent"),
+            (ENV_CLIENT_AUTH, "private_key_jwt"),
+        ]);
+        assert!(
+            key_auth.is_err_and(|e| e.to_string().contains(ENV_CLIENT_KEY_FILE)),
+            "a method without a secret does not read the file"
+        );
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_the_setting_they_resemble() {
+        let found = unknown_variables([
+            "SMART_GUARD_CACHE_MAX_TTL_SEC",
+            "SMART_GUARD_CLIENT_SECRET",
+            "SMART_GUARD_CLIENTSECRET_FILE",
+            "SMART_GUARD_WHATEVER",
+            "PATH",
+            "smart_guard_realm",
+        ]);
+        assert_eq!(
+            found,
+            [
+                UnknownVariable {
+                    name: "SMART_GUARD_CACHE_MAX_TTL_SEC",
+                    resembles: Some(ENV_CACHE_MAX_TTL_SECS),
+                },
+                UnknownVariable {
+                    name: "SMART_GUARD_CLIENTSECRET_FILE",
+                    resembles: Some(ENV_CLIENT_SECRET_FILE),
+                },
+                UnknownVariable {
+                    name: "SMART_GUARD_WHATEVER",
+                    resembles: None,
+                },
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        let mut names = ALL.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len(), "each variable listed once");
     }
 
     #[test]
@@ -518,7 +731,6 @@ mod tests {
             ),
             (ENV_CLIENT_AUTH, "private_key_jwt_typo"),
             (ENV_CACHE_MAX_TTL_SECS, "sixty"),
-            (ENV_CACHE_MAX_TTL_SECS, "0"),
             (ENV_CACHE_MAX_TTL_SECS, "-1"),
             (ENV_NEGATIVE_TTL_SECS, "1.5"),
             (ENV_CACHE_CAPACITY, "0"),
@@ -592,10 +804,6 @@ mod tests {
             (
                 &[(ENV_CACHE_MAX_TTL_SECS, " sixty ")][..],
                 "SMART_GUARD_CACHE_MAX_TTL_SECS is invalid: expected a whole number, got \"sixty\"",
-            ),
-            (
-                &[(ENV_CACHE_MAX_TTL_SECS, "0")][..],
-                "SMART_GUARD_CACHE_MAX_TTL_SECS is invalid: must be greater than 0",
             ),
             (
                 &[(ENV_NEGATIVE_TTL_SECS, "1.5")][..],
@@ -718,8 +926,8 @@ mod tests {
                 "SMART_GUARD_BREAKER_FAILURES is invalid: must be greater than 0",
             ),
             (
-                &[(ENV_MAX_IN_FLIGHT, "0"), (ENV_CACHE_MAX_TTL_SECS, "0")][..],
-                "SMART_GUARD_CACHE_MAX_TTL_SECS is invalid: must be greater than 0",
+                &[(ENV_MAX_IN_FLIGHT, "0"), (ENV_CACHE_CAPACITY, "0")][..],
+                "SMART_GUARD_CACHE_CAPACITY is invalid: must be greater than 0",
             ),
             (
                 &[(ENV_CLIENT_ID, ""), (ENV_INTROSPECTION_URL, "x")][..],

@@ -13,6 +13,7 @@ use reqwest::Url;
 use self::env::{ENV_CLIENT_ASSERTION_AUD, ENV_CLIENT_KEY_FILE, ENV_TOKEN_SCOPE, ENV_TOKEN_URL};
 use self::env::{ENV_CLIENT_SECRET, ENV_INTROSPECTION_URL};
 use crate::{
+    audit::{AuditEvent, AuditHook},
     classify::{
         BulkPath, DEFAULT_MAX_JSON_DEPTH, OperationRule, Policy, allowed_operations_of,
         bulk_paths_of,
@@ -193,6 +194,8 @@ pub struct Config {
     pub(crate) request_deadline: Option<Duration>,
     /// `None`: stale-if-error is off.
     pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) audit_log: bool,
+    pub(crate) audit_hook: Option<AuditHook>,
 }
 
 impl Config {
@@ -256,6 +259,8 @@ impl Config {
             breaker_cooldown: Duration::from_millis(5_000),
             request_deadline: None,
             stale_if_error: None,
+            audit_log: false,
+            audit_hook: None,
         }
     }
 
@@ -615,6 +620,26 @@ impl Config {
     /// inactive answer ends a token's stale entry.
     pub fn with_stale_if_error(mut self, window: Duration) -> Self {
         self.stale_if_error = (!window.is_zero()).then_some(window);
+        self
+    }
+
+    /// Logs one INFO event per decision under the `smart_guard::audit` target (default off):
+    /// outcome, status of a denial, `client_id`, `jti`, method, path (no query), interaction,
+    /// resource types, the scopes that granted it or the scope that was missing. Never a token.
+    /// Route it apart with a target filter, e.g. `RUST_LOG=info,smart_guard::audit=info`.
+    pub fn with_audit_log(mut self, on: bool) -> Self {
+        self.audit_log = on;
+        self
+    }
+
+    /// Calls `hook` with the [`AuditEvent`] of every decision (allowed, public, denied), on the
+    /// request path and inline: keep it short and send heavy work elsewhere (a channel). A
+    /// panic in the hook is not caught by the guard.
+    pub fn with_audit_hook(
+        mut self,
+        hook: impl Fn(&AuditEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.audit_hook = Some(AuditHook(Arc::new(hook)));
         self
     }
 

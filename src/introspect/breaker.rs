@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+use crate::readiness::BreakerState;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Closed {
@@ -87,6 +89,16 @@ impl Breaker {
     /// The cool-down, in milliseconds.
     pub(crate) fn cooldown_ms(&self) -> u64 {
         self.cooldown_ms
+    }
+
+    /// The state at `now_ms`, as readiness reports it: an open breaker whose cool-down is over
+    /// is about to let its probe through.
+    pub(crate) fn current(&self, now_ms: u64) -> BreakerState {
+        match *self.state() {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { until_ms } if now_ms < until_ms => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen => BreakerState::Probing,
+        }
     }
 
     /// Whether calls are being refused right now (open, or half-open with the probe out).

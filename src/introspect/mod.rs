@@ -32,7 +32,9 @@ use self::{
 use crate::{
     config::Config,
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
+    readiness::Readiness,
     stats::Stats,
+    throttle::{LogEvery, OUTAGE_LOG_INTERVAL, Tally},
     time::{unix_now, unix_now_ms},
 };
 
@@ -117,38 +119,8 @@ fn is_outage(error: &IntrospectError) -> bool {
     }
 }
 
-/// Lets a log line through at most once per interval (so an outage or a misconfiguration logs
-/// once per interval, not once per request).
-#[derive(Debug)]
-struct LogEvery {
-    interval_secs: u64,
-    /// Unix seconds of the last line + 1 (0: never logged).
-    last: AtomicU64,
-}
-
-impl LogEvery {
-    const fn new(interval: Duration) -> Self {
-        Self {
-            interval_secs: interval.as_secs(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    fn due(&self) -> bool {
-        let now = unix_now().saturating_add(1);
-        let last = self.last.load(Ordering::Relaxed);
-        (last == 0 || now.saturating_sub(last) >= self.interval_secs)
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
 /// How often a rejected-credentials error is logged.
 const CREDENTIALS_LOG_INTERVAL: Duration = Duration::from_secs(60);
-/// How often the warnings for stale answers and refused calls are logged.
-const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Introspects tokens through two caches: active answers (bounded, TTL per entry) and inactive
 /// ones (smaller, short TTL), so a flood of bad tokens cannot evict good entries.
@@ -168,6 +140,10 @@ pub(crate) struct Introspector {
     credentials_log: LogEvery,
     stale_log: LogEvery,
     shed_log: LogEvery,
+    failure_log: Tally,
+    max_in_flight: usize,
+    /// Unix ms of the AS's last answer (0: none yet), for readiness.
+    last_answer_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -221,7 +197,24 @@ impl Introspector {
             credentials_log: LogEvery::new(CREDENTIALS_LOG_INTERVAL),
             stale_log: LogEvery::new(OUTAGE_LOG_INTERVAL),
             shed_log: LogEvery::new(OUTAGE_LOG_INTERVAL),
+            failure_log: Tally::new(OUTAGE_LOG_INTERVAL),
+            max_in_flight: config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+            last_answer_ms: AtomicU64::new(0),
         })
+    }
+
+    /// What readiness reports: the breaker, the AS's last answer, the calls out. No I/O.
+    pub(crate) fn readiness(&self) -> Readiness {
+        let now_ms = unix_now_ms();
+        let last = self.last_answer_ms.load(Ordering::Relaxed);
+        Readiness {
+            breaker: self.breaker.current(now_ms),
+            since_last_answer: (last != 0)
+                .then(|| Duration::from_millis(now_ms.saturating_sub(last))),
+            in_flight: self
+                .max_in_flight
+                .saturating_sub(self.in_flight.available_permits()),
+        }
     }
 
     /// Looks `token` up: a cache hit (with `exp` checked again), or one coalesced call.
@@ -368,6 +361,8 @@ impl Introspector {
     ) -> Result<Arc<TokenInfo>, Miss> {
         let Some(ticket) = self.breaker.admit(unix_now_ms()) else {
             self.stats.breaker_open_rejection();
+            self.stats
+                .breaker_state(self.breaker.current(unix_now_ms()));
             tracing::debug!("circuit breaker open: no introspection call");
             return Err(Miss::Shed(Shed::BreakerOpen));
         };
@@ -384,6 +379,7 @@ impl Introspector {
             }
             return Err(Miss::Shed(Shed::InFlight));
         };
+        let _in_flight = self.stats.call_out();
         let started = std::time::Instant::now();
         let answer = match tokio::time::timeout_at(deadline, self.client.introspect(token)).await {
             Ok(Ok(body)) => response::parse_answer(&body, &self.checks, unix_now()),
@@ -397,7 +393,13 @@ impl Introspector {
         self.stats
             .as_call(elapsed, answer.as_ref().err().map(IntrospectError::kind));
         let outage = answer.as_ref().err().is_some_and(is_outage);
-        match ticket.finish(outage, unix_now_ms()) {
+        let now_ms = unix_now_ms();
+        if !outage {
+            self.last_answer_ms.store(now_ms, Ordering::Relaxed);
+        }
+        let transition = ticket.finish(outage, now_ms);
+        self.stats.breaker_state(self.breaker.current(now_ms));
+        match transition {
             Transition::Opened => {
                 self.stats.breaker_opened();
                 tracing::warn!(
@@ -405,7 +407,7 @@ impl Introspector {
                     "circuit breaker opened: introspection calls refused until the cool-down ends"
                 );
             }
-            Transition::Closed => tracing::info!("circuit breaker closed: the AS answers again"),
+            Transition::Closed => tracing::warn!("circuit breaker closed: the AS answers again"),
             Transition::None => {}
         }
         let answer = answer.map_err(|e| {
@@ -435,7 +437,7 @@ impl Introspector {
         }
     }
 
-    /// AS failures are warnings; rejected credentials are a misconfiguration, logged as an error
+    /// AS failures are warnings, summarised at most every 10 s; rejected credentials are a misconfiguration, logged as an error
     /// at most once a minute (the calls themselves are still counted in the stats).
     fn log_failure(&self, error: &IntrospectError) {
         if error.kind() == IntrospectErrorKind::CredentialsRejected {
@@ -444,8 +446,15 @@ impl Introspector {
             } else {
                 tracing::debug!(error = %error, "introspection endpoint rejected our credentials");
             }
+        } else if let Some(failed) = self.failure_log.count() {
+            tracing::warn!(
+                error = %error,
+                kind = error.kind().as_str(),
+                failed,
+                "introspection failed ({failed} failed calls since the last such line; at most one line every 10 s)"
+            );
         } else {
-            tracing::warn!(error = %error, kind = ?error.kind(), "introspection failed");
+            tracing::debug!(error = %error, kind = error.kind().as_str(), "introspection failed");
         }
     }
 }
@@ -538,14 +547,5 @@ mod tests {
             assert!(!text.contains(TOKEN), "{url}: {text}");
             assert!(!text.contains(SECRET), "{url}: {text}");
         }
-    }
-
-    #[test]
-    fn a_rate_limited_line_is_due_once_per_interval() {
-        let every = LogEvery::new(Duration::from_secs(60));
-        assert!(every.due(), "the first line is logged");
-        assert!(!every.due(), "the next one within the interval is not");
-        let every = LogEvery::new(Duration::ZERO);
-        assert!(every.due() && every.due());
     }
 }

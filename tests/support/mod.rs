@@ -541,7 +541,7 @@ pub async fn assert_denied(
         headers
             .get("content-type")
             .map(|v| v.to_str().expect("ascii")),
-        Some("application/fhir+json")
+        Some("application/fhir+json; charset=utf-8")
     );
     let body: Value = response.json().await.expect("json body");
     assert_eq!(body["resourceType"], "OperationOutcome");
