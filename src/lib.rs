@@ -43,12 +43,13 @@
 //! | `SMART_GUARD_CLIENT_ID` | required | this resource server's client id at the AS |
 //! | `SMART_GUARD_CLIENT_AUTH` | `client_secret_basic` | `client_secret_post`, `private_key_jwt` or `bearer` (the last two: feature `client`) |
 //! | `SMART_GUARD_CLIENT_SECRET` | required for `client_secret_*` | its client secret (never logged) |
+//! | `SMART_GUARD_CLIENT_SECRET_FILE` | unset | a file holding the secret instead (one trailing newline trimmed); not both |
 //! | `SMART_GUARD_CLIENT_KEY_FILE` | required for `private_key_jwt`, `bearer` | PKCS#8 PEM private key, RS384 or ES384 (`smart-guard keygen`); never logged |
 //! | `SMART_GUARD_CLIENT_KEY_ALG` | the key's | `RS384` or `ES384`: the key must be of this algorithm |
 //! | `SMART_GUARD_CLIENT_ASSERTION_AUD` | `introspection_endpoint` | `aud` of `private_key_jwt` assertions: or `issuer`, `token_endpoint`, an absolute URL |
 //! | `SMART_GUARD_TOKEN_URL` | discovered | token endpoint where `bearer` mode gets its own token |
 //! | `SMART_GUARD_TOKEN_SCOPE` | required for `bearer` | scope of that token (what the AS requires for introspection) |
-//! | `SMART_GUARD_CACHE_MAX_TTL_SECS` | `60` | longest an active answer is cached (also capped by `exp`) |
+//! | `SMART_GUARD_CACHE_MAX_TTL_SECS` | `60` | longest an active answer is cached (also capped by `exp`); `0`: none is (startup warning) |
 //! | `SMART_GUARD_NEGATIVE_TTL_SECS` | `5` | how long an inactive answer is cached |
 //! | `SMART_GUARD_CACHE_CAPACITY` | `100000` | most active entries |
 //! | `SMART_GUARD_NEGATIVE_CACHE_CAPACITY` | `10000` | most inactive entries |
@@ -77,6 +78,11 @@
 //! | `SMART_GUARD_BREAKER_COOLDOWN_MS` | `5000` | an open breaker refuses calls this long, then lets one probe through |
 //! | `SMART_GUARD_REQUEST_DEADLINE_MS` | `SMART_GUARD_TIMEOUT_MS` | longest a request waits for an introspection answer (its own call or one it joined) |
 //! | `SMART_GUARD_STALE_IF_ERROR_SECS` | `0` (off) | during an AS outage, serve a token's last active answer this long past its cache TTL, never past `exp` |
+//! | `SMART_GUARD_AUDIT` | `false` | one INFO [`AuditEvent`] line per decision (target `smart_guard::audit`); [`Config::with_audit_hook`] gives code the same record |
+//!
+//! Any other `SMART_GUARD_*` variable is a startup warning naming it (a misspelt setting does not
+//! pass in silence). [`SmartGuardLayer::readiness`] tells a readiness endpoint whether the AS
+//! answers; merge such routes beside the guarded router, not under it.
 //!
 //! ## Operations and bulk-data URLs
 //!
