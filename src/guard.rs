@@ -19,8 +19,8 @@ use crate::{
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Policy, reads_body},
     config::Config,
-    error::ConfigError,
-    introspect::{Introspector, Lookup, Miss, response::TokenInfo},
+    error::{ConfigError, IntrospectError},
+    introspect::{Introspector, Lookup, Miss, response::TokenInfo, status::TokenStatus},
     rejection::{AuthFailure, Challenges, Rejection},
     stats::Stats,
 };
@@ -80,6 +80,14 @@ impl Shared {
             max_token_bytes: config.max_token_bytes,
             max_body_bytes: config.max_body_bytes,
         })
+    }
+
+    /// One uncached introspection call (see `Introspector::introspect_uncached`).
+    pub(crate) async fn introspect_uncached(
+        &self,
+        token: &str,
+    ) -> Result<TokenStatus, IntrospectError> {
+        self.introspector.introspect_uncached(token).await
     }
 
     /// The first, synchronous step: everything the request line and headers decide, and the

@@ -178,6 +178,7 @@ impl Config {
         if c.client_auth.uses_key() {
             let path = env.get(ENV_CLIENT_KEY_FILE).ok_or(missing(ENV_CLIENT_KEY_FILE))?;
             c = c.with_private_key(read_key(&path, env.get(ENV_CLIENT_KEY_ALG))?);
+            c.client_key_file = Some(path.into());
         }
         c = env.set(c, ENV_CLIENT_ASSERTION_AUD, audience, Self::with_assertion_audience)?;
         c = env.set(c, ENV_TOKEN_URL, http_url, Self::with_token_url)?;

@@ -4,6 +4,9 @@
 
 pub(crate) mod discovery;
 pub mod env;
+mod settings;
+
+pub use self::settings::{Setting, Settings};
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -162,6 +165,10 @@ pub struct Config {
     pub(crate) client_auth: ClientAuth,
     #[cfg(feature = "client")]
     pub(crate) client_key: Option<Arc<crate::client::KeyPair>>,
+    /// The file the key was read from (`SMART_GUARD_CLIENT_KEY_FILE`); `None` for a key set in
+    /// code. Shown by [`Config::settings`]; the key itself never is.
+    #[cfg(feature = "client")]
+    pub(crate) client_key_file: Option<Arc<str>>,
     pub(crate) assertion_audience: AssertionAudience,
     pub(crate) token_url: Option<Url>,
     pub(crate) token_scope: Option<String>,
@@ -183,7 +190,11 @@ pub struct Config {
     pub(crate) retry_after: Duration,
     pub(crate) http_client: Option<reqwest::Client>,
     pub(crate) allowed_operations: Arc<[OperationRule]>,
+    /// The rules as given, for [`Config::settings`].
+    pub(crate) allowed_operations_text: Arc<str>,
     pub(crate) bulk_paths: Arc<[BulkPath]>,
+    /// The rules as given, for [`Config::settings`].
+    pub(crate) bulk_paths_text: Arc<str>,
     pub(crate) max_json_depth: usize,
     pub(crate) analysis_limits: AnalysisLimits,
     pub(crate) max_in_flight: usize,
@@ -227,6 +238,8 @@ impl Config {
             client_auth: ClientAuth::default(),
             #[cfg(feature = "client")]
             client_key: None,
+            #[cfg(feature = "client")]
+            client_key_file: None,
             assertion_audience: AssertionAudience::default(),
             token_url: None,
             token_scope: None,
@@ -248,7 +261,9 @@ impl Config {
             retry_after: Duration::from_secs(5),
             http_client: None,
             allowed_operations: Arc::new([]),
+            allowed_operations_text: Arc::from(""),
             bulk_paths: Arc::new([]),
+            bulk_paths_text: Arc::from(""),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             analysis_limits: AnalysisLimits::default(),
             max_in_flight: 64,
@@ -367,6 +382,7 @@ impl Config {
     #[cfg(feature = "client")]
     pub fn with_private_key(mut self, key: impl Into<Arc<crate::client::KeyPair>>) -> Self {
         self.client_key = Some(key.into());
+        self.client_key_file = None;
         self
     }
 
@@ -511,6 +527,7 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the first bad rule.
     pub fn with_allowed_operations(mut self, rules: &str) -> Result<Self, ConfigError> {
         self.allowed_operations = allowed_operations_of("allowed_operations", rules)?;
+        self.allowed_operations_text = Arc::from(rules.trim());
         Ok(self)
     }
 
@@ -522,6 +539,7 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the first bad rule.
     pub fn with_bulk_paths(mut self, rules: &str) -> Result<Self, ConfigError> {
         self.bulk_paths = bulk_paths_of("bulk_paths", rules)?;
+        self.bulk_paths_text = Arc::from(rules.trim());
         Ok(self)
     }
 
