@@ -7,10 +7,13 @@
 //!     --key keys/private-key.pem --scope "system/Patient.rs"
 //! SMART_GUARD_CLIENT_SECRET=... smart-guard introspect --url http://127.0.0.1:9090/introspect \
 //!     --client-id fhir-server TOKEN
+//! SMART_GUARD_INTROSPECTION_URL=... SMART_GUARD_CLIENT_ID=... SMART_GUARD_CLIENT_SECRET=... \
+//!     smart-guard check
 //! smart-guard dev-server --clients clients.json --addr 127.0.0.1:9090
 //! smart-guard demo
 //! ```
 
+mod check;
 mod demo;
 mod dev_server;
 mod introspect;
@@ -25,6 +28,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use self::check::CheckArgs;
 use self::dev_server::DevServerArgs;
 use self::introspect::IntrospectArgs;
 use self::keygen::KeygenArgs;
@@ -49,8 +53,12 @@ enum Command {
     Keygen(KeygenArgs),
     /// Sign a client assertion, request an access token, and print the token response JSON.
     Token(TokenArgs),
-    /// Ask an RFC 7662 introspection endpoint about a token and print its answer.
+    /// Ask an RFC 7662 introspection endpoint about a token, as the guard does (same settings,
+    /// same client authentication), and print the answer.
     Introspect(IntrospectArgs),
+    /// Check the guard's configuration: read the SMART_GUARD_* environment as the layer does, run
+    /// discovery if configured, and make one introspection call; exit 0 if all of it worked.
+    Check(CheckArgs),
     /// Run the development authorization server (development and testing only).
     DevServer(DevServerArgs),
     /// Walk through the whole flow on loopback: dev AS, guarded FHIR server, token, calls, revocation.
@@ -71,6 +79,7 @@ async fn main() -> ExitCode {
         Command::Keygen(args) => keygen::keygen(&args),
         Command::Token(args) => token::token(args).await,
         Command::Introspect(args) => introspect::introspect(args).await,
+        Command::Check(args) => check::check(&args).await,
         Command::DevServer(args) => dev_server::dev_server(args).await,
         Command::Demo => demo::demo().await,
     };

@@ -22,6 +22,9 @@ pub(crate) struct TokenArgs {
     /// Space-separated scopes to request.
     #[arg(long)]
     scope: String,
+    /// Print only the access token (for scripts: `TOKEN=$(smart-guard token … --token-only)`).
+    #[arg(long)]
+    token_only: bool,
 }
 
 pub(crate) fn load_key(path: &Path) -> Result<KeyPair, BoxError> {
@@ -44,7 +47,11 @@ pub(crate) async fn token(args: TokenArgs) -> Result<(), BoxError> {
     let answer = request_token(&http()?, &args.token_url, &signer, &args.scope).await;
     match answer {
         Ok(token) => {
-            println!("{}", pretty(&token_json(&token)));
+            if args.token_only {
+                println!("{}", token.access_token.as_str());
+            } else {
+                println!("{}", pretty(&token_json(&token)));
+            }
             Ok(())
         }
         Err(e) => {
