@@ -65,7 +65,7 @@ impl SmartGuardLayer {
     /// in-flight cap and [`SmartGuardLayer::stats`] are left alone. For diagnostics such as
     /// `smart-guard check`, e.g. at startup; requests never go through it.
     ///
-    /// An [`TokenStatus::Inactive`] answer proves the AS accepted this resource server's
+    /// A [`TokenStatus::Inactive`] answer proves the AS accepted this resource server's
     /// credentials, so a made-up token is enough to test them.
     ///
     /// ```no_run

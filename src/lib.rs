@@ -170,9 +170,17 @@
 //!   (`default-features = false, features = ["axum"]`) the guard builds with the two
 //!   `client_secret_*` methods only.
 //! - `dev-server`: a development authorization server, for development and tests only.
-//! - `cli`: the `smart-guard` command-line tool.
+//! - `cli`: the `smart-guard` command-line tool (includes `dev-server`).
+//! - `metrics`: the guard's counters and introspection latency through the
+//!   [`metrics`](https://docs.rs/metrics) facade ([`GuardStats`] is there without it). Install
+//!   the recorder before building the layer: the layer registers its per-request counters once.
+//!
+//! `fuzzing` and `interop` are internal, for this repository's fuzz targets, benches and interop
+//! tests: not public API and not covered by semver.
 //!
 //! [tower]: https://docs.rs/tower
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bearer;
 mod claims;
@@ -197,9 +205,11 @@ mod time;
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod config;
 #[cfg(feature = "dev-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub mod dev_server;
 
 pub use self::{

@@ -36,12 +36,14 @@ pub enum ClientAuth {
     /// A fresh RFC 7523 client assertion (new `jti`) signed with this resource server's key,
     /// on every call (SMART asymmetric client authentication).
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     PrivateKeyJwt,
     /// SMART bearer authorization (SMART Token Introspection): this resource server gets its own
     /// Backend Services access token (`client_credentials` + `private_key_jwt` at the token
     /// endpoint), sends it as `Authorization: Bearer`, refreshes it before it expires, and on a
     /// 401 from the introspection endpoint refreshes it once and retries.
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     Bearer,
 }
 
@@ -380,6 +382,7 @@ impl Config {
     /// and [`ClientAuth::Bearer`]. Its `kid` is its RFC 7638 thumbprint, as in the JWKS that
     /// `smart-guard keygen` writes: register that JWKS at the AS.
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     pub fn with_private_key(mut self, key: impl Into<Arc<crate::client::KeyPair>>) -> Self {
         self.client_key = Some(key.into());
         self.client_key_file = None;
