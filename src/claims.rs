@@ -154,6 +154,7 @@ impl VerifiedClaims {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VerifiedClaims {
     type Rejection = (http::StatusCode, &'static str);
 
@@ -169,6 +170,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VerifiedClaims {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for VerifiedClaims {
     type Rejection = std::convert::Infallible;
 

@@ -106,6 +106,8 @@ pub struct IntrospectError {
     kind: IntrospectErrorKind,
     detail: &'static str,
     status: Option<u16>,
+    /// The RFC 6749 §5.2 `error` code of a refusal, e.g. `invalid_client`.
+    oauth_error: Option<Box<str>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -115,12 +117,27 @@ impl IntrospectError {
             kind,
             detail,
             status: None,
+            oauth_error: None,
             source: None,
         }
     }
 
     pub(crate) fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Keeps `code` if it is a well-formed RFC 6749 §5.2 error code (so no secret or markup
+    /// can ride along).
+    pub(crate) fn with_oauth_error(mut self, code: &str) -> Self {
+        let valid = !code.is_empty()
+            && code.len() <= 64
+            && code
+                .bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if valid {
+            self.oauth_error = Some(code.into());
+        }
         self
     }
 
@@ -144,14 +161,23 @@ impl IntrospectError {
     pub fn status(&self) -> Option<u16> {
         self.status
     }
+
+    /// The OAuth `error` code the AS gave with a refusal (RFC 6749 §5.2, e.g. `invalid_client`),
+    /// for [`IntrospectErrorKind::CredentialsRejected`].
+    #[must_use]
+    pub fn oauth_error(&self) -> Option<&str> {
+        self.oauth_error.as_deref()
+    }
 }
 
 impl fmt::Display for IntrospectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("introspection failed: ")?;
         f.write_str(self.detail)?;
-        if let Some(status) = self.status {
-            write!(f, " (HTTP {status})")?;
+        match (self.status, &self.oauth_error) {
+            (Some(status), Some(code)) => write!(f, " (HTTP {status}, {code})")?,
+            (Some(status), None) => write!(f, " (HTTP {status})")?,
+            _ => {}
         }
         Ok(())
     }

@@ -20,8 +20,8 @@ use crate::{
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Policy, reads_body},
     config::Config,
-    error::ConfigError,
-    introspect::{Introspector, Lookup, Miss, response::TokenInfo},
+    error::{ConfigError, IntrospectError},
+    introspect::{Introspector, Lookup, Miss, response::TokenInfo, status::TokenStatus},
     rejection::{AuthFailure, Challenges, Rejection},
     stats::Stats,
     throttle::{OUTAGE_LOG_INTERVAL, Tally},
@@ -97,6 +97,14 @@ impl Shared {
 
     pub(crate) fn readiness(&self) -> crate::readiness::Readiness {
         self.introspector.readiness()
+    }
+
+    /// One uncached introspection call (see `Introspector::introspect_uncached`).
+    pub(crate) async fn introspect_uncached(
+        &self,
+        token: &str,
+    ) -> Result<TokenStatus, IntrospectError> {
+        self.introspector.introspect_uncached(token).await
     }
 
     /// The first, synchronous step: everything the request line and headers decide, and the

@@ -4,7 +4,13 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::{config::Config, error::ConfigError, guard::Shared, service::SmartGuard};
+use crate::{
+    config::Config,
+    error::{ConfigError, IntrospectError},
+    guard::Shared,
+    introspect::status::TokenStatus,
+    service::SmartGuard,
+};
 
 /// Applies [`SmartGuard`] to a service: bearer token → cached introspection → SMART scopes →
 /// [`VerifiedClaims`](crate::VerifiedClaims) in the request extensions.
@@ -51,6 +57,46 @@ impl SmartGuardLayer {
     /// [`ConfigError`] naming the first missing or invalid variable; never a secret's value.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::new(Config::from_env()?)
+    }
+
+    /// Makes one introspection call for `token` through this layer's own client (same endpoint,
+    /// same client authentication, same timeouts and answer limit) and checks the answer as a
+    /// request would, but uncached: no cache is read or written, and the circuit breaker, the
+    /// in-flight cap and [`SmartGuardLayer::stats`] are left alone. For diagnostics such as
+    /// `smart-guard check`, e.g. at startup; requests never go through it.
+    ///
+    /// A [`TokenStatus::Inactive`] answer proves the AS accepted this resource server's
+    /// credentials, so a made-up token is enough to test them.
+    ///
+    /// ```no_run
+    /// use smart_guard::{IntrospectErrorKind, SmartGuardLayer, TokenStatus};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = SmartGuardLayer::from_env()?;
+    /// match layer.introspect_uncached("not-a-real-token").await {
+    ///     Ok(TokenStatus::Inactive { .. }) => println!("the AS accepts our credentials"),
+    ///     Ok(status) => println!("unexpected: {status:?}"),
+    ///     Err(e) if e.kind() == IntrospectErrorKind::CredentialsRejected => {
+    ///         eprintln!("check SMART_GUARD_CLIENT_ID and its secret or key: {e}")
+    ///     }
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`IntrospectError`]: its [`kind`](IntrospectError::kind) tells a refused connection
+    /// (`Connect`), a timeout, rejected credentials (`CredentialsRejected`, HTTP 401/403), our own
+    /// credentials failing (`OwnCredentials`: signing, or bearer mode's own token), another
+    /// status, or an unreadable answer apart.
+    ///
+    /// # Security
+    ///
+    /// The token is sent to the introspection endpoint only; neither it nor a secret appears in
+    /// the result or the error.
+    pub async fn introspect_uncached(&self, token: &str) -> Result<TokenStatus, IntrospectError> {
+        self.shared.introspect_uncached(token).await
     }
 
     /// A snapshot of the counters shared by this layer and every service it built: cache hits

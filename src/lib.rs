@@ -176,9 +176,17 @@
 //!   (`default-features = false, features = ["axum"]`) the guard builds with the two
 //!   `client_secret_*` methods only.
 //! - `dev-server`: a development authorization server, for development and tests only.
-//! - `cli`: the `smart-guard` command-line tool.
+//! - `cli`: the `smart-guard` command-line tool (includes `dev-server`).
+//! - `metrics`: the guard's counters and introspection latency through the
+//!   [`metrics`](https://docs.rs/metrics) facade ([`GuardStats`] is there without it). Install
+//!   the recorder before building the layer: the layer registers its per-request counters once.
+//!
+//! `fuzzing` and `interop` are internal, for this repository's fuzz targets, benches and interop
+//! tests: not public API and not covered by semver.
 //!
 //! [tower]: https://docs.rs/tower
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod audit;
 mod bearer;
@@ -206,9 +214,11 @@ mod time;
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod config;
 #[cfg(feature = "dev-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub mod dev_server;
 
 pub use self::{
@@ -216,11 +226,12 @@ pub use self::{
     bearer::{BearerError, BearerToken, extract_bearer},
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Interaction, Policy, classify},
-    config::{AssertionAudience, ClientAuth, Config},
+    config::{AssertionAudience, ClientAuth, Config, Setting, Settings},
     error::{ConfigError, IntrospectError, IntrospectErrorKind},
     fhir::ResourceType,
     future::ResponseFuture,
     grant::{Audit, Grant, Grants},
+    introspect::status::{ActiveToken, TokenStatus},
     layer::SmartGuardLayer,
     limits::{AnalysisLimits, Limit},
     need::{Need, Permissions, TypeScope},

@@ -358,3 +358,293 @@ async fn demo_runs_every_step_and_exits_0() {
     }
     assert!(!stdout.contains("✗"));
 }
+
+/// Runs `smart-guard` with only `envs` from the `SMART_GUARD_*` family, `stdin` on its standard
+/// input; returns the output and stdout + stderr as text.
+async fn run_clean(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> (Output, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut command = Command::new(BIN);
+    for (var, _) in std::env::vars() {
+        if var.starts_with("SMART_GUARD_") {
+            command.env_remove(var);
+        }
+    }
+    let mut child = command
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn smart-guard");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = child.wait_with_output().await.expect("run smart-guard");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
+}
+
+const RS_SECRET: &str = "check s3cret value";
+
+/// A dev AS with resource server `rs` (secret [`RS_SECRET`]) and backend client `cli-client`.
+async fn check_server(jwks: Jwks) -> DevServer {
+    DevServer::builder()
+        .with_client(
+            ClientRegistration::new("cli-client", JwksSource::inline(jwks))
+                .with_scopes(["system/Patient.rs"]),
+        )
+        .with_resource_server(ResourceServerRegistration::with_secret("rs", RS_SECRET))
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("dev server")
+}
+
+#[tokio::test]
+async fn check_against_the_dev_server_exits_0_and_prints_the_settings_without_the_secret() {
+    let key = KeyPair::generate(smart_guard::client::SigningAlg::Es384).expect("key");
+    let server = check_server(key.jwks()).await;
+    let (output, text) = run_clean(
+        &["check"],
+        &[
+            ("SMART_GUARD_INTROSPECTION_URL", server.introspection_url()),
+            ("SMART_GUARD_CLIENT_ID", "rs"),
+            ("SMART_GUARD_CLIENT_SECRET", RS_SECRET),
+            ("SMART_GUARD_CACHE_MAX_TTL_SECS", "30"),
+        ],
+        "",
+    )
+    .await;
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains(RS_SECRET), "{text}");
+    for expected in [
+        "SMART_GUARD_CLIENT_SECRET",
+        "<redacted>",
+        "SMART_GUARD_CLIENT_AUTH",
+        "client_secret_basic",
+        "SMART_GUARD_NEGATIVE_TTL_SECS",
+        "discovery: not configured",
+        server.introspection_url(),
+        "active: false (inactive): the AS accepted our credentials",
+        "check: ok",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let ttl = text
+        .lines()
+        .find(|l| l.contains("SMART_GUARD_CACHE_MAX_TTL_SECS"))
+        .expect("the TTL line");
+    assert!(ttl.trim_end().ends_with(" 30"), "{ttl}");
+    assert_eq!(server.introspection_count(), 1, "one call");
+}
+
+#[tokio::test]
+async fn check_discovers_the_endpoints_from_the_issuer() {
+    let key = KeyPair::generate(smart_guard::client::SigningAlg::Es384).expect("key");
+    let server = check_server(key.jwks()).await;
+    let (output, text) = run_clean(
+        &["check"],
+        &[
+            ("SMART_GUARD_ISSUER", server.base_url()),
+            ("SMART_GUARD_CLIENT_ID", "rs"),
+            ("SMART_GUARD_CLIENT_AUTH", "client_secret_post"),
+            ("SMART_GUARD_CLIENT_SECRET", RS_SECRET),
+        ],
+        "",
+    )
+    .await;
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("discovery: reading the metadata of"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "introspection_endpoint: {}",
+            server.introspection_url()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("check: ok"), "{text}");
+}
+
+#[tokio::test]
+async fn check_with_a_wrong_secret_exits_1_and_says_the_credentials_were_rejected() {
+    let key = KeyPair::generate(smart_guard::client::SigningAlg::Es384).expect("key");
+    let server = check_server(key.jwks()).await;
+    let (output, text) = run_clean(
+        &["check"],
+        &[
+            ("SMART_GUARD_INTROSPECTION_URL", server.introspection_url()),
+            ("SMART_GUARD_CLIENT_ID", "rs"),
+            ("SMART_GUARD_CLIENT_SECRET", "wrong-secret-value"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("credentials rejected"), "{text}");
+    assert!(text.contains("HTTP 401, invalid_client"), "{text}");
+    assert!(!text.contains("wrong-secret-value"), "{text}");
+    assert!(!text.contains("check: ok"), "{text}");
+}
+
+#[tokio::test]
+async fn check_with_a_bad_variable_exits_1_naming_it() {
+    let (output, text) = run_clean(
+        &["check"],
+        &[
+            (
+                "SMART_GUARD_INTROSPECTION_URL",
+                "http://127.0.0.1:9/introspect",
+            ),
+            ("SMART_GUARD_CLIENT_ID", "rs"),
+            ("SMART_GUARD_CLIENT_SECRET", RS_SECRET),
+            ("SMART_GUARD_CACHE_MAX_TTL_SECS", "sixty"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("configuration: SMART_GUARD_CACHE_MAX_TTL_SECS is invalid"),
+        "{text}"
+    );
+    assert!(!text.contains(RS_SECRET), "{text}");
+}
+
+#[tokio::test]
+async fn check_says_when_the_as_is_unreachable() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}/introspect", listener.local_addr().expect("addr"))
+    };
+    let (output, text) = run_clean(
+        &["check"],
+        &[
+            ("SMART_GUARD_INTROSPECTION_URL", &closed),
+            ("SMART_GUARD_CLIENT_ID", "rs"),
+            ("SMART_GUARD_CLIENT_SECRET", RS_SECRET),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("AS unreachable at {closed}")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_with_a_valid_token_on_stdin_reports_it_active_and_never_prints_it() {
+    let key = KeyPair::generate(smart_guard::client::SigningAlg::Es384).expect("key");
+    let server = check_server(key.jwks()).await;
+    let http = reqwest::Client::builder().no_proxy().build().expect("http");
+    let token = request_token(
+        &http,
+        server.token_url(),
+        &AssertionSigner::new("cli-client", key),
+        "system/Patient.rs",
+    )
+    .await
+    .expect("token");
+    let token = token.access_token.as_str();
+    let envs = [
+        ("SMART_GUARD_INTROSPECTION_URL", server.introspection_url()),
+        ("SMART_GUARD_CLIENT_ID", "rs"),
+        ("SMART_GUARD_CLIENT_SECRET", RS_SECRET),
+    ];
+    let (output, text) = run_clean(&["check", "--token-stdin"], &envs, &format!("{token}\n")).await;
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains(token), "the token is never printed:\n{text}");
+    for expected in [
+        "active: true",
+        "client_id: cli-client",
+        "scope: system/Patient.rs",
+        "exp: ",
+        "check: ok",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let (output, text) = run_clean(&["check", "--token-stdin"], &envs, "made-up-token\n").await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "an inactive token fails: {text}"
+    );
+    assert!(text.contains("not usable: inactive"), "{text}");
+}
+
+#[tokio::test]
+async fn introspect_authenticates_with_private_key_jwt_against_the_dev_server() {
+    let scratch = Scratch::new("introspect-jwt");
+    let (_, rs_jwks) = keygen(scratch.path(), "ES384").await;
+    let backend = KeyPair::generate(smart_guard::client::SigningAlg::Rs384).expect("key");
+    let server = DevServer::builder()
+        .with_client(
+            ClientRegistration::new("cli-client", JwksSource::inline(backend.jwks()))
+                .with_scopes(["system/Patient.rs"]),
+        )
+        .with_resource_server(ResourceServerRegistration::with_jwks(
+            "rs-jwt",
+            JwksSource::inline(rs_jwks),
+        ))
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("dev server");
+    let http = reqwest::Client::builder().no_proxy().build().expect("http");
+    let token = request_token(
+        &http,
+        server.token_url(),
+        &AssertionSigner::new("cli-client", backend),
+        "system/Patient.rs",
+    )
+    .await
+    .expect("token");
+    let key = scratch.path().join("private-key.pem");
+    let key = key.to_str().expect("utf-8 path");
+    // Flags only, and then the same settings from the environment.
+    let flags = [
+        "introspect",
+        "--url",
+        server.introspection_url(),
+        "--client-id",
+        "rs-jwt",
+        "--auth",
+        "private_key_jwt",
+        "--key",
+        key,
+        token.access_token.as_str(),
+    ];
+    let (output, text) = run_clean(&flags, &[], "").await;
+    assert!(output.status.success(), "{text}");
+    let answer = stdout_json(&output);
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["client_id"], "cli-client");
+    assert_eq!(answer["scope"], "system/Patient.rs");
+    let envs = [
+        ("SMART_GUARD_INTROSPECTION_URL", server.introspection_url()),
+        ("SMART_GUARD_CLIENT_ID", "rs-jwt"),
+        ("SMART_GUARD_CLIENT_AUTH", "private_key_jwt"),
+        ("SMART_GUARD_CLIENT_KEY_FILE", key),
+    ];
+    let (output, text) = run_clean(&["introspect", "made-up-token"], &envs, "").await;
+    assert!(output.status.success(), "{text}");
+    assert_eq!(stdout_json(&output)["active"], false);
+    let (output, text) = run_clean(&["check"], &envs, "").await;
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("SMART_GUARD_CLIENT_KEY_FILE"), "{text}");
+    assert!(text.contains(key), "the key file's path is shown: {text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert_eq!(server.introspection_count(), 3);
+}

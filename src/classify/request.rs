@@ -212,7 +212,7 @@ pub enum ClassifyError {
     /// parameter other than `charset=utf-8`, or a `Content-Encoding` other than `identity`.
     /// Answered 415.
     UnsupportedMediaType,
-    /// The request asks for more analysis than the [`AnalysisLimits`] allow: too many
+    /// The request asks for more analysis than the [`AnalysisLimits`](crate::AnalysisLimits) allow: too many
     /// parameters or Bundle entries, a chain or `_has` too deep. Answered 400.
     TooComplex(Limit),
 }

@@ -245,11 +245,13 @@ impl Config {
         // The secret is read as is (no trim) and only when the method sends it.
         if c.client_auth.uses_secret() {
             c = c.with_client_secret(client_secret(&env)?);
+            c.client_secret_file = env.get(ENV_CLIENT_SECRET_FILE).map(Into::into);
         }
         #[cfg(feature = "client")]
         if c.client_auth.uses_key() {
             let path = env.get(ENV_CLIENT_KEY_FILE).ok_or(missing(ENV_CLIENT_KEY_FILE))?;
             c = c.with_private_key(read_key(&path, env.get(ENV_CLIENT_KEY_ALG))?);
+            c.client_key_file = Some(path.into());
         }
         c = env.set(c, ENV_CLIENT_ASSERTION_AUD, audience, Self::with_assertion_audience)?;
         c = env.set(c, ENV_TOKEN_URL, http_url, Self::with_token_url)?;

@@ -4,6 +4,9 @@
 
 pub(crate) mod discovery;
 pub mod env;
+mod settings;
+
+pub use self::settings::{Setting, Settings};
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -34,12 +37,14 @@ pub enum ClientAuth {
     /// A fresh RFC 7523 client assertion (new `jti`) signed with this resource server's key,
     /// on every call (SMART asymmetric client authentication).
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     PrivateKeyJwt,
     /// SMART bearer authorization (SMART Token Introspection): this resource server gets its own
     /// Backend Services access token (`client_credentials` + `private_key_jwt` at the token
     /// endpoint), sends it as `Authorization: Bearer`, refreshes it before it expires, and on a
     /// 401 from the introspection endpoint refreshes it once and retries.
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     Bearer,
 }
 
@@ -163,6 +168,12 @@ pub struct Config {
     pub(crate) client_auth: ClientAuth,
     #[cfg(feature = "client")]
     pub(crate) client_key: Option<Arc<crate::client::KeyPair>>,
+    /// The file the key was read from (`SMART_GUARD_CLIENT_KEY_FILE`); `None` for a key set in
+    /// code. Shown by [`Config::settings`]; the key itself never is.
+    #[cfg(feature = "client")]
+    pub(crate) client_key_file: Option<Arc<str>>,
+    /// Where the secret was read from, for [`Config::settings`].
+    pub(crate) client_secret_file: Option<Arc<str>>,
     pub(crate) assertion_audience: AssertionAudience,
     pub(crate) token_url: Option<Url>,
     pub(crate) token_scope: Option<String>,
@@ -184,7 +195,11 @@ pub struct Config {
     pub(crate) retry_after: Duration,
     pub(crate) http_client: Option<reqwest::Client>,
     pub(crate) allowed_operations: Arc<[OperationRule]>,
+    /// The rules as given, for [`Config::settings`].
+    pub(crate) allowed_operations_text: Arc<str>,
     pub(crate) bulk_paths: Arc<[BulkPath]>,
+    /// The rules as given, for [`Config::settings`].
+    pub(crate) bulk_paths_text: Arc<str>,
     pub(crate) max_json_depth: usize,
     pub(crate) analysis_limits: AnalysisLimits,
     pub(crate) max_in_flight: usize,
@@ -230,6 +245,9 @@ impl Config {
             client_auth: ClientAuth::default(),
             #[cfg(feature = "client")]
             client_key: None,
+            #[cfg(feature = "client")]
+            client_key_file: None,
+            client_secret_file: None,
             assertion_audience: AssertionAudience::default(),
             token_url: None,
             token_scope: None,
@@ -251,7 +269,9 @@ impl Config {
             retry_after: Duration::from_secs(5),
             http_client: None,
             allowed_operations: Arc::new([]),
+            allowed_operations_text: Arc::from(""),
             bulk_paths: Arc::new([]),
+            bulk_paths_text: Arc::from(""),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             analysis_limits: AnalysisLimits::default(),
             max_in_flight: 64,
@@ -331,6 +351,7 @@ impl Config {
     /// The client secret for `client_secret_basic` and `client_secret_post` (never logged).
     pub fn with_client_secret(mut self, secret: impl Into<String>) -> Self {
         self.client_secret = Some(Secret(secret.into()));
+        self.client_secret_file = None;
         self
     }
 
@@ -370,8 +391,10 @@ impl Config {
     /// and [`ClientAuth::Bearer`]. Its `kid` is its RFC 7638 thumbprint, as in the JWKS that
     /// `smart-guard keygen` writes: register that JWKS at the AS.
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     pub fn with_private_key(mut self, key: impl Into<Arc<crate::client::KeyPair>>) -> Self {
         self.client_key = Some(key.into());
+        self.client_key_file = None;
         self
     }
 
@@ -516,6 +539,7 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the first bad rule.
     pub fn with_allowed_operations(mut self, rules: &str) -> Result<Self, ConfigError> {
         self.allowed_operations = allowed_operations_of("allowed_operations", rules)?;
+        self.allowed_operations_text = Arc::from(rules.trim());
         Ok(self)
     }
 
@@ -527,6 +551,7 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the first bad rule.
     pub fn with_bulk_paths(mut self, rules: &str) -> Result<Self, ConfigError> {
         self.bulk_paths = bulk_paths_of("bulk_paths", rules)?;
+        self.bulk_paths_text = Arc::from(rules.trim());
         Ok(self)
     }
 

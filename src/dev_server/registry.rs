@@ -2,7 +2,7 @@
 //! to introspect (secret or JWKS), plus the JSON clients file.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -129,9 +129,12 @@ impl ResourceServerRegistration {
 
 /// The parsed clients file the `smart-guard dev-server` command reads.
 ///
-/// Format (JSON). Each client has exactly one of `jwks` and `jwks_uri`; each resource server exactly
-/// one of `client_secret`, `jwks` and `jwks_uri`. `scope` is space-separated. `token_lifetime_secs`
-/// is optional (default 300).
+/// Format (JSON). Each client has exactly one of `jwks`, `jwks_uri` and `jwks_file`; each resource
+/// server exactly one of `client_secret`, `jwks`, `jwks_uri` and `jwks_file`. `jwks_file` names a
+/// JWKS file (such as the `jwks.json` that `smart-guard keygen` writes), read once at startup; a
+/// relative path is relative to the clients file's directory ([`ClientsFile::from_path`]) or to
+/// the working directory ([`ClientsFile::from_json`]). `scope` is space-separated.
+/// `token_lifetime_secs` is optional (default 300).
 ///
 /// ```json
 /// {
@@ -142,7 +145,9 @@ impl ResourceServerRegistration {
 ///       "jwks": { "keys": [ { "kty": "EC", "crv": "P-384", "x": "...", "y": "...",
 ///                             "kid": "...", "alg": "ES384", "use": "sig" } ] } },
 ///     { "client_id": "other-service", "scope": "system/*.rs",
-///       "jwks_uri": "https://other.example/.well-known/jwks.json" }
+///       "jwks_uri": "https://other.example/.well-known/jwks.json" },
+///     { "client_id": "local-service", "scope": "system/Patient.rs",
+///       "jwks_file": "keys/local-service/jwks.json" }
 ///   ],
 ///   "resource_servers": [
 ///     { "client_id": "fhir-server", "client_secret": "change-me" }
@@ -199,6 +204,7 @@ struct ClientRepr {
     scope: String,
     jwks: Option<Jwks>,
     jwks_uri: Option<String>,
+    jwks_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +214,39 @@ struct ResourceServerRepr {
     client_secret: Option<String>,
     jwks: Option<Jwks>,
     jwks_uri: Option<String>,
+    jwks_file: Option<PathBuf>,
+}
+
+/// The one key source of an entry, or `None` when it has none or several.
+fn key_source(
+    jwks: Option<Jwks>,
+    jwks_uri: Option<String>,
+    jwks_file: Option<PathBuf>,
+    base: &Path,
+) -> Option<Result<JwksSource, ClientsFileError>> {
+    match (jwks, jwks_uri, jwks_file) {
+        (Some(j), None, None) => Some(Ok(JwksSource::inline(j))),
+        (None, Some(u), None) => Some(Ok(JwksSource::url(u))),
+        (None, None, Some(f)) => Some(read_jwks_file(&base.join(f)).map(JwksSource::inline)),
+        _ => None,
+    }
+}
+
+/// A JWKS file, e.g. the `jwks.json` of `smart-guard keygen`.
+fn read_jwks_file(path: &Path) -> Result<Jwks, ClientsFileError> {
+    let json = std::fs::read_to_string(path).map_err(|e| ClientsFileError {
+        message: format!("cannot read jwks_file {}", path.display()),
+        source: Some(Box::new(e)),
+    })?;
+    serde_json::from_str(&json).map_err(|e| ClientsFileError {
+        message: format!(
+            "jwks_file {} is not a JWKS (line {}, column {})",
+            path.display(),
+            e.line(),
+            e.column()
+        ),
+        source: None,
+    })
 }
 
 impl ClientsFile {
@@ -215,8 +254,14 @@ impl ClientsFile {
     ///
     /// # Errors
     ///
-    /// [`ClientsFileError`] for invalid JSON, unknown fields, or a client without exactly one key source.
+    /// [`ClientsFileError`] for invalid JSON, unknown fields, a client without exactly one key
+    /// source, or a `jwks_file` that cannot be read.
     pub fn from_json(json: &str) -> Result<Self, ClientsFileError> {
+        Self::parse(json, Path::new(""))
+    }
+
+    /// [`Self::from_json`], with `jwks_file` paths relative to `base`.
+    fn parse(json: &str, base: &Path) -> Result<Self, ClientsFileError> {
         // Only the position is reported: serde_json messages can quote values, and values may be secrets.
         let repr: FileRepr = serde_json::from_str(json).map_err(|e| ClientsFileError {
             message: format!(
@@ -232,31 +277,24 @@ impl ClientsFile {
         };
         let mut clients = Vec::new();
         for c in repr.clients {
-            let jwks = match (c.jwks, c.jwks_uri) {
-                (Some(j), None) => JwksSource::inline(j),
-                (None, Some(u)) => JwksSource::url(u),
-                _ => {
-                    return Err(invalid(format!(
-                        "client {:?} needs exactly one of jwks and jwks_uri",
-                        c.client_id
-                    )));
-                }
+            let Some(jwks) = key_source(c.jwks, c.jwks_uri, c.jwks_file, base) else {
+                return Err(invalid(format!(
+                    "client {:?} needs exactly one of jwks, jwks_uri and jwks_file",
+                    c.client_id
+                )));
             };
+            let jwks = jwks?;
             clients.push(ClientRegistration::new(c.client_id, jwks).with_scope_string(&c.scope));
         }
         let mut resource_servers = Vec::new();
         for rs in repr.resource_servers {
-            let reg = match (rs.client_secret, rs.jwks, rs.jwks_uri) {
-                (Some(s), None, None) => ResourceServerRegistration::with_secret(rs.client_id, &s),
-                (None, Some(j), None) => {
-                    ResourceServerRegistration::with_jwks(rs.client_id, JwksSource::inline(j))
-                }
-                (None, None, Some(u)) => {
-                    ResourceServerRegistration::with_jwks(rs.client_id, JwksSource::url(u))
-                }
+            let keys = key_source(rs.jwks, rs.jwks_uri, rs.jwks_file, base);
+            let reg = match (rs.client_secret, keys) {
+                (Some(s), None) => ResourceServerRegistration::with_secret(rs.client_id, &s),
+                (None, Some(jwks)) => ResourceServerRegistration::with_jwks(rs.client_id, jwks?),
                 _ => {
                     return Err(invalid(format!(
-                        "resource server {:?} needs exactly one of client_secret, jwks and jwks_uri",
+                        "resource server {:?} needs exactly one of client_secret, jwks, jwks_uri and jwks_file",
                         rs.client_id
                     )));
                 }
@@ -281,7 +319,7 @@ impl ClientsFile {
             message: format!("cannot read clients file {}", path.display()),
             source: Some(Box::new(e)),
         })?;
-        Self::from_json(&json)
+        Self::parse(&json, path.parent().unwrap_or(Path::new("")))
     }
 }
 
@@ -314,10 +352,45 @@ mod tests {
     }
 
     #[test]
+    fn a_jwks_file_is_read_relative_to_the_clients_file() {
+        let dir = std::env::temp_dir().join(format!("smart-guard-registry-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
+        std::fs::write(dir.join("keys/jwks.json"), r#"{"keys": []}"#).expect("write jwks");
+        let clients = dir.join("clients.json");
+        std::fs::write(
+            &clients,
+            r#"{"clients": [{"client_id": "a", "jwks_file": "keys/jwks.json"}],
+                "resource_servers": [{"client_id": "rs", "jwks_file": "keys/jwks.json"}]}"#,
+        )
+        .expect("write clients");
+        let file = ClientsFile::from_path(&clients);
+        std::fs::write(
+            &clients,
+            r#"{"clients": [{"client_id": "a", "jwks_file": "nope.json"}]}"#,
+        )
+        .expect("write clients");
+        let missing = ClientsFile::from_path(&clients);
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = file.expect("valid file");
+        assert_eq!(
+            file.clients[0].jwks,
+            JwksSource::inline(Jwks { keys: vec![] })
+        );
+        assert_eq!(file.resource_servers.len(), 1);
+        let err = missing.expect_err("missing jwks_file").to_string();
+        assert!(
+            err.contains("cannot read jwks_file") && err.contains("nope.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn clients_file_rejects_ambiguous_or_unknown_entries() {
         for json in [
             r#"{"clients": [{"client_id": "a"}]}"#,
             r#"{"clients": [{"client_id": "a", "jwks": {"keys": []}, "jwks_uri": "http://x"}]}"#,
+            r#"{"clients": [{"client_id": "a", "jwks": {"keys": []}, "jwks_file": "x.json"}]}"#,
+            r#"{"resource_servers": [{"client_id": "rs", "client_secret": "s", "jwks_file": "x"}]}"#,
             r#"{"resource_servers": [{"client_id": "rs"}]}"#,
             r#"{"clients": [], "client": []}"#,
             "not json",

@@ -234,11 +234,22 @@ impl IntrospectionClient {
     async fn read_answer(&self, response: reqwest::Response) -> Result<Bytes, IntrospectError> {
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(IntrospectError::new(
+            let refused = IntrospectError::new(
                 IntrospectErrorKind::CredentialsRejected,
                 "the AS rejected this resource server's credentials",
             )
-            .with_status(status.as_u16()));
+            .with_status(status.as_u16());
+            // The RFC 6749 §5.2 error code, if the body has one within a small limit.
+            let code = match self.read_limited(response).await {
+                Ok(body) if body.len() <= 4096 => serde_json::from_slice::<OAuthError>(&body)
+                    .ok()
+                    .and_then(|e| e.error),
+                _ => None,
+            };
+            return Err(match code {
+                Some(code) => refused.with_oauth_error(&code),
+                None => refused,
+            });
         }
         if status != StatusCode::OK {
             return Err(
@@ -274,6 +285,12 @@ impl IntrospectionClient {
         }
         Ok(body.freeze())
     }
+}
+
+/// The `error` member of an RFC 6749 §5.2 error answer.
+#[derive(serde::Deserialize)]
+struct OAuthError {
+    error: Option<String>,
 }
 
 /// `Authorization: Basic` with id and secret form-urlencoded first (RFC 6749 §2.3.1).

@@ -7,6 +7,7 @@ mod front;
 mod intern;
 pub(crate) mod response;
 mod stale;
+pub(crate) mod status;
 pub(crate) mod token_key;
 
 use std::{
@@ -349,6 +350,18 @@ impl Introspector {
             self.active.invalidate(key).await;
             Lookup::Inactive(status, "token expired")
         }
+    }
+
+    /// One introspection call for `token`, its answer parsed and checked like any other, that
+    /// bypasses everything else: no cache is read or written, the breaker, the in-flight cap and
+    /// the stats are left alone. For diagnostics (`smart-guard check`), not for requests.
+    pub(crate) async fn introspect_uncached(
+        &self,
+        token: &str,
+    ) -> Result<status::TokenStatus, IntrospectError> {
+        let body = self.client.introspect(token).await?;
+        response::parse_answer(&body, &self.checks, unix_now())
+            .map(status::TokenStatus::from_answer)
     }
 
     /// One introspection call, unless the breaker is open or the in-flight cap is reached; it
