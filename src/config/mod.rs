@@ -4,6 +4,7 @@
 
 pub(crate) mod discovery;
 pub mod env;
+mod resource;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -193,6 +194,11 @@ pub struct Config {
     pub(crate) request_deadline: Option<Duration>,
     /// `None`: stale-if-error is off.
     pub(crate) stale_if_error: Option<Duration>,
+    /// This FHIR server's resource identifier (RFC 9728), if set.
+    pub(crate) resource: Option<resource::ResourceUrl>,
+    pub(crate) resource_name: Option<String>,
+    /// What the AS's metadata said, kept by [`Config::discover`] for the served documents.
+    pub(crate) advertised: discovery::Advertised,
 }
 
 impl Config {
@@ -256,6 +262,9 @@ impl Config {
             breaker_cooldown: Duration::from_millis(5_000),
             request_deadline: None,
             stale_if_error: None,
+            resource: None,
+            resource_name: None,
+            advertised: discovery::Advertised::default(),
         }
     }
 
@@ -727,6 +736,10 @@ mod tests {
                 "allowed_operations",
             ),
             (config().with_bulk_paths("bulk-files").err(), "bulk_paths"),
+            (
+                config().with_resource_url("https://h/fhir?x").err(),
+                "resource_url",
+            ),
         ] {
             let text = err.expect(setting).to_string();
             assert!(
