@@ -201,6 +201,7 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "dev-server")]
 pub mod dev_server;
+pub mod metadata;
 
 pub use self::{
     bearer::{BearerError, BearerToken, extract_bearer},
