@@ -77,6 +77,8 @@
 //! | `SMART_GUARD_BREAKER_COOLDOWN_MS` | `5000` | an open breaker refuses calls this long, then lets one probe through |
 //! | `SMART_GUARD_REQUEST_DEADLINE_MS` | `SMART_GUARD_TIMEOUT_MS` | longest a request waits for an introspection answer (its own call or one it joined) |
 //! | `SMART_GUARD_STALE_IF_ERROR_SECS` | `0` (off) | during an AS outage, serve a token's last active answer this long past its cache TTL, never past `exp` |
+//! | `SMART_GUARD_RESOURCE_URL` | unset | public base URL of the FHIR server (RFC 9728 resource identifier): challenges get `resource_metadata`, [`metadata::router`] serves the metadata |
+//! | `SMART_GUARD_RESOURCE_NAME` | unset | `resource_name` of that metadata |
 //!
 //! ## Operations and bulk-data URLs
 //!
@@ -103,12 +105,18 @@
 //! `SmartGuardLayer::new(Config::from_env()?.discover().await?)`. See [`Config::discover`] for
 //! the documents tried and the checks made.
 //!
+//! ### Discovery documents
+//!
+//! [`metadata::router`] serves `{base}/.well-known/smart-configuration` (SMART App Launch) and,
+//! with `SMART_GUARD_RESOURCE_URL`, the RFC 9728 protected resource metadata; merge it beside the
+//! guarded FHIR routes. See [`metadata`].
+//!
 //! ## Responses
 //!
 //! | Situation | Status | `WWW-Authenticate` |
 //! |---|---|---|
-//! | `GET`/`HEAD` `/metadata`, `/.well-known/smart-configuration` | passed through, no token needed | — |
-//! | no token, or another scheme | 401 | `Bearer realm="…"` |
+//! | `GET`/`HEAD` `/metadata`, `/.well-known/smart-configuration`; with `SMART_GUARD_RESOURCE_URL`, exactly its RFC 9728 metadata path | passed through, no token needed | — |
+//! | no token, or another scheme | 401 | `Bearer realm="…"` (every challenge ends in `, resource_metadata="…"` with `SMART_GUARD_RESOURCE_URL`) |
 //! | malformed `Authorization`, two headers, token over the limit, `access_token` in query or body next to the header | 400 | `error="invalid_request"` |
 //! | malformed path (dot segments, percent-encoded path bytes, empty segments) | 400 | — |
 //! | not a FHIR interaction, or outside the base path | 404 | — |

@@ -322,7 +322,7 @@ fn well_known_urls(issuer: &str) -> Result<Vec<(Url, Kind)>, String> {
 }
 
 enum Fetched {
-    Document(Metadata),
+    Document(Box<Metadata>),
     /// Not there: a status other than 200, or not a JSON object; the reason, for the error.
     Absent(String),
 }
@@ -352,7 +352,7 @@ async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, String> {
         body.extend_from_slice(&chunk);
     }
     match serde_json::from_slice::<Metadata>(&body) {
-        Ok(metadata) => Ok(Fetched::Document(metadata)),
+        Ok(metadata) => Ok(Fetched::Document(Box::new(metadata))),
         Err(e) if e.is_data() => Err(format!("{url} is not valid metadata ({e})")),
         Err(_) => Ok(Fetched::Absent("not a JSON object".to_owned())),
     }
