@@ -77,7 +77,7 @@
 //! | `SMART_GUARD_BREAKER_COOLDOWN_MS` | `5000` | an open breaker refuses calls this long, then lets one probe through |
 //! | `SMART_GUARD_REQUEST_DEADLINE_MS` | `SMART_GUARD_TIMEOUT_MS` | longest a request waits for an introspection answer (its own call or one it joined) |
 //! | `SMART_GUARD_STALE_IF_ERROR_SECS` | `0` (off) | during an AS outage, serve a token's last active answer this long past its cache TTL, never past `exp` |
-//! | `SMART_GUARD_RESOURCE_URL` | unset | public base URL of the FHIR server (RFC 9728 resource identifier): challenges get `resource_metadata`, [`metadata::router`] serves the metadata |
+//! | `SMART_GUARD_RESOURCE_URL` | unset | public base URL of the FHIR server (RFC 9728 resource identifier): challenges get `resource_metadata`, [`metadata::router`](metadata) serves the metadata |
 //! | `SMART_GUARD_RESOURCE_NAME` | unset | `resource_name` of that metadata |
 //!
 //! ## Operations and bulk-data URLs
@@ -107,7 +107,7 @@
 //!
 //! ### Discovery documents
 //!
-//! [`metadata::router`] serves `{base}/.well-known/smart-configuration` (SMART App Launch) and,
+//! [`metadata::router`](metadata) serves `{base}/.well-known/smart-configuration` (SMART App Launch) and,
 //! with `SMART_GUARD_RESOURCE_URL`, the RFC 9728 protected resource metadata; merge it beside the
 //! guarded FHIR routes. See [`metadata`].
 //!
