@@ -385,7 +385,8 @@ impl Config {
         self
     }
 
-    /// The token endpoint where [`ClientAuth::Bearer`] gets this resource server's own token.
+    /// The token endpoint where [`ClientAuth::Bearer`] gets this resource server's own token,
+    /// and the `token_endpoint` of the served SMART configuration (`crate::metadata`).
     pub fn with_token_url(mut self, url: Url) -> Self {
         self.token_url = Some(url);
         self
