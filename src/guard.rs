@@ -1,7 +1,7 @@
 //! The one pipeline a request goes through (docs/AUTHORIZATION.md §1.3):
 //!
-//! base path → classify → public? → bearer → front cache → [a declared body over the limit:
-//! 413] → [miss: introspect] → body, when the guard reads one → grant → claims.
+//! resource metadata? → base path → classify → public? → bearer → front cache → [a declared body
+//! over the limit: 413] → [miss: introspect] → body, when the guard reads one → grant → claims.
 //!
 //! [`Shared::begin`] runs everything that needs no wait, inside `Service::call`: it decides
 //! (public endpoint, a request's own error, a token in the front cache) or returns a
@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) audit: Option<Auditor>,
     /// The WARN summary of 503 answers.
     pub(crate) unavailable_log: Tally,
+    /// The path of the RFC 9728 protected resource metadata, public when set.
+    resource_metadata_path: Option<Arc<str>>,
 }
 
 impl Shared {
@@ -88,7 +90,15 @@ impl Shared {
                 Arc::clone(&stats),
             )?,
             stats,
-            challenges: Challenges::new(&config.realm, config.retry_after.as_secs()),
+            challenges: Challenges::new(
+                &config.realm,
+                config.retry_after.as_secs(),
+                config.resource_metadata_url(),
+            ),
+            resource_metadata_path: config
+                .resource
+                .as_ref()
+                .map(|r| Arc::clone(&r.metadata_path)),
             base_path: config.base_path,
             max_token_bytes: config.max_token_bytes,
             max_body_bytes: config.max_body_bytes,
@@ -118,6 +128,9 @@ impl Shared {
         headers: &HeaderMap,
         declared_body_len: u64,
     ) -> Step {
+        if self.is_resource_metadata(method, uri, extensions) {
+            return Step::Decided(Ok(Decision::Public));
+        }
         let Some(relative) = self.relative_path(uri, extensions) else {
             return Step::Decided(Err(not_found("outside the FHIR base path")));
         };
@@ -249,6 +262,33 @@ impl Shared {
         let incoming = incoming(&parts.method, relative, query, &parts.headers, Some(body));
         let request = contained(|| self.policy.classify(&incoming))?.map_err(classify_rejection)?;
         grant(&incoming, request, info)
+    }
+
+    /// Whether this is `GET` or `HEAD` of exactly the protected resource metadata path (RFC 9728
+    /// §3.1), which usually lies outside the FHIR base. Compared byte for byte with the path as
+    /// it came in (a router nested elsewhere that stripped a prefix does not match), so no
+    /// encoding, dot segment or case variant matches; the query is not looked at, as for the
+    /// other public endpoints.
+    #[inline]
+    fn is_resource_metadata(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        extensions: &http::Extensions,
+    ) -> bool {
+        let Some(path) = self.resource_metadata_path.as_deref() else {
+            return false;
+        };
+        if uri.path() != path || !(method == Method::GET || method == Method::HEAD) {
+            return false;
+        }
+        #[cfg(feature = "axum")]
+        if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
+            return original.path() == path;
+        }
+        #[cfg(not(feature = "axum"))]
+        let _ = extensions;
+        true
     }
 
     /// The path relative to the FHIR base, or `None` when the request is outside it.

@@ -83,6 +83,8 @@
 //! Any other `SMART_GUARD_*` variable is a startup warning naming it (a misspelt setting does not
 //! pass in silence). [`SmartGuardLayer::readiness`] tells a readiness endpoint whether the AS
 //! answers; merge such routes beside the guarded router, not under it.
+//! | `SMART_GUARD_RESOURCE_URL` | unset | public base URL of the FHIR server (RFC 9728 resource identifier): challenges get `resource_metadata`, [`metadata::router`](metadata) serves the metadata |
+//! | `SMART_GUARD_RESOURCE_NAME` | unset | `resource_name` of that metadata |
 //!
 //! ## Operations and bulk-data URLs
 //!
@@ -109,12 +111,18 @@
 //! `SmartGuardLayer::new(Config::from_env()?.discover().await?)`. See [`Config::discover`] for
 //! the documents tried and the checks made.
 //!
+//! ### Discovery documents
+//!
+//! [`metadata::router`](metadata) serves `{base}/.well-known/smart-configuration` (SMART App Launch) and,
+//! with `SMART_GUARD_RESOURCE_URL`, the RFC 9728 protected resource metadata; merge it beside the
+//! guarded FHIR routes. See [`metadata`].
+//!
 //! ## Responses
 //!
 //! | Situation | Status | `WWW-Authenticate` |
 //! |---|---|---|
-//! | `GET`/`HEAD` `/metadata`, `/.well-known/smart-configuration` | passed through, no token needed | — |
-//! | no token, or another scheme | 401 | `Bearer realm="…"` |
+//! | `GET`/`HEAD` `/metadata`, `/.well-known/smart-configuration`; with `SMART_GUARD_RESOURCE_URL`, exactly its RFC 9728 metadata path | passed through, no token needed | — |
+//! | no token, or another scheme | 401 | `Bearer realm="…"` (every challenge ends in `, resource_metadata="…"` with `SMART_GUARD_RESOURCE_URL`) |
 //! | malformed `Authorization`, two headers, token over the limit, `access_token` in query or body next to the header | 400 | `error="invalid_request"` |
 //! | malformed path (dot segments, percent-encoded path bytes, empty segments) | 400 | — |
 //! | not a FHIR interaction, or outside the base path | 404 | — |
@@ -220,6 +228,7 @@ pub mod config;
 #[cfg(feature = "dev-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub mod dev_server;
+pub mod metadata;
 
 pub use self::{
     audit::{AuditEvent, AuditOutcome},

@@ -146,10 +146,13 @@ impl Rejection {
     }
 }
 
-/// The precomputed challenge headers of one guard (they depend only on the realm).
+/// The precomputed challenge headers of one guard (they depend only on the realm and the
+/// resource metadata URL).
 #[derive(Debug, Clone)]
 pub(crate) struct Challenges {
     realm: String,
+    /// `, resource_metadata="<url>"` (RFC 9728 §5.1), or empty.
+    resource_metadata: String,
     bare: HeaderValue,
     invalid_request: HeaderValue,
     invalid_token: HeaderValue,
@@ -158,21 +161,26 @@ pub(crate) struct Challenges {
 }
 
 impl Challenges {
-    /// `realm` is checked by the config: printable ASCII without `"` or `\`.
-    pub(crate) fn new(realm: &str, retry_after_secs: u64) -> Self {
-        let value = |s: String| {
-            HeaderValue::try_from(s).expect("realm is printable ASCII (checked by Config)")
+    /// `realm` is checked by the config: printable ASCII without `"` or `\`; so is
+    /// `resource_metadata`, a serialized URL (RFC 9728 §5.1: with it, every challenge names the
+    /// protected resource metadata).
+    pub(crate) fn new(realm: &str, retry_after_secs: u64, resource_metadata: Option<&str>) -> Self {
+        let resource_metadata = resource_metadata
+            .map(|url| format!(", resource_metadata=\"{url}\""))
+            .unwrap_or_default();
+        let value = |error: &str| {
+            HeaderValue::try_from(format!(
+                "Bearer realm=\"{realm}\"{error}{resource_metadata}"
+            ))
+            .expect("realm and URL are printable ASCII (checked by Config)")
         };
         Self {
+            bare: value(""),
+            invalid_request: value(", error=\"invalid_request\""),
+            invalid_token: value(", error=\"invalid_token\""),
+            insufficient_scope: value(", error=\"insufficient_scope\""),
             realm: realm.to_owned(),
-            bare: value(format!("Bearer realm=\"{realm}\"")),
-            invalid_request: value(format!(
-                "Bearer realm=\"{realm}\", error=\"invalid_request\""
-            )),
-            invalid_token: value(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
-            insufficient_scope: value(format!(
-                "Bearer realm=\"{realm}\", error=\"insufficient_scope\""
-            )),
+            resource_metadata,
             retry_after: HeaderValue::from(retry_after_secs),
         }
     }
@@ -184,9 +192,10 @@ impl Challenges {
             AuthFailure::InvalidToken => Some(self.invalid_token.clone()),
             AuthFailure::InsufficientScope => match &rejection.scope {
                 Some(scope) if !scope.missing().is_empty() => HeaderValue::try_from(format!(
-                    "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"{}",
                     self.realm,
-                    scope.scope_hint()
+                    scope.scope_hint(),
+                    self.resource_metadata
                 ))
                 .ok(),
                 _ => Some(self.insufficient_scope.clone()),

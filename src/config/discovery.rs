@@ -2,13 +2,15 @@
 //! SMART's `/.well-known/smart-configuration`, [RFC 8414](https://www.rfc-editor.org/rfc/rfc8414)
 //! and OpenID Connect Discovery 1.0): with an issuer configured, [`Config::discover`] reads
 //! `introspection_endpoint` (and `token_endpoint` for bearer mode) from the AS metadata and checks
-//! that the metadata fits our configuration.
+//! that the metadata fits our configuration. It also keeps what the AS advertises about its token
+//! endpoint ([`Advertised`]), which the served discovery documents (`crate::metadata`) repeat.
 
 use std::fmt::Write as _;
 
 use bytes::BytesMut;
 use reqwest::Url;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::{config::Config, error::ConfigError};
 
@@ -50,6 +52,59 @@ struct Metadata {
     introspection_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
     token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    // Only repeated, never used by the guard: a malformed value is dropped, not an error.
+    revocation_endpoint: Option<Value>,
+    grant_types_supported: Option<Value>,
+    scopes_supported: Option<Value>,
+}
+
+/// What the AS's metadata advertises for clients, kept as found (`None`: the document did not
+/// say, or said it in a malformed way) so that the documents this server serves repeat it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Advertised {
+    pub(crate) token_endpoint: Option<Url>,
+    pub(crate) revocation_endpoint: Option<Url>,
+    pub(crate) token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    pub(crate) token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    pub(crate) grant_types_supported: Option<Vec<String>>,
+    pub(crate) scopes_supported: Option<Vec<String>>,
+}
+
+impl Advertised {
+    /// The advertised values of one metadata document found at `source`.
+    fn of(metadata: &Metadata, source: &Url) -> Self {
+        let endpoint = |member: &str, value: Option<&str>| {
+            let value = value?;
+            endpoint_url(source, member, value)
+                .map_err(|reason| tracing::warn!(%reason, "not repeated in discovery documents"))
+                .ok()
+        };
+        let revocation = metadata
+            .revocation_endpoint
+            .as_ref()
+            .and_then(Value::as_str);
+        Self {
+            token_endpoint: endpoint("token_endpoint", metadata.token_endpoint.as_deref()),
+            revocation_endpoint: endpoint("revocation_endpoint", revocation),
+            token_endpoint_auth_methods_supported: metadata
+                .token_endpoint_auth_methods_supported
+                .clone(),
+            token_endpoint_auth_signing_alg_values_supported: metadata
+                .token_endpoint_auth_signing_alg_values_supported
+                .clone(),
+            grant_types_supported: strings(metadata.grant_types_supported.as_ref()),
+            scopes_supported: strings(metadata.scopes_supported.as_ref()),
+        }
+    }
+}
+
+/// A JSON array of strings, or `None`.
+fn strings(value: Option<&Value>) -> Option<Vec<String>> {
+    value?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
 }
 
 impl Config {
@@ -62,6 +117,11 @@ impl Config {
     /// than 200, or not a JSON object). From the first document found it takes
     /// `introspection_endpoint` (unless one is configured) and, in bearer mode or with
     /// `SMART_GUARD_CLIENT_ASSERTION_AUD=token_endpoint`, `token_endpoint` (unless configured).
+    /// It keeps what the document advertises to clients (`token_endpoint`,
+    /// `revocation_endpoint`, `token_endpoint_auth_methods_supported`,
+    /// `token_endpoint_auth_signing_alg_values_supported`, `grant_types_supported`,
+    /// `scopes_supported`) for the documents [`metadata::router`](crate::metadata) serves; a
+    /// malformed one of these is left out with a warning, never an error.
     /// Without an issuer, it returns the configuration unchanged and does no I/O.
     ///
     /// [`SmartGuardLayer::new`](crate::SmartGuardLayer::new) and
@@ -181,6 +241,7 @@ impl Config {
                 .ok_or_else(|| format!("{url} has no token_endpoint"))?;
             self.token_url = Some(endpoint_url(url, "token_endpoint", endpoint)?);
         }
+        self.advertised = Advertised::of(metadata, url);
         Ok(())
     }
 }
@@ -261,7 +322,7 @@ fn well_known_urls(issuer: &str) -> Result<Vec<(Url, Kind)>, String> {
 }
 
 enum Fetched {
-    Document(Metadata),
+    Document(Box<Metadata>),
     /// Not there: a status other than 200, or not a JSON object; the reason, for the error.
     Absent(String),
 }
@@ -291,7 +352,7 @@ async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, String> {
         body.extend_from_slice(&chunk);
     }
     match serde_json::from_slice::<Metadata>(&body) {
-        Ok(metadata) => Ok(Fetched::Document(metadata)),
+        Ok(metadata) => Ok(Fetched::Document(Box::new(metadata))),
         Err(e) if e.is_data() => Err(format!("{url} is not valid metadata ({e})")),
         Err(_) => Ok(Fetched::Absent("not a JSON object".to_owned())),
     }
@@ -441,6 +502,61 @@ mod tests {
         assert_eq!(config.token_url(), None, "not needed with a secret");
         assert_eq!(config.expected_issuer.as_deref(), Some(&*issuer));
         assert_eq!(*asked.lock().expect("lock"), [SMART, OAUTH, OPENID]);
+    }
+
+    #[tokio::test]
+    async fn what_the_as_advertises_to_clients_is_kept_and_malformed_values_are_dropped() {
+        let (issuer, _) = metadata_server(|issuer| {
+            HashMap::from([(
+                SMART,
+                json!({
+                    "issuer": issuer,
+                    "introspection_endpoint": format!("{issuer}/introspect"),
+                    "token_endpoint": format!("{issuer}/token"),
+                    "revocation_endpoint": format!("{issuer}/revoke"),
+                    "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                    "token_endpoint_auth_signing_alg_values_supported": ["ES384"],
+                    "grant_types_supported": ["client_credentials", "authorization_code"],
+                    "scopes_supported": ["system/*.rs", "openid"],
+                }),
+            )])
+        })
+        .await;
+        let found = config(&issuer).discover().await.expect("discovered");
+        let url = |path: &str| Some(Url::parse(&format!("{issuer}{path}")).expect("url"));
+        let strings = |list: &[&str]| Some(list.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(
+            found.advertised,
+            Advertised {
+                token_endpoint: url("/token"),
+                revocation_endpoint: url("/revoke"),
+                token_endpoint_auth_methods_supported: strings(&["private_key_jwt"]),
+                token_endpoint_auth_signing_alg_values_supported: strings(&["ES384"]),
+                grant_types_supported: strings(&["client_credentials", "authorization_code"]),
+                scopes_supported: strings(&["system/*.rs", "openid"]),
+            }
+        );
+        assert_eq!(
+            found.token_url(),
+            None,
+            "the guard itself still does not use it"
+        );
+
+        let (issuer, _) = metadata_server(|issuer| {
+            HashMap::from([(
+                SMART,
+                json!({
+                    "introspection_endpoint": format!("{issuer}/introspect"),
+                    "token_endpoint": "not a url",
+                    "revocation_endpoint": 7,
+                    "grant_types_supported": "client_credentials",
+                    "scopes_supported": ["system/*.rs", 1],
+                }),
+            )])
+        })
+        .await;
+        let found = config(&issuer).discover().await.expect("still discovered");
+        assert_eq!(found.advertised, Advertised::default());
     }
 
     #[tokio::test]

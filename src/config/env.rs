@@ -133,6 +133,13 @@ pub const ENV_REQUEST_DEADLINE_MS: &str = "SMART_GUARD_REQUEST_DEADLINE_MS";
 /// `SMART_GUARD_STALE_IF_ERROR_SECS`: during an AS outage, serve a token's last active answer for
 /// at most this long past its cache TTL, never past its `exp` (default 0: off).
 pub const ENV_STALE_IF_ERROR_SECS: &str = "SMART_GUARD_STALE_IF_ERROR_SECS";
+/// `SMART_GUARD_RESOURCE_URL`: the public base URL of the FHIR server, e.g.
+/// `https://fhir.example.org/fhir`, its RFC 9728 resource identifier. With it, challenges carry
+/// `resource_metadata` and the protected resource metadata is served (default: unset, neither).
+pub const ENV_RESOURCE_URL: &str = "SMART_GUARD_RESOURCE_URL";
+/// `SMART_GUARD_RESOURCE_NAME`: the `resource_name` of the protected resource metadata
+/// (default: unset, left out).
+pub const ENV_RESOURCE_NAME: &str = "SMART_GUARD_RESOURCE_NAME";
 /// `SMART_GUARD_AUDIT`: `true` logs one INFO event per decision under the `smart_guard::audit`
 /// target (default `false`); see [`Config::with_audit_log`].
 pub const ENV_AUDIT: &str = "SMART_GUARD_AUDIT";
@@ -181,6 +188,8 @@ pub const ALL: &[&str] = &[
     ENV_REQUEST_DEADLINE_MS,
     ENV_STALE_IF_ERROR_SECS,
     ENV_AUDIT,
+    ENV_RESOURCE_URL,
+    ENV_RESOURCE_NAME,
 ];
 
 impl Config {
@@ -286,6 +295,8 @@ impl Config {
         c = env.set(c, ENV_REQUEST_DEADLINE_MS, millis, Self::with_request_deadline)?;
         c = env.set(c, ENV_STALE_IF_ERROR_SECS, whole_secs, Self::with_stale_if_error)?;
         c = env.set(c, ENV_AUDIT, boolean, Self::with_audit_log)?;
+        c = env.try_set_str(c, ENV_RESOURCE_URL, Self::with_resource_url)?;
+        c = env.set(c, ENV_RESOURCE_NAME, text, Self::with_resource_name)?;
         c.check_client_auth(false)?;
         Ok(c)
     }
@@ -1108,6 +1119,41 @@ mod tests {
             built.with_stale_if_error(Duration::ZERO).stale_if_error,
             None
         );
+    }
+
+    #[test]
+    fn the_resource_url_is_read_normalised_and_checked() {
+        let config = config_from(&[]).expect("valid");
+        assert_eq!(config.resource_url(), None, "unset by default");
+        assert_eq!(config.resource_metadata_url(), None);
+        assert_eq!(config.resource_name(), None);
+
+        let config = config_from(&[
+            (ENV_RESOURCE_URL, " https://fhir.example/fhir/ "),
+            (ENV_RESOURCE_NAME, "Example FHIR"),
+        ])
+        .expect("valid");
+        assert_eq!(config.resource_url(), Some("https://fhir.example/fhir"));
+        assert_eq!(
+            config.resource_metadata_url(),
+            Some("https://fhir.example/.well-known/oauth-protected-resource/fhir")
+        );
+        assert_eq!(config.resource_name(), Some("Example FHIR"));
+
+        for (value, reason) in [
+            ("fhir.example/fhir", "not a URL"),
+            ("ftp://fhir.example/fhir", "expected an http or https URL"),
+            ("https://fhir.example/fhir?tenant=1", "no query or fragment"),
+            ("https://fhir.example/fhir#x", "no query or fragment"),
+            ("https://fhir.example/fhir%2Fr4", "path segments"),
+        ] {
+            let err = config_from(&[(ENV_RESOURCE_URL, value)]).expect_err(value);
+            let text = err.to_string();
+            assert!(
+                text.starts_with("SMART_GUARD_RESOURCE_URL is invalid: ") && text.contains(reason),
+                "{value}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod env;
 mod settings;
 
 pub use self::settings::{Setting, Settings};
+mod resource;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -211,6 +212,11 @@ pub struct Config {
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) audit_log: bool,
     pub(crate) audit_hook: Option<AuditHook>,
+    /// This FHIR server's resource identifier (RFC 9728), if set.
+    pub(crate) resource: Option<resource::ResourceUrl>,
+    pub(crate) resource_name: Option<String>,
+    /// What the AS's metadata said, kept by [`Config::discover`] for the served documents.
+    pub(crate) advertised: discovery::Advertised,
 }
 
 impl Config {
@@ -281,6 +287,9 @@ impl Config {
             stale_if_error: None,
             audit_log: false,
             audit_hook: None,
+            resource: None,
+            resource_name: None,
+            advertised: discovery::Advertised::default(),
         }
     }
 
@@ -404,7 +413,8 @@ impl Config {
         self
     }
 
-    /// The token endpoint where [`ClientAuth::Bearer`] gets this resource server's own token.
+    /// The token endpoint where [`ClientAuth::Bearer`] gets this resource server's own token,
+    /// and the `token_endpoint` of the served SMART configuration (`crate::metadata`).
     pub fn with_token_url(mut self, url: Url) -> Self {
         self.token_url = Some(url);
         self
@@ -777,6 +787,10 @@ mod tests {
                 "allowed_operations",
             ),
             (config().with_bulk_paths("bulk-files").err(), "bulk_paths"),
+            (
+                config().with_resource_url("https://h/fhir?x").err(),
+                "resource_url",
+            ),
         ] {
             let text = err.expect(setting).to_string();
             assert!(

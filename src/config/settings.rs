@@ -131,7 +131,10 @@ impl Config {
                 ENV_CLIENT_SECRET,
                 text(self.client_secret.as_ref().map(|_| REDACTED)),
             ),
-            (ENV_CLIENT_SECRET_FILE, text(self.client_secret_file.as_deref())),
+            (
+                ENV_CLIENT_SECRET_FILE,
+                text(self.client_secret_file.as_deref()),
+            ),
         ];
         #[cfg(feature = "client")]
         {
@@ -211,6 +214,8 @@ impl Config {
                 ENV_STALE_IF_ERROR_SECS,
                 secs(self.stale_if_error.unwrap_or_default()),
             ),
+            (ENV_RESOURCE_URL, text(self.resource_url())),
+            (ENV_RESOURCE_NAME, text(self.resource_name.as_deref())),
             (ENV_AUDIT, self.audit_log.to_string()),
         ]);
         Settings {

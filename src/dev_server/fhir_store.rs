@@ -19,17 +19,40 @@ use crate::VerifiedClaims;
 
 const TYPES: [&str; 2] = ["Patient", "Observation"];
 
+/// The `date` of the CapabilityStatement: when its content last changed.
+const CAPABILITY_DATE: &str = "2026-11-29";
+
+/// The SMART extension that names the AS endpoints in a CapabilityStatement
+/// ([SMART App Launch 1.0](https://hl7.org/fhir/smart-app-launch/1.0.0/conformance/index.html);
+/// 2.x keeps it for older clients next to `.well-known/smart-configuration`).
+const OAUTH_URIS: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
+
+/// The AS endpoints the CapabilityStatement names.
+#[derive(Clone, Debug, Default)]
+struct OauthUris {
+    token: Option<String>,
+    introspect: Option<String>,
+    revoke: Option<String>,
+}
+
 /// An in-memory store of Patient and Observation resources.
+///
+/// Its CapabilityStatement (`GET /metadata`) declares SMART-on-FHIR security and, once it is
+/// told the token endpoint, the SMART `oauth-uris` extension:
 ///
 /// ```
 /// use smart_guard::dev_server::fhir_store::FhirStore;
 ///
-/// let store = FhirStore::with_samples();
+/// let store = FhirStore::with_samples()
+///     .with_token_url("https://as.example/token")
+///     .with_introspection_url("https://as.example/introspect")
+///     .with_revocation_url("https://as.example/revoke");
 /// let app: axum::Router = store.router();
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct FhirStore {
     resources: Arc<Mutex<BTreeMap<(String, String), Value>>>,
+    oauth_uris: Arc<OauthUris>,
 }
 
 impl FhirStore {
@@ -59,6 +82,28 @@ impl FhirStore {
         store
     }
 
+    /// The AS token endpoint, the `token` of the CapabilityStatement's `oauth-uris` extension.
+    /// Without it the extension is left out (it requires `token`).
+    #[must_use]
+    pub fn with_token_url(mut self, url: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.oauth_uris).token = Some(url.into());
+        self
+    }
+
+    /// The AS introspection endpoint, the `introspect` of the `oauth-uris` extension.
+    #[must_use]
+    pub fn with_introspection_url(mut self, url: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.oauth_uris).introspect = Some(url.into());
+        self
+    }
+
+    /// The AS revocation endpoint, the `revoke` of the `oauth-uris` extension.
+    #[must_use]
+    pub fn with_revocation_url(mut self, url: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.oauth_uris).revoke = Some(url.into());
+        self
+    }
+
     /// Stores a resource under its `resourceType` and `id`.
     pub fn put(&self, resource: Value) {
         let key = (
@@ -80,7 +125,8 @@ impl FhirStore {
             .count()
     }
 
-    /// The FHIR routes, relative to the base: `GET /metadata`, `GET /{type}` (search),
+    /// The FHIR routes, relative to the base: `GET /metadata` (a CapabilityStatement with
+    /// SMART-on-FHIR security), `GET /{type}` (search),
     /// `POST /{type}` (create), `GET /{type}/{id}` (read). Handlers that see
     /// [`VerifiedClaims`] echo the client id in an `X-Smart-Client-Id` header.
     pub fn router(&self) -> Router {
@@ -132,7 +178,7 @@ fn unsupported(ty: &str) -> Option<Response> {
     })
 }
 
-async fn capabilities() -> Response {
+async fn capabilities(State(store): State<FhirStore>) -> Response {
     let resources: Vec<Value> = TYPES
         .iter()
         .map(|t| json!({ "type": t, "interaction": [{ "code": "read" }, { "code": "search-type" }, { "code": "create" }] }))
@@ -140,12 +186,43 @@ async fn capabilities() -> Response {
     fhir_json(
         StatusCode::OK,
         json!({
-            "resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
-            "fhirVersion": "4.0.1", "format": ["json"],
-            "rest": [{ "mode": "server", "resource": resources }]
+            "resourceType": "CapabilityStatement", "status": "active", "date": CAPABILITY_DATE,
+            "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
+            "rest": [{ "mode": "server", "security": security(&store.oauth_uris), "resource": resources }]
         }),
         None,
     )
+}
+
+/// `rest.security`: the SMART-on-FHIR service and, with a token endpoint, the `oauth-uris`
+/// extension naming the AS endpoints.
+fn security(uris: &OauthUris) -> Value {
+    let mut security = json!({
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+                "display": "SMART-on-FHIR"
+            }],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }]
+    });
+    if uris.token.is_some() {
+        let named = [
+            ("token", &uris.token),
+            ("introspect", &uris.introspect),
+            ("revoke", &uris.revoke),
+        ];
+        let extension: Vec<Value> = named
+            .iter()
+            .filter_map(|(name, url)| {
+                url.as_ref()
+                    .map(|url| json!({ "url": name, "valueUri": url }))
+            })
+            .collect();
+        security["extension"] = json!([{ "url": OAUTH_URIS, "extension": extension }]);
+    }
+    security
 }
 
 async fn read(

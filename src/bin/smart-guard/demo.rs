@@ -290,7 +290,14 @@ async fn start_guarded_fhir(
         .with_max_ttl(Duration::from_secs(1))
         .with_http_client(http.clone());
     let app = axum::Router::new()
-        .nest("/fhir", FhirStore::with_samples().router())
+        .nest(
+            "/fhir",
+            FhirStore::with_samples()
+                .with_token_url(server.token_url())
+                .with_introspection_url(server.introspection_url())
+                .with_revocation_url(server.revocation_url())
+                .router(),
+        )
         .layer(SmartGuardLayer::new(config)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/fhir", listener.local_addr()?);
