@@ -200,6 +200,8 @@ mod service;
 mod stats;
 mod throttle;
 mod time;
+#[cfg(feature = "proxy")]
+mod proxy;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -1,0 +1,1 @@
+//! Upstream base URL to public base URL, in headers and Bundle bodies.
