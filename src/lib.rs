@@ -193,6 +193,8 @@ mod introspect;
 mod layer;
 mod limits;
 mod need;
+#[cfg(feature = "proxy")]
+mod proxy;
 mod readiness;
 mod rejection;
 mod scope;
@@ -200,8 +202,6 @@ mod service;
 mod stats;
 mod throttle;
 mod time;
-#[cfg(feature = "proxy")]
-mod proxy;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

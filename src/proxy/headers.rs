@@ -443,8 +443,22 @@ mod tests {
 
     use super::*;
 
+    /// (name, value bytes) pairs.
+    type Fields<'a> = &'a [(&'a str, &'a [u8])];
+
+    /// (peer, proto, host, Forwarded, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host)
+    type ForwardingCase<'a> = (
+        IpAddr,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
     /// A header map from (name, value bytes) pairs, in order, repeated names appended.
-    fn map(fields: &[(&str, &[u8])]) -> HeaderMap {
+    fn map(fields: Fields<'_>) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in fields {
             headers.append(
@@ -464,7 +478,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_fields_and_those_connection_names_are_removed() {
-        let cases: &[(&str, &[(&str, &[u8])], &[&str])] = &[
+        let cases: &[(&str, Fields<'_>, &[&str])] = &[
             (
                 "no Connection",
                 &[("accept", b"*/*"), ("te", b"trailers")],
@@ -826,16 +840,7 @@ mod tests {
         let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
         let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 43));
         let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 43).to_ipv6_mapped());
-        // (peer, proto, host, Forwarded, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host)
-        let cases: &[(
-            IpAddr,
-            &str,
-            Option<&str>,
-            &str,
-            &str,
-            Option<&str>,
-            Option<&str>,
-        )] = &[
+        let cases: &[ForwardingCase<'_>] = &[
             (
                 v4,
                 "https",

@@ -144,10 +144,10 @@ impl Bases {
         for (start, end) in scan.targets {
             let raw = body.get(start + 1..end - 1)?;
             let value = decode_string(raw)?;
-            if let Some(url) = self.rewrite_url(&value) {
-                if url != value {
-                    replacements.push((start, end, serde_json::to_string(&url).ok()?));
-                }
+            if let Some(url) = self.rewrite_url(&value)
+                && url != value
+            {
+                replacements.push((start, end, serde_json::to_string(&url).ok()?));
             }
         }
         if replacements.is_empty() {
@@ -1113,11 +1113,11 @@ mod tests {
     fn model(bases: &Bases, mut bundle: Value) -> Option<Value> {
         let mut changed = false;
         let mut fix = |v: Option<&mut Value>| {
-            if let Some(Value::String(s)) = v {
-                if let Some(new) = bases.rewrite_url(s).filter(|new| new != s) {
-                    *s = new;
-                    changed = true;
-                }
+            if let Some(Value::String(s)) = v
+                && let Some(new) = bases.rewrite_url(s).filter(|new| new != s)
+            {
+                *s = new;
+                changed = true;
             }
         };
         for link in bundle["link"].as_array_mut().into_iter().flatten() {
