@@ -209,6 +209,8 @@ mod introspect;
 mod layer;
 mod limits;
 mod need;
+#[cfg(feature = "proxy")]
+mod proxy;
 mod readiness;
 mod rejection;
 mod scope;

@@ -1,0 +1,1007 @@
+//! What crosses the proxy: the header fields removed, refused and set between the client and the
+//! upstream FHIR server.
+//!
+//! Pure functions on [`HeaderMap`]s. On a request, call them in this order, so that nothing the
+//! client sent can remove or override what the guard sets:
+//!
+//! 1. [`strip_hop_by_hop`] (refuse the request on `Err`),
+//! 2. [`strip_method_overrides`],
+//! 3. [`strip_prefixed`] with the identity prefix, then [`insert_identity`],
+//! 4. [`set_forwarded`].
+//!
+//! On a response, [`strip_hop_by_hop_response`].
+
+use std::{fmt, net::IpAddr};
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// The hop-by-hop fields of RFC 9110 §7.6.1 (and the old `Keep-Alive`, `Proxy-Connection`): a
+/// proxy never forwards them, whether or not a `Connection` header names them.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Fields a request's `Connection` header may not name (lowercase).
+///
+/// Naming a field in `Connection` asks the proxy to drop it (RFC 9110 §7.6.1). For these, the
+/// guard either read the field to authorize the request (`authorization`, `content-type`,
+/// `content-encoding` of a form or Bundle body, `if-none-exist` of a conditional create,
+/// `x-cascade` of a cascading delete), or dropping it would change what the upstream does with
+/// the request the guard authorized (`content-length` frames the body; `host` names the target;
+/// the preconditions `if-match`, `if-none-match`, `if-modified-since`, `if-unmodified-since`;
+/// `prefer`, which chooses among `return=` representations and `handling=` of search
+/// parameters). Such a request is refused rather than forwarded without them.
+pub(crate) const CONNECTION_PROTECTED: [&str; 12] = [
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "host",
+    "if-none-exist",
+    "x-cascade",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "prefer",
+];
+
+/// Method-override fields: an upstream that honours one would act on another method than the
+/// one the guard authorized.
+pub(crate) const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// The standard forwarding field of RFC 7239.
+const FORWARDED: HeaderName = header::FORWARDED;
+/// The de-facto forwarding fields the proxy sets.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The forwarding fields [`set_forwarded`] sets.
+const FORWARDING_SET: [HeaderName; 4] = [
+    FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+];
+
+/// Forwarding fields a client may send but the proxy neither trusts nor sets: removed by
+/// [`set_forwarded`], besides those it replaces. An upstream that trusts them would take the
+/// client's word for its port, its path prefix (and so the base URL it writes) or its address.
+const FORWARDING_REMOVED: [HeaderName; 4] = [
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Why a request's hop-by-hop fields could not be removed: the request is refused (400).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HopByHopError {
+    /// `Connection` names a field in [`CONNECTION_PROTECTED`].
+    Protected(HeaderName),
+    /// A `Connection` value is not a comma-separated list of field names.
+    Unreadable,
+}
+
+impl fmt::Display for HopByHopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Protected(name) => write!(f, "the Connection header names {name}"),
+            Self::Unreadable => f.write_str("the Connection header is not a list of field names"),
+        }
+    }
+}
+
+impl std::error::Error for HopByHopError {}
+
+/// Removes a request's hop-by-hop fields: those of [`HOP_BY_HOP`] and every field a `Connection`
+/// header names.
+///
+/// # Errors
+///
+/// When a `Connection` header names a field of [`CONNECTION_PROTECTED`], or holds something
+/// other than field names (comma-separated tokens, optional whitespace around them); `headers`
+/// is then left unchanged.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in list_elements(value.as_bytes()) {
+            let name = HeaderName::from_bytes(token).map_err(|_| HopByHopError::Unreadable)?;
+            if CONNECTION_PROTECTED.contains(&name.as_str()) {
+                return Err(HopByHopError::Protected(name));
+            }
+            named.push(name);
+        }
+    }
+    remove_all(headers, named);
+    Ok(())
+}
+
+/// Removes a response's hop-by-hop fields: those of [`HOP_BY_HOP`] and every field a
+/// `Connection` header names. Nothing is refused; an unreadable token names no field.
+pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| list_elements(value.as_bytes()))
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
+    remove_all(headers, named);
+}
+
+/// The non-empty elements of a comma-separated list, without the whitespace around them
+/// (RFC 9110 §5.6.1: a recipient accepts empty elements).
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|element| element.trim_ascii())
+        .filter(|element| !element.is_empty())
+}
+
+/// Removes the fields of [`HOP_BY_HOP`] and `named`.
+fn remove_all(headers: &mut HeaderMap, named: Vec<HeaderName>) {
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// Removes the method-override fields of [`METHOD_OVERRIDES`].
+pub(crate) fn strip_method_overrides(headers: &mut HeaderMap) {
+    for name in &METHOD_OVERRIDES {
+        headers.remove(name);
+    }
+}
+
+/// Removes every field whose name starts with `prefix` (ASCII case-insensitive), so that a
+/// client cannot send the identity fields the proxy sets.
+///
+/// # Security
+///
+/// An empty prefix matches every name: take the prefix from an [`IdentityPrefix`], which
+/// refuses that.
+pub(crate) fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) {
+    let matching: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| starts_with_ignore_case(name.as_str(), prefix))
+        .cloned()
+        .collect();
+    for name in &matching {
+        headers.remove(name);
+    }
+}
+
+fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
+    name.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// The prefix of the identity fields the proxy sets (such as `x-smart-`), checked once at
+/// startup, with the three field names made from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IdentityPrefix {
+    prefix: String,
+    client_id: HeaderName,
+    scopes: HeaderName,
+    interaction: HeaderName,
+}
+
+/// Why a string cannot be the identity prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum InvalidIdentityPrefix {
+    /// The prefix is empty: stripping it would remove every field.
+    Empty,
+    /// The prefix makes no valid field names.
+    NotAName,
+    /// Stripping the prefix would remove this field, which the guard reads or the proxy sets.
+    Matches(String),
+}
+
+impl fmt::Display for InvalidIdentityPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("the identity header prefix is empty"),
+            Self::NotAName => f.write_str("the identity header prefix is not a field name"),
+            Self::Matches(name) => write!(f, "the identity header prefix matches {name}"),
+        }
+    }
+}
+
+impl std::error::Error for InvalidIdentityPrefix {}
+
+impl IdentityPrefix {
+    /// Checks `prefix` and makes the field names `{prefix}client-id`, `{prefix}scopes` and
+    /// `{prefix}interaction` (field names are case-insensitive; HTTP/2 sends them lowercase).
+    ///
+    /// # Errors
+    ///
+    /// When `prefix` is empty, has a character not allowed in a field name, or starts the name
+    /// of a hop-by-hop field, a field of [`CONNECTION_PROTECTED`] or a forwarding field.
+    pub(crate) fn new(prefix: &str) -> Result<Self, InvalidIdentityPrefix> {
+        if prefix.is_empty() {
+            return Err(InvalidIdentityPrefix::Empty);
+        }
+        let name = |suffix: &str| {
+            HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
+                .map_err(|_| InvalidIdentityPrefix::NotAName)
+        };
+        let (client_id, scopes, interaction) =
+            (name("client-id")?, name("scopes")?, name("interaction")?);
+        let (hop, overrides, removed, set) = (
+            HOP_BY_HOP,
+            METHOD_OVERRIDES,
+            FORWARDING_REMOVED,
+            FORWARDING_SET,
+        );
+        let mut reserved = hop
+            .iter()
+            .chain(&overrides)
+            .chain(&removed)
+            .chain(&set)
+            .map(HeaderName::as_str)
+            .chain(CONNECTION_PROTECTED);
+        if let Some(matched) = reserved.find(|name| starts_with_ignore_case(name, prefix)) {
+            return Err(InvalidIdentityPrefix::Matches(matched.to_owned()));
+        }
+        Ok(Self {
+            prefix: prefix.to_ascii_lowercase(),
+            client_id,
+            scopes,
+            interaction,
+        })
+    }
+
+    /// The prefix, lowercase: what [`strip_prefixed`] takes.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// Who the guard found the caller to be, and what it allowed: set on the request to the
+/// upstream by [`insert_identity`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity<'a> {
+    /// The token's `client_id`, when the introspection answer had one.
+    pub(crate) client_id: Option<&'a str>,
+    /// The granted scopes, space-separated.
+    pub(crate) scopes: &'a str,
+    /// The FHIR interaction the guard authorized (such as `read` or `search-type`).
+    pub(crate) interaction: &'a str,
+}
+
+/// Sets `{prefix}client-id`, `{prefix}scopes` and `{prefix}interaction` from `identity`,
+/// replacing any value already there; without a client id, removes `{prefix}client-id`.
+///
+/// A value is sent as is when it is visible ASCII with inner spaces; otherwise the bytes that
+/// would not be (controls, non-ASCII UTF-8, a leading or trailing space) and every `%` are
+/// percent-encoded (`%XX`), so the value is always a valid field value and percent-decoding
+/// it gives back the original.
+pub(crate) fn insert_identity(
+    headers: &mut HeaderMap,
+    prefix: &IdentityPrefix,
+    identity: &Identity<'_>,
+) {
+    match identity.client_id {
+        Some(client_id) => {
+            headers.insert(prefix.client_id.clone(), field_value(client_id));
+        }
+        None => {
+            headers.remove(&prefix.client_id);
+        }
+    }
+    headers.insert(prefix.scopes.clone(), field_value(identity.scopes));
+    headers.insert(
+        prefix.interaction.clone(),
+        field_value(identity.interaction),
+    );
+}
+
+/// `value` as a field value, percent-encoding what [`insert_identity`] describes.
+fn field_value(value: &str) -> HeaderValue {
+    let bytes = value.as_bytes();
+    let last = bytes.len().saturating_sub(1);
+    let mut out = String::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let edge_space = b == b' ' && (i == 0 || i == last);
+        if b == b'%' || !(b' '..=b'~').contains(&b) || edge_space {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    HeaderValue::from_str(&out).expect("only visible ASCII and inner spaces remain")
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The connection the proxy received a request on, for [`set_forwarded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Forwarding<'a> {
+    /// The client's address.
+    pub(crate) peer: IpAddr,
+    /// The scheme the client used: `http` or `https`.
+    pub(crate) proto: &'a str,
+    /// The `Host` (or HTTP/2 `:authority`) the client used.
+    pub(crate) host: Option<&'a str>,
+}
+
+/// Replaces the forwarding fields a client may have sent with the proxy's own: `Forwarded`
+/// (RFC 7239 §4) and `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`. Also removes
+/// `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Forwarded-Server` and `X-Real-IP`, which it
+/// does not set.
+///
+/// The peer is written in its canonical form (an IPv4-mapped IPv6 address as IPv4); an IPv6
+/// address is bracketed and quoted in `Forwarded` (`for="[2001:db8::1]"`, RFC 7239 §6). A
+/// host is quoted when it is not a token (`host="example.org:8443"`). A proto that is not a URI
+/// scheme, or a host that is not a `host[:port]` (only letters, digits, `-._~:[]%`), is left out
+/// of both `Forwarded` and its `X-Forwarded-*` field rather than make either unreadable.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    for name in [
+        FORWARDED,
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+    ]
+    .iter()
+    .chain(&FORWARDING_REMOVED)
+    {
+        headers.remove(name);
+    }
+    let peer = forwarding.peer.to_canonical();
+    let proto = Some(forwarding.proto).filter(|proto| is_scheme(proto));
+    let host = forwarding.host.filter(|host| is_host(host));
+
+    let mut forwarded = match peer {
+        IpAddr::V4(v4) => format!("for={v4}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    };
+    if let Some(proto) = proto {
+        forwarded.push_str(";proto=");
+        forwarded.push_str(proto);
+    }
+    if let Some(host) = host {
+        if host.bytes().all(is_tchar) {
+            forwarded.push_str(";host=");
+            forwarded.push_str(host);
+        } else {
+            forwarded.push_str(";host=\"");
+            forwarded.push_str(host);
+            forwarded.push('"');
+        }
+    }
+    // Each value is visible ASCII: an address, a scheme, or a host checked by `is_host`.
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(FORWARDED, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if let Some(Ok(value)) = proto.map(HeaderValue::from_str) {
+        headers.insert(X_FORWARDED_PROTO, value);
+    }
+    if let Some(Ok(value)) = host.map(HeaderValue::from_str) {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
+}
+
+/// A URI scheme (RFC 3986 §3.1): a letter, then letters, digits, `+`, `-`, `.`.
+fn is_scheme(proto: &str) -> bool {
+    let mut bytes = proto.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// A non-empty `host[:port]` in the characters a host, an IP literal and a port use: nothing
+/// that would need escaping in a quoted string, nor a `,` or `;` that would split a list.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']' | b'%')
+        })
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    /// (name, value bytes) pairs.
+    type Fields<'a> = &'a [(&'a str, &'a [u8])];
+
+    /// (peer, proto, host, Forwarded, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host)
+    type ForwardingCase<'a> = (
+        IpAddr,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
+    /// A header map from (name, value bytes) pairs, in order, repeated names appended.
+    fn map(fields: Fields<'_>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    /// The names left in `headers`, lowercase, sorted.
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_removed() {
+        let cases: &[(&str, Fields<'_>, &[&str])] = &[
+            (
+                "no Connection",
+                &[("accept", b"*/*"), ("te", b"trailers")],
+                &["accept"],
+            ),
+            (
+                "every fixed hop-by-hop field",
+                &[
+                    ("Connection", b"close"),
+                    ("Keep-Alive", b"timeout=5"),
+                    ("Proxy-Connection", b"keep-alive"),
+                    ("Proxy-Authenticate", b"Basic"),
+                    ("Proxy-Authorization", b"Basic eA=="),
+                    ("TE", b"trailers"),
+                    ("Trailer", b"x-checksum"),
+                    ("Transfer-Encoding", b"chunked"),
+                    ("Upgrade", b"h2c"),
+                    ("accept", b"*/*"),
+                ],
+                &["accept"],
+            ),
+            (
+                "close, keep-alive names no other field",
+                &[
+                    ("connection", b"close, keep-alive"),
+                    ("keep-alive", b"5"),
+                    ("accept", b"x"),
+                ],
+                &["accept"],
+            ),
+            (
+                "a named field goes",
+                &[
+                    ("connection", b"x-private"),
+                    ("x-private", b"1"),
+                    ("accept", b"x"),
+                ],
+                &["accept"],
+            ),
+            (
+                "mixed case and whitespace around tokens",
+                &[
+                    ("connection", b" X-One ,\tx-TWO,, ,x-three  "),
+                    ("x-one", b"1"),
+                    ("x-two", b"2"),
+                    ("x-three", b"3"),
+                    ("x-four", b"4"),
+                ],
+                &["x-four"],
+            ),
+            (
+                "several Connection headers all count",
+                &[
+                    ("connection", b"x-one"),
+                    ("connection", b"x-two, upgrade"),
+                    ("x-one", b"1"),
+                    ("x-two", b"2"),
+                    ("upgrade", b"websocket"),
+                    ("accept", b"x"),
+                ],
+                &["accept"],
+            ),
+            (
+                "every value of a repeated named field goes",
+                &[
+                    ("connection", b"x-one"),
+                    ("x-one", b"1"),
+                    ("x-one", b"2"),
+                    ("accept", b"x"),
+                ],
+                &["accept"],
+            ),
+            (
+                "hop-by-hop names listed again",
+                &[
+                    ("connection", b"TE, Trailer, Upgrade"),
+                    ("te", b"trailers"),
+                    ("accept", b"x"),
+                ],
+                &["accept"],
+            ),
+            (
+                "a named field that is absent",
+                &[("connection", b"x-absent"), ("accept", b"x")],
+                &["accept"],
+            ),
+            (
+                "an empty Connection",
+                &[("connection", b""), ("accept", b"x")],
+                &["accept"],
+            ),
+        ];
+        for (case, fields, left) in cases {
+            let mut headers = map(fields);
+            assert_eq!(strip_hop_by_hop(&mut headers), Ok(()), "{case}");
+            assert_eq!(names(&headers), *left, "{case}");
+            let mut headers = map(fields);
+            strip_hop_by_hop_response(&mut headers);
+            assert_eq!(names(&headers), *left, "response: {case}");
+        }
+    }
+
+    #[test]
+    fn connection_naming_a_field_the_guard_decides_on_is_refused() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"authorization", "authorization"),
+            (b"Authorization", "authorization"),
+            (b"close, AUTHORIZATION", "authorization"),
+            (b"content-type", "content-type"),
+            (b"Content-Encoding", "content-encoding"),
+            (b"content-length", "content-length"),
+            (b"host", "host"),
+            (b"If-None-Exist", "if-none-exist"),
+            (b"x-cascade", "x-cascade"),
+            (b"if-match", "if-match"),
+            (b"if-none-match", "if-none-match"),
+            (b"if-modified-since", "if-modified-since"),
+            (b"if-unmodified-since", "if-unmodified-since"),
+            (b" prefer ", "prefer"),
+        ];
+        for (connection, refused) in cases {
+            let fields: &[(&str, &[u8])] = &[
+                ("connection", connection),
+                ("authorization", b"Bearer t"),
+                ("te", b"trailers"),
+            ];
+            let mut headers = map(fields);
+            let err = strip_hop_by_hop(&mut headers).unwrap_err();
+            assert_eq!(
+                err,
+                HopByHopError::Protected(HeaderName::from_static(refused)),
+                "{connection:?}"
+            );
+            assert_eq!(headers, map(fields), "unchanged on Err: {connection:?}");
+            // A response names what it likes.
+            let mut headers = map(fields);
+            strip_hop_by_hop_response(&mut headers);
+            assert!(
+                !headers.contains_key(*refused) && !headers.contains_key("te"),
+                "{connection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_name_in_a_second_connection_header_is_refused_too() {
+        let mut headers = map(&[
+            ("connection", b"close"),
+            ("connection", b"x-a, authorization"),
+        ]);
+        assert_eq!(
+            strip_hop_by_hop(&mut headers),
+            Err(HopByHopError::Protected(header::AUTHORIZATION))
+        );
+    }
+
+    #[test]
+    fn connection_tokens_that_are_not_field_names_are_unreadable() {
+        let cases: &[&[u8]] = &[
+            b"x one",
+            b"x-a, b/c",
+            b"\"quoted\"",
+            b"caf\xc3\xa9",
+            b"x\xff",
+            b"a;b",
+        ];
+        for connection in cases {
+            let fields: &[(&str, &[u8])] = &[("connection", connection), ("x-a", b"1")];
+            let mut headers = map(fields);
+            assert_eq!(
+                strip_hop_by_hop(&mut headers),
+                Err(HopByHopError::Unreadable),
+                "{connection:?}"
+            );
+            assert_eq!(headers, map(fields), "unchanged on Err: {connection:?}");
+            let mut headers = map(fields);
+            strip_hop_by_hop_response(&mut headers);
+            assert!(
+                !headers.contains_key("connection"),
+                "response: {connection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_refusal_list_is_lowercase_and_of_valid_names() {
+        for name in CONNECTION_PROTECTED {
+            assert_eq!(
+                HeaderName::from_bytes(name.as_bytes()).unwrap().as_str(),
+                name
+            );
+        }
+    }
+
+    #[test]
+    fn method_overrides_are_removed() {
+        let mut headers = map(&[
+            ("X-HTTP-Method-Override", b"DELETE"),
+            ("x-http-method", b"DELETE"),
+            ("X-Method-Override", b"PUT"),
+            ("x-http-method-override", b"PATCH"),
+            ("accept", b"x"),
+        ]);
+        strip_method_overrides(&mut headers);
+        assert_eq!(names(&headers), ["accept"]);
+    }
+
+    #[test]
+    fn prefixed_fields_are_removed_whatever_their_spelling() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "x-smart-",
+                &[
+                    "X-Smart-Client-Id",
+                    "x-smart-scopes",
+                    "X-SMART-INTERACTION",
+                    "x-SmArT-other",
+                    "accept",
+                ],
+                &["accept"],
+            ),
+            (
+                "X-SMART-",
+                &["x-smart-client-id", "x-smartness", "x-smart"],
+                &["x-smart", "x-smartness"],
+            ),
+            ("x-smart-", &["x-smart-", "x-smart-client-id-2"], &[]),
+            (
+                "x-smart-",
+                &["authorization", "x-forwarded-for"],
+                &["authorization", "x-forwarded-for"],
+            ),
+        ];
+        for (prefix, present, left) in cases {
+            let mut headers = HeaderMap::new();
+            for name in *present {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("forged"),
+                );
+            }
+            strip_prefixed(&mut headers, prefix);
+            assert_eq!(names(&headers), *left, "{prefix} {present:?}");
+        }
+    }
+
+    #[test]
+    fn identity_prefixes_are_checked() {
+        for (prefix, ok) in [
+            ("x-smart-", true),
+            ("X-Smart-", true),
+            ("smart-guard-", true),
+            ("", false),
+            ("x smart-", false),
+            ("x-smart:", false),
+            ("x-smart-\u{e9}", false),
+            ("a", false),
+            ("content-", false),
+            ("x-forwarded-", false),
+            ("x-http-", false),
+            ("Prefer", false),
+            ("te", false),
+        ] {
+            assert_eq!(IdentityPrefix::new(prefix).is_ok(), ok, "{prefix:?}");
+        }
+        assert_eq!(
+            IdentityPrefix::new("X-Smart-").unwrap().as_str(),
+            "x-smart-"
+        );
+        assert_eq!(
+            IdentityPrefix::new("authoriz"),
+            Err(InvalidIdentityPrefix::Matches("authorization".to_owned()))
+        );
+    }
+
+    #[test]
+    fn identity_fields_are_set_and_replace_forged_ones() {
+        let prefix = IdentityPrefix::new("x-smart-").unwrap();
+        let mut headers = map(&[
+            ("x-smart-client-id", b"forged"),
+            ("x-smart-scopes", b"system/*.*"),
+        ]);
+        let identity = Identity {
+            client_id: Some("app-1"),
+            scopes: "system/Patient.rs system/Observation.r",
+            interaction: "search-type",
+        };
+        insert_identity(&mut headers, &prefix, &identity);
+        assert_eq!(headers.len(), 3);
+        assert_eq!(headers["x-smart-client-id"], "app-1");
+        assert_eq!(
+            headers["x-smart-scopes"],
+            "system/Patient.rs system/Observation.r"
+        );
+        assert_eq!(headers["x-smart-interaction"], "search-type");
+
+        let anonymous = Identity {
+            client_id: None,
+            ..identity
+        };
+        insert_identity(&mut headers, &prefix, &anonymous);
+        assert!(
+            !headers.contains_key("x-smart-client-id"),
+            "no client id, no field"
+        );
+        assert_eq!(headers.len(), 2);
+    }
+
+    #[test]
+    fn identity_values_outside_visible_ascii_are_percent_encoded() {
+        let cases = [
+            ("app-1", "app-1"),
+            ("", ""),
+            ("a b", "a b"),
+            (" lead", "%20lead"),
+            ("trail ", "trail%20"),
+            (" ", "%20"),
+            ("100%", "100%25"),
+            ("%41", "%2541"),
+            (
+                "line\r\nX-Smart-Scopes: system/*.*",
+                "line%0D%0AX-Smart-Scopes: system/*.*",
+            ),
+            ("nul\0", "nul%00"),
+            ("tab\t", "tab%09"),
+            ("del\u{7f}", "del%7F"),
+            ("caf\u{e9}", "caf%C3%A9"),
+            ("\u{1F600}", "%F0%9F%98%80"),
+            ("\"quoted\";,=", "\"quoted\";,="),
+        ];
+        let prefix = IdentityPrefix::new("x-smart-").unwrap();
+        for (client_id, sent) in cases {
+            let mut headers = HeaderMap::new();
+            insert_identity(
+                &mut headers,
+                &prefix,
+                &Identity {
+                    client_id: Some(client_id),
+                    scopes: client_id,
+                    interaction: client_id,
+                },
+            );
+            for name in ["x-smart-client-id", "x-smart-scopes", "x-smart-interaction"] {
+                assert_eq!(
+                    headers[name].as_bytes(),
+                    sent.as_bytes(),
+                    "{client_id:?} in {name}"
+                );
+            }
+            let decoded = percent_encoding::percent_decode(sent.as_bytes())
+                .decode_utf8()
+                .unwrap();
+            assert_eq!(decoded, client_id, "{client_id:?} decodes back");
+        }
+    }
+
+    #[test]
+    fn forwarding_fields_are_replaced_with_the_proxys() {
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 43));
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 43).to_ipv6_mapped());
+        let cases: &[ForwardingCase<'_>] = &[
+            (
+                v4,
+                "https",
+                Some("fhir.example.org"),
+                "for=192.0.2.43;proto=https;host=fhir.example.org",
+                "192.0.2.43",
+                Some("https"),
+                Some("fhir.example.org"),
+            ),
+            (
+                v6,
+                "http",
+                Some("fhir.example.org"),
+                "for=\"[2001:db8::1]\";proto=http;host=fhir.example.org",
+                "2001:db8::1",
+                Some("http"),
+                Some("fhir.example.org"),
+            ),
+            (
+                mapped,
+                "https",
+                None,
+                "for=192.0.2.43;proto=https",
+                "192.0.2.43",
+                Some("https"),
+                None,
+            ),
+            (
+                v4,
+                "https",
+                Some("fhir.example.org:8443"),
+                "for=192.0.2.43;proto=https;host=\"fhir.example.org:8443\"",
+                "192.0.2.43",
+                Some("https"),
+                Some("fhir.example.org:8443"),
+            ),
+            (
+                v4,
+                "https",
+                Some("[2001:db8::2]:8443"),
+                "for=192.0.2.43;proto=https;host=\"[2001:db8::2]:8443\"",
+                "192.0.2.43",
+                Some("https"),
+                Some("[2001:db8::2]:8443"),
+            ),
+            (
+                v4,
+                "https",
+                Some("evil\", for=1.2.3.4"),
+                "for=192.0.2.43;proto=https",
+                "192.0.2.43",
+                Some("https"),
+                None,
+            ),
+            (
+                v4,
+                "https",
+                Some("a;for=1.2.3.4"),
+                "for=192.0.2.43;proto=https",
+                "192.0.2.43",
+                Some("https"),
+                None,
+            ),
+            (
+                v4,
+                "https",
+                Some("a,b"),
+                "for=192.0.2.43;proto=https",
+                "192.0.2.43",
+                Some("https"),
+                None,
+            ),
+            (
+                v4,
+                "https",
+                Some(""),
+                "for=192.0.2.43;proto=https",
+                "192.0.2.43",
+                Some("https"),
+                None,
+            ),
+            (
+                v4,
+                "https",
+                Some("h\u{e9}.example"),
+                "for=192.0.2.43;proto=https",
+                "192.0.2.43",
+                Some("https"),
+                None,
+            ),
+            (
+                v4,
+                "ht tp",
+                Some("h"),
+                "for=192.0.2.43;host=h",
+                "192.0.2.43",
+                None,
+                Some("h"),
+            ),
+            (
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+                "http",
+                None,
+                "for=\"[::1]\";proto=http",
+                "::1",
+                Some("http"),
+                None,
+            ),
+        ];
+        for &(peer, proto, host, forwarded, xff, xfp, xfh) in cases {
+            let mut headers = map(&[
+                ("forwarded", b"for=10.0.0.1;host=evil"),
+                ("forwarded", b"for=10.0.0.2"),
+                ("x-forwarded-for", b"10.0.0.1, 10.0.0.2"),
+                ("X-Forwarded-Proto", b"https"),
+                ("x-forwarded-host", b"evil"),
+                ("x-forwarded-port", b"443"),
+                ("x-forwarded-prefix", b"/evil"),
+                ("x-real-ip", b"10.0.0.1"),
+                ("accept", b"x"),
+            ]);
+            set_forwarded(&mut headers, &Forwarding { peer, proto, host });
+            let case = format!("{peer} {proto} {host:?}");
+            let all = |name: &str| -> Vec<&str> {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect()
+            };
+            assert_eq!(all("forwarded"), [forwarded], "{case}");
+            assert_eq!(all("x-forwarded-for"), [xff], "{case}");
+            assert_eq!(
+                all("x-forwarded-proto"),
+                xfp.into_iter().collect::<Vec<_>>(),
+                "{case}"
+            );
+            assert_eq!(
+                all("x-forwarded-host"),
+                xfh.into_iter().collect::<Vec<_>>(),
+                "{case}"
+            );
+            for gone in ["x-forwarded-port", "x-forwarded-prefix", "x-real-ip"] {
+                assert!(!headers.contains_key(gone), "{case}: {gone}");
+            }
+            assert_eq!(headers["accept"], "x", "{case}");
+        }
+    }
+
+    #[test]
+    fn error_messages_are_lowercase_without_a_period() {
+        for message in [
+            HopByHopError::Protected(header::AUTHORIZATION).to_string(),
+            HopByHopError::Unreadable.to_string(),
+            InvalidIdentityPrefix::Empty.to_string(),
+            InvalidIdentityPrefix::Matches("te".to_owned()).to_string(),
+        ] {
+            assert!(
+                message.starts_with(char::is_lowercase) && !message.ends_with('.'),
+                "{message}"
+            );
+        }
+    }
+}
