@@ -209,8 +209,6 @@ mod introspect;
 mod layer;
 mod limits;
 mod need;
-#[cfg(feature = "proxy")]
-mod proxy;
 mod readiness;
 mod rejection;
 mod scope;
@@ -231,6 +229,9 @@ pub mod config;
 #[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub mod dev_server;
 pub mod metadata;
+#[cfg(feature = "proxy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
+pub mod proxy;
 
 pub use self::{
     audit::{AuditEvent, AuditOutcome},

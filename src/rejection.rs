@@ -230,7 +230,7 @@ impl Challenges {
     }
 }
 
-fn operation_outcome(code: &str, diagnostics: &str) -> String {
+pub(crate) fn operation_outcome(code: &str, diagnostics: &str) -> String {
     serde_json::json!({
         "resourceType": "OperationOutcome",
         "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }]

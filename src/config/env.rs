@@ -144,6 +144,45 @@ pub const ENV_RESOURCE_NAME: &str = "SMART_GUARD_RESOURCE_NAME";
 /// target (default `false`); see [`Config::with_audit_log`].
 pub const ENV_AUDIT: &str = "SMART_GUARD_AUDIT";
 
+// Proxy mode (feature `proxy`, `smart-guard proxy`): read by `ProxyConfig::from_env`.
+
+/// `SMART_GUARD_UPSTREAM_URL`: the upstream FHIR base URL, http or https (proxy mode; required).
+pub const ENV_UPSTREAM_URL: &str = "SMART_GUARD_UPSTREAM_URL";
+/// `SMART_GUARD_LISTEN_ADDR`: the proxy's listening address (default `127.0.0.1:8080`).
+pub const ENV_LISTEN_ADDR: &str = "SMART_GUARD_LISTEN_ADDR";
+/// `SMART_GUARD_PUBLIC_BASE_URL`: the FHIR base URL clients use (default: from the listen
+/// address, the listener's scheme and [`ENV_BASE_PATH`]); its path must be the base path.
+pub const ENV_PUBLIC_BASE_URL: &str = "SMART_GUARD_PUBLIC_BASE_URL";
+/// `SMART_GUARD_UPSTREAM_CONNECT_TIMEOUT_MS`: connect timeout to the upstream (default 2000).
+pub const ENV_UPSTREAM_CONNECT_TIMEOUT_MS: &str = "SMART_GUARD_UPSTREAM_CONNECT_TIMEOUT_MS";
+/// `SMART_GUARD_UPSTREAM_TIMEOUT_MS`: longest wait for the upstream's response headers; past
+/// it, 504 (default 60000).
+pub const ENV_UPSTREAM_TIMEOUT_MS: &str = "SMART_GUARD_UPSTREAM_TIMEOUT_MS";
+/// `SMART_GUARD_UPSTREAM_MAX_CONNECTIONS`: most requests out to the upstream at once (default 256).
+pub const ENV_UPSTREAM_MAX_CONNECTIONS: &str = "SMART_GUARD_UPSTREAM_MAX_CONNECTIONS";
+/// `SMART_GUARD_UPSTREAM_CA_FILE`: PEM file of CA certificates trusted for an https upstream,
+/// besides the system's.
+pub const ENV_UPSTREAM_CA_FILE: &str = "SMART_GUARD_UPSTREAM_CA_FILE";
+/// `SMART_GUARD_TLS_CERT_FILE`: PEM certificate chain for TLS on the proxy's listener.
+pub const ENV_TLS_CERT_FILE: &str = "SMART_GUARD_TLS_CERT_FILE";
+/// `SMART_GUARD_TLS_KEY_FILE`: PEM private key for TLS on the proxy's listener.
+pub const ENV_TLS_KEY_FILE: &str = "SMART_GUARD_TLS_KEY_FILE";
+/// `SMART_GUARD_IDENTITY_HEADER_PREFIX`: prefix of the identity headers sent upstream (default
+/// `X-Smart-`); inbound headers with it are removed.
+pub const ENV_IDENTITY_HEADER_PREFIX: &str = "SMART_GUARD_IDENTITY_HEADER_PREFIX";
+/// `SMART_GUARD_FORWARD_AUTHORIZATION`: forward the client's `Authorization` header upstream
+/// (default `true`).
+pub const ENV_FORWARD_AUTHORIZATION: &str = "SMART_GUARD_FORWARD_AUTHORIZATION";
+/// `SMART_GUARD_MAX_REWRITE_BYTES`: largest JSON Bundle whose URLs are rewritten; larger ones
+/// pass unchanged and are counted (default 8388608).
+pub const ENV_MAX_REWRITE_BYTES: &str = "SMART_GUARD_MAX_REWRITE_BYTES";
+/// `SMART_GUARD_HEADER_READ_TIMEOUT_MS`: longest a client may take to send its request headers
+/// (default 10000).
+pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "SMART_GUARD_HEADER_READ_TIMEOUT_MS";
+/// `SMART_GUARD_SHUTDOWN_GRACE_MS`: on SIGTERM or SIGINT, how long requests in flight may finish
+/// (default 30000).
+pub const ENV_SHUTDOWN_GRACE_MS: &str = "SMART_GUARD_SHUTDOWN_GRACE_MS";
+
 /// Every variable the crate reads. [`Config::from_env`] warns about any other `SMART_GUARD_*`
 /// variable in the environment, so a misspelt name does not pass silently.
 pub const ALL: &[&str] = &[
@@ -190,6 +229,25 @@ pub const ALL: &[&str] = &[
     ENV_AUDIT,
     ENV_RESOURCE_URL,
     ENV_RESOURCE_NAME,
+];
+
+/// Every variable proxy mode reads besides [`ALL`] (`smart_guard::proxy::ProxyConfig`, feature
+/// `proxy`). [`Config::from_env`] knows them too.
+pub const PROXY: &[&str] = &[
+    ENV_UPSTREAM_URL,
+    ENV_LISTEN_ADDR,
+    ENV_PUBLIC_BASE_URL,
+    ENV_UPSTREAM_CONNECT_TIMEOUT_MS,
+    ENV_UPSTREAM_TIMEOUT_MS,
+    ENV_UPSTREAM_MAX_CONNECTIONS,
+    ENV_UPSTREAM_CA_FILE,
+    ENV_TLS_CERT_FILE,
+    ENV_TLS_KEY_FILE,
+    ENV_IDENTITY_HEADER_PREFIX,
+    ENV_FORWARD_AUTHORIZATION,
+    ENV_MAX_REWRITE_BYTES,
+    ENV_HEADER_READ_TIMEOUT_MS,
+    ENV_SHUTDOWN_GRACE_MS,
 ];
 
 impl Config {
@@ -303,18 +361,18 @@ impl Config {
 }
 
 /// The variables, read through a lookup function (the process environment, or a test's map).
-struct Env<L>(L);
+pub(crate) struct Env<L>(pub(crate) L);
 
 impl<L: Fn(&str) -> Option<String>> Env<L> {
     /// The value of `var`, trimmed; `None` when it is unset or blank.
-    fn get(&self, var: &'static str) -> Option<String> {
+    pub(crate) fn get(&self, var: &'static str) -> Option<String> {
         (self.0)(var)
             .map(|value| value.trim().to_owned())
             .filter(|value| !value.is_empty())
     }
 
     /// `var` parsed by `parse` (`None` when unset or blank); a parse error names `var`.
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         var: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
@@ -325,13 +383,13 @@ impl<L: Fn(&str) -> Option<String>> Env<L> {
     }
 
     /// Hands `var`, parsed, to `setter`; an unset `var` leaves `config` as it is.
-    fn set<T>(
+    pub(crate) fn set<C, T>(
         &self,
-        config: Config,
+        config: C,
         var: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
-        setter: impl FnOnce(Config, T) -> Config,
-    ) -> Result<Config, ConfigError> {
+        setter: impl FnOnce(C, T) -> C,
+    ) -> Result<C, ConfigError> {
         Ok(match self.read(var, parse)? {
             Some(value) => setter(config, value),
             None => config,
@@ -340,13 +398,13 @@ impl<L: Fn(&str) -> Option<String>> Env<L> {
 
     /// [`Self::set`] with a setter that checks its input: its error names `var`, not the
     /// setting.
-    fn try_set<T>(
+    pub(crate) fn try_set<C, T>(
         &self,
-        config: Config,
+        config: C,
         var: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
-        setter: impl FnOnce(Config, T) -> Result<Config, ConfigError>,
-    ) -> Result<Config, ConfigError> {
+        setter: impl FnOnce(C, T) -> Result<C, ConfigError>,
+    ) -> Result<C, ConfigError> {
         match self.read(var, parse)? {
             Some(value) => setter(config, value).map_err(|error| named(var, error)),
             None => Ok(config),
@@ -354,12 +412,12 @@ impl<L: Fn(&str) -> Option<String>> Env<L> {
     }
 
     /// [`Self::try_set`] with a setter of text.
-    fn try_set_str(
+    pub(crate) fn try_set_str<C>(
         &self,
-        config: Config,
+        config: C,
         var: &'static str,
-        setter: impl FnOnce(Config, &str) -> Result<Config, ConfigError>,
-    ) -> Result<Config, ConfigError> {
+        setter: impl FnOnce(C, &str) -> Result<C, ConfigError>,
+    ) -> Result<C, ConfigError> {
         self.try_set(config, var, text, |config, value| setter(config, &value))
     }
 }
@@ -407,11 +465,14 @@ pub(crate) fn unknown_variables<'a>(
 ) -> Vec<UnknownVariable<'a>> {
     names
         .into_iter()
-        .filter(|name| name.starts_with("SMART_GUARD_") && !ALL.contains(name))
+        .filter(|name| {
+            name.starts_with("SMART_GUARD_") && !ALL.contains(name) && !PROXY.contains(name)
+        })
         .map(|name| UnknownVariable {
             name,
             resembles: ALL
                 .iter()
+                .chain(PROXY)
                 .map(|known| (edit_distance(name, known), *known))
                 .filter(|(distance, _)| *distance <= 3)
                 .min()
@@ -438,7 +499,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn missing(var: &'static str) -> ConfigError {
+pub(crate) fn missing(var: &'static str) -> ConfigError {
     ConfigError::Missing { var }
 }
 
@@ -453,11 +514,11 @@ fn named(var: &'static str, error: ConfigError) -> ConfigError {
 
 // Parsers: the trimmed, non-blank value to the setter's input type, or why not.
 
-fn text(value: &str) -> Result<String, String> {
+pub(crate) fn text(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-fn boolean(value: &str) -> Result<bool, String> {
+pub(crate) fn boolean(value: &str) -> Result<bool, String> {
     match value {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
@@ -471,7 +532,7 @@ fn whole<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
 }
 
 /// A whole number above 0 that fits `T`: the variable refuses the `0` its setter would take.
-fn positive<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
+pub(crate) fn positive<T: TryFrom<u64>>(value: &str) -> Result<T, String> {
     match number(value)? {
         0 => Err("must be greater than 0".to_owned()),
         n => fits(n),
@@ -496,7 +557,7 @@ fn whole_secs(value: &str) -> Result<Duration, String> {
     whole(value).map(Duration::from_secs)
 }
 
-fn millis(value: &str) -> Result<Duration, String> {
+pub(crate) fn millis(value: &str) -> Result<Duration, String> {
     positive(value).map(Duration::from_millis)
 }
 

@@ -1,7 +1,271 @@
-//! Proxy mode: the guard in front of an upstream FHIR server (temporary module root).
+//! Proxy mode (feature `proxy`): the same guard in front of any FHIR server, over HTTP.
+//!
+//! [`Proxy`] listens, authorizes each request with [`SmartGuardLayer`] exactly as the layer
+//! does, and forwards what is allowed to the upstream FHIR base with [`Forward`]: bodies
+//! streamed both ways, hop-by-hop headers removed, the client's identity sent upstream in
+//! headers no client can forge, the upstream base rewritten to the public one in `Location`,
+//! `Content-Location` and Bundles. `/healthz` and `/readyz` sit beside the FHIR base.
+//!
+//! ```no_run
+//! use smart_guard::{Config, proxy::{Proxy, ProxyConfig}};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let guard = Config::from_env()?.discover().await?;
+//! let proxy = Proxy::bind(ProxyConfig::from_env()?, guard).await?;
+//! proxy.run_until_signal().await; // SIGTERM or SIGINT: drains, then returns
+//! # Ok(()) }
+//! ```
+//!
+//! [`SmartGuardLayer`]: crate::SmartGuardLayer
 
-// Temporary: the proxy service (not on this branch yet) is what uses these.
-#![allow(dead_code)]
+mod config;
+mod failure;
+mod forward;
+mod headers;
+mod rewrite;
+mod server;
+mod tls;
 
-pub(crate) mod headers;
-pub(crate) mod rewrite;
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use axum::{Json, Router, http::StatusCode, routing::get};
+use reqwest::Url;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+pub use self::{
+    config::ProxyConfig,
+    forward::{ClientAddr, Forward, ForwardStats},
+};
+use self::server::ServeOptions;
+use crate::{Config, SmartGuardLayer, config::env::ENV_PUBLIC_BASE_URL, error::ConfigError};
+
+/// A bound proxy: the guard and the forwarder behind a listener. Build it with
+/// [`Proxy::bind`], then [`Proxy::serve`] or [`Proxy::run_until_signal`].
+#[derive(Debug)]
+pub struct Proxy {
+    listener: TcpListener,
+    router: Router,
+    guard: SmartGuardLayer,
+    forward: Forward,
+    public_base: Url,
+    options: ServeOptions,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// A setting is missing or invalid (the error names the variable).
+    Config(ConfigError),
+    /// The listen address cannot be bound.
+    Bind(std::io::Error),
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(error) => error.fmt(f),
+            Self::Bind(error) => write!(f, "cannot listen on SMART_GUARD_LISTEN_ADDR: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(error) => Some(error),
+            Self::Bind(error) => Some(error),
+        }
+    }
+}
+
+impl From<ConfigError> for ProxyError {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(error)
+    }
+}
+
+impl Proxy {
+    /// Binds the listen address and builds the guard and the forwarder.
+    ///
+    /// The public base URL is `SMART_GUARD_PUBLIC_BASE_URL`, or the listener's scheme and
+    /// bound address with the guard's base path. Its path is the guard's base path: without
+    /// `SMART_GUARD_BASE_PATH`, the public base's path becomes it; with both, they must agree.
+    ///
+    /// # Errors
+    ///
+    /// [`ProxyError::Config`] naming the variable at fault, [`ProxyError::Bind`].
+    pub async fn bind(proxy: ProxyConfig, guard: Config) -> Result<Self, ProxyError> {
+        let tls = match &proxy.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
+        let (public_base, guard) = public_base(&proxy, guard)?;
+        let listener = TcpListener::bind(proxy.listen_addr)
+            .await
+            .map_err(ProxyError::Bind)?;
+        let public_base = match public_base {
+            Some(url) => url,
+            None => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let addr = listener.local_addr().map_err(ProxyError::Bind)?;
+                Url::parse(&format!("{scheme}://{addr}{}", guard.base_path))
+                    .map_err(|e| invalid_public_base(e.to_string()))?
+            }
+        };
+        let layer = SmartGuardLayer::new(guard)?;
+        let forward = Forward::new(&proxy, public_base.clone())?;
+        let router = router(&layer, &forward, &proxy);
+        Ok(Self {
+            listener,
+            router,
+            guard: layer,
+            forward,
+            public_base,
+            options: ServeOptions {
+                header_read_timeout: proxy.header_read_timeout,
+                shutdown_grace: proxy.shutdown_grace,
+                tls,
+            },
+        })
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The FHIR base URL clients use.
+    #[must_use]
+    pub fn public_base(&self) -> &Url {
+        &self.public_base
+    }
+
+    /// The guard in front of the forwarder (its stats and readiness).
+    #[must_use]
+    pub fn guard(&self) -> &SmartGuardLayer {
+        &self.guard
+    }
+
+    /// The forwarder (its stats).
+    #[must_use]
+    pub fn forward(&self) -> &Forward {
+        &self.forward
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish for up to
+    /// `SMART_GUARD_SHUTDOWN_GRACE_MS`. Returns whether they all finished in time.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
+        server::serve(self.listener, self.router, self.options, shutdown).await
+    }
+
+    /// [`Proxy::serve`] until SIGTERM or SIGINT (Ctrl-C).
+    pub async fn run_until_signal(self) -> bool {
+        self.serve(signal()).await
+    }
+}
+
+/// The public base URL, if known before binding, and the guard config with its base path.
+fn public_base(proxy: &ProxyConfig, guard: Config) -> Result<(Option<Url>, Config), ConfigError> {
+    let Some(url) = proxy.public_base.clone() else {
+        return Ok((None, guard));
+    };
+    let path = url.path().trim_end_matches('/').to_owned();
+    let guard = if guard.base_path.is_empty() && !path.is_empty() {
+        guard.with_base_path(&path)?
+    } else {
+        guard
+    };
+    if guard.base_path != path {
+        return Err(invalid_public_base(format!(
+            "its path {path:?} differs from SMART_GUARD_BASE_PATH {:?}",
+            guard.base_path
+        )));
+    }
+    Ok((Some(url), guard))
+}
+
+fn invalid_public_base(reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        var: ENV_PUBLIC_BASE_URL,
+        reason,
+    }
+}
+
+/// `/healthz` and `/readyz` beside the guarded forwarder, which takes everything else.
+fn router(guard: &SmartGuardLayer, forward: &Forward, proxy: &ProxyConfig) -> Router {
+    let guarded = Router::new()
+        .fallback_service(forward.clone())
+        .layer(guard.clone());
+    let ready_guard = guard.clone();
+    let upstream = upstream_socket(proxy);
+    let connect_timeout = proxy.connect_timeout;
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = ready_guard.readiness();
+                let upstream = upstream.clone();
+                async move {
+                    let upstream_up = accepts(&upstream, connect_timeout).await;
+                    let ready = readiness.is_ready() && upstream_up;
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = json!({
+                        "status": if ready { "ready" } else { "not ready" },
+                        "authorization_server": { "breaker": readiness.breaker.as_str() },
+                        "upstream": if upstream_up { "accepts connections" } else { "unreachable" },
+                    });
+                    (status, Json(body))
+                }
+            }),
+        )
+        .fallback_service(guarded)
+}
+
+/// `host:port` of the upstream, for the readiness connect.
+fn upstream_socket(proxy: &ProxyConfig) -> String {
+    let url = &proxy.upstream;
+    let port = url.port_or_known_default().unwrap_or(80);
+    format!("{}:{port}", url.host_str().unwrap_or_default())
+}
+
+/// Whether the upstream accepts a TCP connection within the connect timeout.
+async fn accepts(upstream: &str, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(upstream)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Resolves at SIGTERM or SIGINT.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,531 @@
+//! [`Forward`]: the tower service that sends an authorized request to the upstream FHIR server
+//! and its answer back, on hyper-util's pooled client. Put [`SmartGuardLayer`] in front of it.
+//!
+//! What crosses is in `headers.rs` (hop-by-hop fields, method overrides, identity, forwarding)
+//! and `rewrite.rs` (the upstream base in `Location`, `Content-Location` and Bundles).
+//!
+//! [`SmartGuardLayer`]: crate::SmartGuardLayer
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, Version, header, uri::Authority, uri::Scheme};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use reqwest::Url;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_service::Service;
+
+use super::{
+    config::ProxyConfig,
+    failure::ProxyFailure,
+    headers::{self, Forwarding, Identity, IdentityPrefix},
+    rewrite::Bases,
+};
+use crate::{VerifiedClaims, error::ConfigError};
+
+/// The address of the client a request came from, put into its extensions by the proxy's
+/// server (used for `Forwarded` and `X-Forwarded-For`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Counters of one [`Forward`] service (shared by its clones).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ForwardStats {
+    /// Requests sent to the upstream.
+    pub forwarded: u64,
+    /// Requests answered 502 or 504 because the upstream failed.
+    pub upstream_failures: u64,
+    /// JSON Bundles whose URLs were rewritten.
+    pub bundles_rewritten: u64,
+    /// JSON bodies over `SMART_GUARD_MAX_REWRITE_BYTES` (or compressed) passed on unrewritten.
+    pub rewrite_skipped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    forwarded: AtomicU64,
+    upstream_failures: AtomicU64,
+    bundles_rewritten: AtomicU64,
+    rewrite_skipped: AtomicU64,
+}
+
+/// Forwards requests under the public FHIR base to the upstream FHIR base, as a tower service
+/// on `axum` bodies. It never fails: upstream failures are answered 502, 504 or 503 with an
+/// `OperationOutcome`.
+///
+/// ```no_run
+/// use axum::Router;
+/// use smart_guard::{Config, SmartGuardLayer, proxy::{Forward, ProxyConfig}};
+///
+/// # fn f() -> Result<(), smart_guard::ConfigError> {
+/// let forward = Forward::new(
+///     &ProxyConfig::from_env()?,
+///     "https://fhir.example.org/fhir".parse().unwrap(),
+/// )?;
+/// let app: Router = Router::new()
+///     .fallback_service(forward)
+///     .layer(SmartGuardLayer::new(Config::from_env()?)?);
+/// # let _ = app; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Forward {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream base's path, without a trailing `/` (empty for a root base).
+    upstream_path: String,
+    /// The public base's path: the guard's base path.
+    public_path: String,
+    /// `http` or `https`: the scheme clients use.
+    public_proto: &'static str,
+    bases: Bases,
+    prefix: IdentityPrefix,
+    forward_authorization: bool,
+    upstream_timeout: Duration,
+    slots: Arc<Semaphore>,
+    max_rewrite_bytes: usize,
+    counters: Counters,
+}
+
+impl Forward {
+    /// A forwarder to `config`'s upstream for clients that use `public_base`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] when the upstream CA file cannot be read or holds no
+    /// certificate.
+    pub fn new(config: &ProxyConfig, public_base: Url) -> Result<Self, ConfigError> {
+        let upstream = &config.upstream;
+        let authority = Authority::try_from(upstream_authority(upstream).as_str()).map_err(|_| {
+            ConfigError::Invalid {
+                var: crate::config::env::ENV_UPSTREAM_URL,
+                reason: "its host and port are not a valid authority".to_owned(),
+            }
+        })?;
+        let scheme = if upstream.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let tls = super::tls::client_config(
+            upstream.scheme() == "https",
+            config.ca_file.as_deref(),
+        )?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(config.max_connections)
+            .build(connector);
+        let bases = Bases::new(upstream.as_str(), public_base.as_str()).map_err(|e| {
+            ConfigError::Invalid {
+                var: crate::config::env::ENV_PUBLIC_BASE_URL,
+                reason: e.to_string(),
+            }
+        })?;
+        let prefix = IdentityPrefix::new(&config.identity_prefix).map_err(|e| {
+            ConfigError::Invalid {
+                var: crate::config::env::ENV_IDENTITY_HEADER_PREFIX,
+                reason: e.to_string(),
+            }
+        })?;
+        let public_proto = if public_base.scheme() == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                scheme,
+                authority,
+                upstream_path: upstream.path().trim_end_matches('/').to_owned(),
+                public_path: public_base.path().trim_end_matches('/').to_owned(),
+                public_proto,
+                bases,
+                prefix,
+                forward_authorization: config.forward_authorization,
+                upstream_timeout: config.upstream_timeout,
+                slots: Arc::new(Semaphore::new(config.max_connections)),
+                max_rewrite_bytes: config.max_rewrite_bytes,
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> ForwardStats {
+        let c = &self.inner.counters;
+        ForwardStats {
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            upstream_failures: c.upstream_failures.load(Ordering::Relaxed),
+            bundles_rewritten: c.bundles_rewritten.load(Ordering::Relaxed),
+            rewrite_skipped: c.rewrite_skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            Ok(match inner.forward(request).await {
+                Ok(response) => response,
+                Err(failure) => {
+                    if matches!(
+                        failure,
+                        ProxyFailure::Unreachable | ProxyFailure::Broken | ProxyFailure::Timeout
+                    ) {
+                        inner
+                            .counters
+                            .upstream_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    failure.into_response()
+                }
+            })
+        })
+    }
+}
+
+impl Inner {
+    async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyFailure> {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
+        self.prepare_headers(&mut parts)?;
+        parts.version = Version::HTTP_11;
+        let slot = tokio::time::timeout(
+            self.upstream_timeout,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await
+        .map_err(|_| ProxyFailure::Busy)?
+        .map_err(|_| ProxyFailure::Busy)?;
+        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let response = match tokio::time::timeout(self.upstream_timeout, sent).await {
+            Err(_elapsed) => {
+                tracing::warn!("upstream did not answer within SMART_GUARD_UPSTREAM_TIMEOUT_MS");
+                return Err(ProxyFailure::Timeout);
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                tracing::warn!(error = %error, "upstream connection failed");
+                return Err(ProxyFailure::Unreachable);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "upstream request failed");
+                return Err(ProxyFailure::Broken);
+            }
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop_response(&mut parts.headers);
+        self.bases.rewrite_headers(&mut parts.headers);
+        // The slot is held until the response body ends (or the client goes away).
+        let body = Body::new(Held { body, _slot: slot });
+        let body = if is_plain_json(&parts.headers) {
+            self.rewrite_body(&mut parts.headers, body).await?
+        } else {
+            body
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// The upstream URI: the upstream base, then the path below the public base and the query,
+    /// byte for byte as the guard read them.
+    fn upstream_uri(&self, uri: &Uri, extensions: &http::Extensions) -> Result<Uri, ProxyFailure> {
+        let path = original_path(uri, extensions);
+        let below = path
+            .strip_prefix(self.public_path.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .ok_or(ProxyFailure::OutsideBase)?;
+        let mut target = String::with_capacity(self.upstream_path.len() + path.len() + 64);
+        target.push_str(&self.upstream_path);
+        target.push_str(below);
+        if target.is_empty() {
+            target.push('/');
+        }
+        if let Some(query) = uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|_| ProxyFailure::Unforwardable)
+    }
+
+    /// What crosses: hop-by-hop fields and method overrides out, forged identity out, our
+    /// identity and forwarding fields in, `Host` and `Accept-Encoding` left to the client.
+    fn prepare_headers(&self, parts: &mut http::request::Parts) -> Result<(), ProxyFailure> {
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let headers = &mut parts.headers;
+        headers::strip_hop_by_hop(headers).map_err(|_| ProxyFailure::Unforwardable)?;
+        headers::strip_method_overrides(headers);
+        headers::strip_prefixed(headers, self.prefix.as_str());
+        // hyper answers `Expect: 100-continue` itself when the body is first read; the client
+        // sets `Host` from the upstream URI; an identity body is what can be rewritten.
+        headers.remove(header::EXPECT);
+        headers.remove(header::HOST);
+        headers.remove(header::ACCEPT_ENCODING);
+        if !self.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(claims) = parts.extensions.get::<VerifiedClaims>() {
+            let interaction = claims.request().interaction();
+            headers::insert_identity(
+                headers,
+                &self.prefix,
+                &Identity {
+                    client_id: claims.client_id(),
+                    scopes: claims.scope(),
+                    interaction: interaction.as_str(),
+                },
+            );
+        }
+        let peer = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        headers::set_forwarded(
+            headers,
+            &Forwarding {
+                peer,
+                proto: self.public_proto,
+                host: host.as_deref(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A JSON body: read up to the limit and rewritten if it is a Bundle; a larger one goes on
+    /// as it came, the part already read first.
+    async fn rewrite_body(
+        &self,
+        headers: &mut http::HeaderMap,
+        mut body: Body,
+    ) -> Result<Body, ProxyFailure> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_rewrite_bytes as u64) {
+            self.counters.rewrite_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(body);
+        }
+        let mut read: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(error = %error, "upstream body failed");
+                    return Err(ProxyFailure::Broken);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        total += data.len();
+                        read.push(data);
+                        if total > self.max_rewrite_bytes {
+                            self.counters.rewrite_skipped.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Body::new(Prefixed {
+                                read: read.into(),
+                                rest: body,
+                            }));
+                        }
+                    }
+                    // Trailers end a JSON body here: it is passed on without them.
+                    Err(_trailers) => break,
+                },
+            }
+        }
+        let whole: Vec<u8> = read.concat();
+        match self.bases.rewrite_bundle(&whole) {
+            Some(rewritten) => {
+                self.counters
+                    .bundles_rewritten
+                    .fetch_add(1, Ordering::Relaxed);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                Ok(Body::from(rewritten))
+            }
+            None => Ok(Body::from(whole)),
+        }
+    }
+}
+
+/// The path the client sent: under a nested router axum keeps it in `OriginalUri`.
+fn original_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
+    match extensions.get::<axum::extract::OriginalUri>() {
+        Some(original) => original.0.path(),
+        None => uri.path(),
+    }
+}
+
+/// `host[:port]` of a URL, IPv6 bracketed.
+fn upstream_authority(url: &Url) -> String {
+    // `host_str` brackets an IPv6 address.
+    let host = url.host_str().unwrap_or_default().to_owned();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
+/// JSON (FHIR or plain) without a content coding: a body the proxy can rewrite.
+fn is_plain_json(headers: &http::HeaderMap) -> bool {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/fhir+json" || t == "application/json");
+    let coded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    json && !coded
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its upstream slot until it ends.
+    struct Held<B> {
+        #[pin]
+        body: B,
+        _slot: OwnedSemaphorePermit,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The frames already read, then the rest of the body.
+    struct Prefixed<B> {
+        read: std::collections::VecDeque<Bytes>,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for Prefixed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Some(data) = this.read.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        this.rest.poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bodies_without_a_coding_are_the_ones_rewritten() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        for (pairs, want) in [
+            (&[("content-type", "application/fhir+json;charset=utf-8")][..], true),
+            (&[("content-type", "Application/JSON")][..], true),
+            (&[("content-type", "application/fhir+json"), ("content-encoding", "gzip")][..], false),
+            (&[("content-type", "application/fhir+json"), ("content-encoding", "identity")][..], true),
+            (&[("content-type", "application/fhir+xml")][..], false),
+            (&[][..], false),
+        ] {
+            assert_eq!(is_plain_json(&headers(pairs)), want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_authority_keeps_its_port_and_brackets_ipv6() {
+        for (url, want) in [
+            ("http://127.0.0.1:8081/fhir", "127.0.0.1:8081"),
+            ("https://fhir.example.org/r4", "fhir.example.org"),
+            ("http://[::1]:9/fhir", "[::1]:9"),
+        ] {
+            assert_eq!(upstream_authority(&url.parse().expect("url")), want);
+        }
+    }
+}
