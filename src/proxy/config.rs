@@ -10,9 +10,9 @@ use crate::{
     config::env::{
         ENV_FORWARD_AUTHORIZATION, ENV_HEADER_READ_TIMEOUT_MS, ENV_IDENTITY_HEADER_PREFIX,
         ENV_LISTEN_ADDR, ENV_MAX_REWRITE_BYTES, ENV_PUBLIC_BASE_URL, ENV_SHUTDOWN_GRACE_MS,
-        ENV_TLS_CERT_FILE, ENV_TLS_KEY_FILE, ENV_UPSTREAM_CA_FILE,
-        ENV_UPSTREAM_CONNECT_TIMEOUT_MS, ENV_UPSTREAM_MAX_CONNECTIONS, ENV_UPSTREAM_TIMEOUT_MS,
-        ENV_UPSTREAM_URL, Env, boolean, millis, missing, positive, text,
+        ENV_TLS_CERT_FILE, ENV_TLS_KEY_FILE, ENV_UPSTREAM_CA_FILE, ENV_UPSTREAM_CONNECT_TIMEOUT_MS,
+        ENV_UPSTREAM_MAX_CONNECTIONS, ENV_UPSTREAM_TIMEOUT_MS, ENV_UPSTREAM_URL, Env, boolean,
+        millis, missing, positive, text,
     },
     error::ConfigError,
 };
@@ -220,7 +220,10 @@ impl ProxyConfig {
     /// here is secret: files are named, never read out).
     #[must_use]
     pub fn settings(&self) -> Vec<(&'static str, String)> {
-        let opt = |p: &Option<PathBuf>| p.as_ref().map_or("unset".to_owned(), |p| p.display().to_string());
+        let opt = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("unset".to_owned(), |p| p.display().to_string())
+        };
         vec![
             (ENV_UPSTREAM_URL, self.upstream.to_string()),
             (ENV_LISTEN_ADDR, self.listen_addr.to_string()),
@@ -230,17 +233,41 @@ impl ProxyConfig {
                     .as_ref()
                     .map_or("derived".to_owned(), Url::to_string),
             ),
-            (ENV_UPSTREAM_CONNECT_TIMEOUT_MS, self.connect_timeout.as_millis().to_string()),
-            (ENV_UPSTREAM_TIMEOUT_MS, self.upstream_timeout.as_millis().to_string()),
-            (ENV_UPSTREAM_MAX_CONNECTIONS, self.max_connections.to_string()),
+            (
+                ENV_UPSTREAM_CONNECT_TIMEOUT_MS,
+                self.connect_timeout.as_millis().to_string(),
+            ),
+            (
+                ENV_UPSTREAM_TIMEOUT_MS,
+                self.upstream_timeout.as_millis().to_string(),
+            ),
+            (
+                ENV_UPSTREAM_MAX_CONNECTIONS,
+                self.max_connections.to_string(),
+            ),
             (ENV_UPSTREAM_CA_FILE, opt(&self.ca_file)),
-            (ENV_TLS_CERT_FILE, opt(&self.tls.as_ref().map(|t| t.0.clone()))),
-            (ENV_TLS_KEY_FILE, opt(&self.tls.as_ref().map(|t| t.1.clone()))),
+            (
+                ENV_TLS_CERT_FILE,
+                opt(&self.tls.as_ref().map(|t| t.0.clone())),
+            ),
+            (
+                ENV_TLS_KEY_FILE,
+                opt(&self.tls.as_ref().map(|t| t.1.clone())),
+            ),
             (ENV_IDENTITY_HEADER_PREFIX, self.identity_prefix.clone()),
-            (ENV_FORWARD_AUTHORIZATION, self.forward_authorization.to_string()),
+            (
+                ENV_FORWARD_AUTHORIZATION,
+                self.forward_authorization.to_string(),
+            ),
             (ENV_MAX_REWRITE_BYTES, self.max_rewrite_bytes.to_string()),
-            (ENV_HEADER_READ_TIMEOUT_MS, self.header_read_timeout.as_millis().to_string()),
-            (ENV_SHUTDOWN_GRACE_MS, self.shutdown_grace.as_millis().to_string()),
+            (
+                ENV_HEADER_READ_TIMEOUT_MS,
+                self.header_read_timeout.as_millis().to_string(),
+            ),
+            (
+                ENV_SHUTDOWN_GRACE_MS,
+                self.shutdown_grace.as_millis().to_string(),
+            ),
         ]
     }
 }
@@ -333,7 +360,10 @@ mod tests {
         assert_eq!(c.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(
             c.tls,
-            Some((PathBuf::from("/etc/cert.pem"), PathBuf::from("/etc/key.pem")))
+            Some((
+                PathBuf::from("/etc/cert.pem"),
+                PathBuf::from("/etc/key.pem")
+            ))
         );
         assert_eq!(c.identity_prefix, "X-Auth-");
         assert!(!c.forward_authorization);
@@ -347,17 +377,48 @@ mod tests {
     fn bad_values_are_named() {
         let up = (ENV_UPSTREAM_URL, "http://up/fhir");
         for (pair, want) in [
-            ((ENV_UPSTREAM_URL, "ftp://up/"), "SMART_GUARD_UPSTREAM_URL is invalid: expected an http or https URL with a host"),
-            ((ENV_UPSTREAM_URL, "http://up/fhir?x=1"), "SMART_GUARD_UPSTREAM_URL is invalid: a base URL has no query or fragment"),
-            ((ENV_UPSTREAM_URL, "http://u:p@up/fhir"), "SMART_GUARD_UPSTREAM_URL is invalid: a base URL carries no credentials"),
-            ((ENV_LISTEN_ADDR, "localhost"), "SMART_GUARD_LISTEN_ADDR is invalid: expected an address such as 127.0.0.1:8080, got \"localhost\""),
-            ((ENV_IDENTITY_HEADER_PREFIX, "X Smart"), "SMART_GUARD_IDENTITY_HEADER_PREFIX is invalid: the identity header prefix is not a field name, got \"X Smart\""),
-            ((ENV_IDENTITY_HEADER_PREFIX, "Content-"), "SMART_GUARD_IDENTITY_HEADER_PREFIX is invalid: the identity header prefix matches content-type, got \"Content-\""),
-            ((ENV_UPSTREAM_MAX_CONNECTIONS, "0"), "SMART_GUARD_UPSTREAM_MAX_CONNECTIONS is invalid: must be greater than 0"),
-            ((ENV_TLS_CERT_FILE, "/c.pem"), "SMART_GUARD_TLS_KEY_FILE is required but not set"),
-            ((ENV_FORWARD_AUTHORIZATION, "no"), "SMART_GUARD_FORWARD_AUTHORIZATION is invalid: expected true or false, got \"no\""),
+            (
+                (ENV_UPSTREAM_URL, "ftp://up/"),
+                "SMART_GUARD_UPSTREAM_URL is invalid: expected an http or https URL with a host",
+            ),
+            (
+                (ENV_UPSTREAM_URL, "http://up/fhir?x=1"),
+                "SMART_GUARD_UPSTREAM_URL is invalid: a base URL has no query or fragment",
+            ),
+            (
+                (ENV_UPSTREAM_URL, "http://u:p@up/fhir"),
+                "SMART_GUARD_UPSTREAM_URL is invalid: a base URL carries no credentials",
+            ),
+            (
+                (ENV_LISTEN_ADDR, "localhost"),
+                "SMART_GUARD_LISTEN_ADDR is invalid: expected an address such as 127.0.0.1:8080, got \"localhost\"",
+            ),
+            (
+                (ENV_IDENTITY_HEADER_PREFIX, "X Smart"),
+                "SMART_GUARD_IDENTITY_HEADER_PREFIX is invalid: the identity header prefix is not a field name, got \"X Smart\"",
+            ),
+            (
+                (ENV_IDENTITY_HEADER_PREFIX, "Content-"),
+                "SMART_GUARD_IDENTITY_HEADER_PREFIX is invalid: the identity header prefix matches content-type, got \"Content-\"",
+            ),
+            (
+                (ENV_UPSTREAM_MAX_CONNECTIONS, "0"),
+                "SMART_GUARD_UPSTREAM_MAX_CONNECTIONS is invalid: must be greater than 0",
+            ),
+            (
+                (ENV_TLS_CERT_FILE, "/c.pem"),
+                "SMART_GUARD_TLS_KEY_FILE is required but not set",
+            ),
+            (
+                (ENV_FORWARD_AUTHORIZATION, "no"),
+                "SMART_GUARD_FORWARD_AUTHORIZATION is invalid: expected true or false, got \"no\"",
+            ),
         ] {
-            let pairs = if pair.0 == ENV_UPSTREAM_URL { vec![pair] } else { vec![up, pair] };
+            let pairs = if pair.0 == ENV_UPSTREAM_URL {
+                vec![pair]
+            } else {
+                vec![up, pair]
+            };
             assert_eq!(from(&pairs).expect_err(want).to_string(), want);
         }
     }

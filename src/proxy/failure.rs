@@ -45,7 +45,10 @@ impl ProxyFailure {
             Self::Unreachable => ("transient", "the FHIR server cannot be reached"),
             Self::Broken => ("transient", "the FHIR server closed the connection"),
             Self::Timeout => ("timeout", "the FHIR server did not answer in time"),
-            Self::Busy => ("transient", "too many requests to the FHIR server; try again later"),
+            Self::Busy => (
+                "transient",
+                "too many requests to the FHIR server; try again later",
+            ),
         }
     }
 

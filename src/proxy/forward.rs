@@ -120,12 +120,13 @@ impl Forward {
     /// certificate.
     pub fn new(config: &ProxyConfig, public_base: Url) -> Result<Self, ConfigError> {
         let upstream = &config.upstream;
-        let authority = Authority::try_from(upstream_authority(upstream).as_str()).map_err(|_| {
-            ConfigError::Invalid {
-                var: crate::config::env::ENV_UPSTREAM_URL,
-                reason: "its host and port are not a valid authority".to_owned(),
-            }
-        })?;
+        let authority =
+            Authority::try_from(upstream_authority(upstream).as_str()).map_err(|_| {
+                ConfigError::Invalid {
+                    var: crate::config::env::ENV_UPSTREAM_URL,
+                    reason: "its host and port are not a valid authority".to_owned(),
+                }
+            })?;
         let scheme = if upstream.scheme() == "https" {
             Scheme::HTTPS
         } else {
@@ -135,10 +136,8 @@ impl Forward {
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
-        let tls = super::tls::client_config(
-            upstream.scheme() == "https",
-            config.ca_file.as_deref(),
-        )?;
+        let tls =
+            super::tls::client_config(upstream.scheme() == "https", config.ca_file.as_deref())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -157,12 +156,11 @@ impl Forward {
                 reason: e.to_string(),
             }
         })?;
-        let prefix = IdentityPrefix::new(&config.identity_prefix).map_err(|e| {
-            ConfigError::Invalid {
+        let prefix =
+            IdentityPrefix::new(&config.identity_prefix).map_err(|e| ConfigError::Invalid {
                 var: crate::config::env::ENV_IDENTITY_HEADER_PREFIX,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let public_proto = if public_base.scheme() == "https" {
             "https"
         } else {
@@ -234,8 +232,11 @@ impl Service<Request<Body>> for Forward {
 impl Inner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
+        // The forwarding fields name the host the client asked for, read before the URI turns
+        // into the upstream's.
+        let host = client_host(&parts);
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
-        self.prepare_headers(&mut parts)?;
+        self.prepare_headers(&mut parts, host.as_deref())?;
         parts.version = Version::HTTP_11;
         let slot = tokio::time::timeout(
             self.upstream_timeout,
@@ -302,18 +303,11 @@ impl Inner {
 
     /// What crosses: hop-by-hop fields and method overrides out, forged identity out, our
     /// identity and forwarding fields in, `Host` and `Accept-Encoding` left to the client.
-    fn prepare_headers(&self, parts: &mut http::request::Parts) -> Result<(), ProxyFailure> {
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+    fn prepare_headers(
+        &self,
+        parts: &mut http::request::Parts,
+        host: Option<&str>,
+    ) -> Result<(), ProxyFailure> {
         let headers = &mut parts.headers;
         headers::strip_hop_by_hop(headers).map_err(|_| ProxyFailure::Unforwardable)?;
         headers::strip_method_overrides(headers);
@@ -347,7 +341,7 @@ impl Inner {
             &Forwarding {
                 peer,
                 proto: self.public_proto,
-                host: host.as_deref(),
+                host,
             },
         );
         Ok(())
@@ -365,7 +359,9 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_rewrite_bytes as u64) {
-            self.counters.rewrite_skipped.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .rewrite_skipped
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(body);
         }
         let mut read: Vec<Bytes> = Vec::new();
@@ -382,7 +378,9 @@ impl Inner {
                         total += data.len();
                         read.push(data);
                         if total > self.max_rewrite_bytes {
-                            self.counters.rewrite_skipped.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .rewrite_skipped
+                                .fetch_add(1, Ordering::Relaxed);
                             return Ok(Body::new(Prefixed {
                                 read: read.into(),
                                 rest: body,
@@ -408,6 +406,21 @@ impl Inner {
     }
 }
 
+/// The host the client asked for: the HTTP/2 `:authority` or the HTTP/1.1 `Host`.
+fn client_host(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
 /// The path the client sent: under a nested router axum keeps it in `OriginalUri`.
 fn original_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
     match extensions.get::<axum::extract::OriginalUri>() {
@@ -431,7 +444,13 @@ fn is_plain_json(headers: &http::HeaderMap) -> bool {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .is_some_and(|t| t == "application/fhir+json" || t == "application/json");
     let coded = headers
         .get(header::CONTENT_ENCODING)
@@ -507,10 +526,25 @@ mod tests {
             h
         };
         for (pairs, want) in [
-            (&[("content-type", "application/fhir+json;charset=utf-8")][..], true),
+            (
+                &[("content-type", "application/fhir+json;charset=utf-8")][..],
+                true,
+            ),
             (&[("content-type", "Application/JSON")][..], true),
-            (&[("content-type", "application/fhir+json"), ("content-encoding", "gzip")][..], false),
-            (&[("content-type", "application/fhir+json"), ("content-encoding", "identity")][..], true),
+            (
+                &[
+                    ("content-type", "application/fhir+json"),
+                    ("content-encoding", "gzip"),
+                ][..],
+                false,
+            ),
+            (
+                &[
+                    ("content-type", "application/fhir+json"),
+                    ("content-encoding", "identity"),
+                ][..],
+                true,
+            ),
             (&[("content-type", "application/fhir+xml")][..], false),
             (&[][..], false),
         ] {

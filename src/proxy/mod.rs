@@ -33,11 +33,11 @@ use reqwest::Url;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use self::server::ServeOptions;
 pub use self::{
     config::ProxyConfig,
     forward::{ClientAddr, Forward, ForwardStats},
 };
-use self::server::ServeOptions;
 use crate::{Config, SmartGuardLayer, config::env::ENV_PUBLIC_BASE_URL, error::ConfigError};
 
 /// A bound proxy: the guard and the forwarder behind a listener. Build it with
@@ -114,9 +114,15 @@ impl Proxy {
                     .map_err(|e| invalid_public_base(e.to_string()))?
             }
         };
+        // The public base is this FHIR server's resource identifier (RFC 9728) unless set.
+        let guard = match guard.resource_url() {
+            Some(_) => guard,
+            None => guard.with_resource_url(public_base.as_str())?,
+        };
+        let documents = crate::metadata::router(&guard);
         let layer = SmartGuardLayer::new(guard)?;
         let forward = Forward::new(&proxy, public_base.clone())?;
-        let router = router(&layer, &forward, &proxy);
+        let router = router(&layer, &forward, &proxy).merge(documents);
         Ok(Self {
             listener,
             router,
@@ -147,7 +153,6 @@ impl Proxy {
     }
 
     /// The guard in front of the forwarder (its stats and readiness).
-    #[must_use]
     pub fn guard(&self) -> &SmartGuardLayer {
         &self.guard
     }
@@ -197,7 +202,8 @@ fn invalid_public_base(reason: String) -> ConfigError {
     }
 }
 
-/// `/healthz` and `/readyz` beside the guarded forwarder, which takes everything else.
+/// `/healthz` and `/readyz` beside the guarded forwarder, which takes everything else (the
+/// discovery documents are merged in by [`Proxy::bind`]).
 fn router(guard: &SmartGuardLayer, forward: &Forward, proxy: &ProxyConfig) -> Router {
     let guarded = Router::new()
         .fallback_service(forward.clone())
@@ -206,7 +212,10 @@ fn router(guard: &SmartGuardLayer, forward: &Forward, proxy: &ProxyConfig) -> Ro
     let upstream = upstream_socket(proxy);
     let connect_timeout = proxy.connect_timeout;
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route(
             "/readyz",
             get(move || {

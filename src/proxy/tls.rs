@@ -34,9 +34,9 @@ pub(crate) fn client_config(
     if let Some(path) = ca_file {
         let certs = read_certs(path, ENV_UPSTREAM_CA_FILE)?;
         for cert in certs {
-            roots.add(cert).map_err(|e| {
-                invalid(ENV_UPSTREAM_CA_FILE, format!("{}: {e}", path.display()))
-            })?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(ENV_UPSTREAM_CA_FILE, format!("{}: {e}", path.display())))?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(provider())
@@ -61,7 +61,12 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAccep
         .map_err(|e| invalid(ENV_TLS_CERT_FILE, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| invalid(ENV_TLS_KEY_FILE, format!("does not match the certificate: {e}")))?;
+        .map_err(|e| {
+            invalid(
+                ENV_TLS_KEY_FILE,
+                format!("does not match the certificate: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
@@ -72,7 +77,10 @@ fn read_certs(path: &Path, var: &'static str) -> Result<Vec<CertificateDer<'stat
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(var, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(invalid(var, format!("{} holds no certificate", path.display())));
+        return Err(invalid(
+            var,
+            format!("{} holds no certificate", path.display()),
+        ));
     }
     Ok(certs)
 }

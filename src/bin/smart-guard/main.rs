@@ -11,6 +11,7 @@
 //!     smart-guard check
 //! smart-guard dev-server --clients clients.json --addr 127.0.0.1:9090
 //! smart-guard demo
+//! SMART_GUARD_UPSTREAM_URL=http://127.0.0.1:8081/fhir SMART_GUARD_BASE_PATH=/fhir ... smart-guard proxy
 //! ```
 
 mod check;
@@ -18,6 +19,7 @@ mod demo;
 mod dev_server;
 mod introspect;
 mod keygen;
+mod proxy;
 mod token;
 
 use std::error::Error;
@@ -63,15 +65,23 @@ enum Command {
     DevServer(DevServerArgs),
     /// Walk through the whole flow on loopback: dev AS, guarded FHIR server, token, calls, revocation.
     Demo,
+    /// Run the guard as a reverse proxy in front of any FHIR server (SMART_GUARD_UPSTREAM_URL),
+    /// configured by the SMART_GUARD_* environment; SIGTERM or SIGINT drains and stops it.
+    Proxy,
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server logs its start and stop; the one-shot commands only what went wrong.
+    let default_filter = match cli.command {
+        Command::Proxy => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -82,6 +92,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => check::check(&args).await,
         Command::DevServer(args) => dev_server::dev_server(args).await,
         Command::Demo => demo::demo().await,
+        Command::Proxy => proxy::proxy().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,421 @@
+//! Proxy mode over loopback: the dev AS, the proxy (in this process, or the `smart-guard proxy`
+//! binary where a process of its own matters: memory, signals) and an upstream HTTP server that
+//! records every request it receives (`upstream.rs`). The FHIR semantics through a real engine
+//! are in `fhir.rs` (Medplum; needs `npm ci` in `tests/upstream`).
+#![cfg(all(feature = "proxy", feature = "dev-server"))]
+
+mod fhir;
+mod support;
+mod upstream;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Env, http, proxy_process, spawn_proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use upstream::Upstream;
+
+#[tokio::test]
+async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_headers() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let token = env.token("system/Patient.rs");
+    let response = http()
+        .get(format!("{}/Patient/1?_elements=id", proxy.public_base))
+        .bearer_auth(&token)
+        .header("X-Smart-Client-Id", "forged-admin")
+        .header("x-smart-scopes", "system/*.cruds")
+        .header("X-SMART-Interaction", "delete")
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("X-Forwarded-Prefix", "/evil")
+        .header("X-HTTP-Method-Override", "DELETE")
+        .header("Connection", "x-client-hop")
+        .header("X-Client-Hop", "must not cross")
+        .header("Accept", "application/fhir+json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    // Hop-by-hop fields of the upstream's answer do not cross back either.
+    assert!(response.headers().get("x-upstream-hop").is_none());
+    assert!(response.headers().get("keep-alive").is_none());
+    assert_eq!(response.headers()["x-upstream-end-to-end"], "kept");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let request = &seen[0];
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.target, "/fhir/Patient/1?_elements=id");
+    let header = |name: &str| request.header(name);
+    assert_eq!(header("x-smart-client-id").as_deref(), Some("backend-app"));
+    assert_eq!(
+        header("x-smart-scopes").as_deref(),
+        Some("system/Patient.rs")
+    );
+    assert_eq!(header("x-smart-interaction").as_deref(), Some("read"));
+    assert_eq!(request.count("x-smart-client-id"), 1, "one, ours");
+    assert_eq!(header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        header("x-forwarded-host").as_deref(),
+        Some(proxy.addr.to_string().as_str())
+    );
+    assert_eq!(
+        header("forwarded").as_deref(),
+        Some(format!("for=127.0.0.1;proto=http;host=\"{}\"", proxy.addr).as_str())
+    );
+    assert_eq!(
+        header("host").as_deref(),
+        Some(upstream.authority().as_str())
+    );
+    assert_eq!(
+        header("authorization").as_deref(),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert_eq!(header("accept").as_deref(), Some("application/fhir+json"));
+    for gone in [
+        "x-forwarded-prefix",
+        "x-http-method-override",
+        "connection",
+        "x-client-hop",
+        "accept-encoding",
+    ] {
+        assert_eq!(header(gone), None, "{gone} crossed");
+    }
+    assert_eq!(env.introspections(), 1);
+}
+
+#[tokio::test]
+async fn denied_requests_are_answered_by_the_proxy_and_never_reach_the_upstream() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let token = env.token("system/Patient.rs");
+    let client = http();
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (client.get(format!("{}/Patient/1", proxy.public_base)), 401),
+        (
+            client
+                .get(format!("{}/Patient/1", proxy.public_base))
+                .bearer_auth("made-up-token"),
+            401,
+        ),
+        (
+            client
+                .get(format!("{}/Observation", proxy.public_base))
+                .bearer_auth(&token),
+            403,
+        ),
+        (
+            client
+                .delete(format!("{}/Patient/1", proxy.public_base))
+                .bearer_auth(&token),
+            403,
+        ),
+        (
+            client
+                .get(format!(
+                    "{}/Patient?_revinclude=Observation:subject",
+                    proxy.public_base
+                ))
+                .bearer_auth(&token),
+            403,
+        ),
+        (
+            client
+                .get(format!("{}/Patient/1", proxy.public_base))
+                .bearer_auth(&token)
+                .header("Connection", "authorization"),
+            400,
+        ),
+        (
+            client
+                .get(format!("http://{}/other/Patient/1", proxy.addr))
+                .bearer_auth(&token),
+            404,
+        ),
+    ];
+    for (request, status) in cases {
+        let response = request.send().await.expect("send");
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/fhir+json; charset=utf-8"
+        );
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+}
+
+#[tokio::test]
+async fn the_upstream_base_is_rewritten_in_locations_and_bundles_and_nowhere_else() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let token = env.token("system/Patient.cruds");
+    let created = http()
+        .post(format!("{}/Patient", proxy.public_base))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(r#"{"resourceType":"Patient"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(created.status(), 201);
+    let public = &proxy.public_base;
+    assert_eq!(
+        created.headers()["location"],
+        format!("{public}/Patient/new/_history/1").as_str()
+    );
+    assert_eq!(
+        created.headers()["content-location"],
+        format!("{public}/Patient/new/_history/1").as_str()
+    );
+    let search = http()
+        .get(format!("{public}/Patient?name=x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(search.status(), 200);
+    let text = search.text().await.expect("text");
+    let expected = upstream::search_bundle(&upstream.base())
+        .replace(
+            &format!("\"{}/Patient?name=x\"", upstream.base()),
+            &format!("\"{public}/Patient?name=x\""),
+        )
+        .replace(
+            &format!("\"fullUrl\": \"{}/Patient/1\"", upstream.base()),
+            &format!("\"fullUrl\": \"{public}/Patient/1\""),
+        );
+    assert_eq!(text, expected, "only link.url and fullUrl change");
+    assert!(text.contains(&format!("{}/Patient/1\\u0020", upstream.base())));
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_502_and_one_that_never_answers_is_504_at_the_timeout() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let base = upstream.base();
+    let proxy = spawn_proxy(&env, &base, &[("SMART_GUARD_UPSTREAM_TIMEOUT_MS", "700")]).await;
+    let token = env.token("system/Patient.rs");
+    let started = std::time::Instant::now();
+    let hung = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .header("x-upstream-hang", "1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(hung.status(), 504);
+    assert!(
+        started.elapsed() >= Duration::from_millis(650),
+        "not before the timeout"
+    );
+    let body = hung.text().await.expect("body");
+    assert!(body.contains("\"timeout\""), "{body}");
+    upstream.stop().await;
+    let down = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(down.status(), 502);
+    let body = down.text().await.expect("body");
+    assert!(body.contains("OperationOutcome"), "{body}");
+    let port = base
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("?");
+    assert!(
+        !body.contains(port) && !body.contains("127.0.0.1"),
+        "no internal address: {body}"
+    );
+    let ready = http()
+        .get(format!("http://{}/readyz", proxy.addr))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503, "the upstream refuses connections");
+}
+
+#[tokio::test]
+async fn health_readiness_and_the_discovery_documents_are_served_beside_the_fhir_base() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let origin = format!("http://{}", proxy.addr);
+    let healthz = http()
+        .get(format!("{origin}/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(healthz.status(), 200);
+    let readyz = http()
+        .get(format!("{origin}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(readyz.status(), 200);
+    let smart: Value = http()
+        .get(format!(
+            "{}/.well-known/smart-configuration",
+            proxy.public_base
+        ))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(smart["token_endpoint"], env.server.token_url());
+    let prm: Value = http()
+        .get(format!(
+            "{origin}/.well-known/oauth-protected-resource/fhir"
+        ))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(prm["resource"], proxy.public_base.as_str());
+    let challenge = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .send()
+        .await
+        .expect("send");
+    let header = challenge.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        header.ends_with(&format!(
+            "resource_metadata=\"{origin}/.well-known/oauth-protected-resource/fhir\""
+        )),
+        "{header}"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+/// A client that sends its request headers a byte at a time holds its own connection only.
+#[tokio::test]
+async fn a_client_sending_headers_a_byte_at_a_time_does_not_delay_others() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(
+        &env,
+        &upstream.base(),
+        &[("SMART_GUARD_HEADER_READ_TIMEOUT_MS", "3000")],
+    )
+    .await;
+    let token = env.token("system/Patient.rs");
+    let addr = proxy.addr;
+    let slow = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for byte in b"GET /fhir/Patient/1 HTTP/1.1\r\nHost: x\r\n".iter() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return "cut off";
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        "finished"
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let response = http()
+            .get(format!("{}/Patient/1", proxy.public_base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "a request waited {:?} behind the slow client",
+            started.elapsed()
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow).await;
+}
+
+#[tokio::test]
+async fn a_200_mb_upload_and_download_stream_through_with_little_memory() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = proxy_process(&env, &upstream.base(), &[]).await;
+    let token = env.token("system/Binary.cruds");
+    let warm = http()
+        .get(format!("{}/Binary/huge-1000", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(warm.status(), 200);
+    let _ = warm.bytes().await;
+    let before = proxy.rss_kib();
+    const SIZE: u64 = 200 * 1024 * 1024;
+    let (body, digest) = upstream::pattern_body(SIZE);
+    let uploaded = http()
+        .post(format!("{}/Binary", proxy.public_base))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 201);
+    let receipt: Value = uploaded.json().await.expect("receipt");
+    assert_eq!(receipt["size"], SIZE);
+    assert_eq!(receipt["blake3"], digest.as_str());
+    let mut download = http()
+        .get(format!("{}/Binary/huge-{SIZE}", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(download.status(), 200);
+    let mut hasher = blake3::Hasher::new();
+    let mut received = 0u64;
+    while let Some(chunk) = download.chunk().await.expect("chunk") {
+        received += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    assert_eq!(received, SIZE);
+    assert_eq!(hasher.finalize().to_hex().as_str(), digest.as_str());
+    let peak = proxy.peak_rss_kib();
+    let grew = peak.saturating_sub(before);
+    eprintln!("proxy RSS: {before} KiB before, peak {peak} KiB");
+    assert!(grew < 32 * 1024, "the proxy grew by {grew} KiB");
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_request_lets_it_finish_then_the_proxy_exits() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let mut proxy = proxy_process(&env, &upstream.base(), &[]).await;
+    let token = env.token("system/Patient.rs");
+    let url = format!("{}/Patient/1", proxy.public_base);
+    let slow = tokio::spawn(async move {
+        http()
+            .get(url)
+            .bearer_auth(token)
+            .header("x-upstream-delay-ms", "1500")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = tokio::net::TcpStream::connect(proxy.addr).await;
+    assert!(refused.is_err(), "no new connections after SIGTERM");
+    assert_eq!(slow.await.expect("join").expect("the slow request"), 200);
+    let status = proxy.wait().await;
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,280 @@
+//! An upstream HTTP server on loopback (hyper) that records every request it receives and
+#![allow(unreachable_pub)]
+//! answers in a few FHIR-shaped ways. `stop()` closes its listener and every open connection,
+//! so a pooled connection in the proxy dies too.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{net::TcpListener, sync::watch};
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+}
+
+pub struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: watch::Sender<bool>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (stop, stopped) = watch::channel(false);
+        let base = format!("http://{addr}/fhir");
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut stopped_accept = stopped.clone();
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = stopped_accept.changed() => return,
+                };
+                let (log, base, mut stopped) = (Arc::clone(&log), base.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        answer(request, Arc::clone(&log), base.clone())
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, seen, stop }
+    }
+
+    /// The upstream's FHIR base.
+    pub fn base(&self) -> String {
+        format!("http://{}/fhir", self.addr)
+    }
+
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// Closes the listener and every connection.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+/// A search Bundle as the upstream writes it: its base in `link[].url` and `fullUrl`, and in
+/// places the proxy must not touch.
+pub fn search_bundle(base: &str) -> String {
+    r#"{
+  "resourceType": "Bundle",
+  "type": "searchset",
+  "link": [ { "relation": "self", "url": "BASE/Patient?name=x" } ],
+  "entry": [
+    {
+      "fullUrl": "BASE/Patient/1",
+      "resource": {
+        "resourceType": "Patient", "id": "1",
+        "text": { "status": "generated", "div": "<div>see BASE/Patient/1\u0020</div>" },
+        "identifier": [ { "system": "BASE/ids", "value": "1.50" } ],
+        "extension": [ { "url": "BASE/ext", "valueDecimal": 1.50 } ]
+      },
+      "search": { "mode": "match", "score": 1.0E0 }
+    }
+  ]
+}"#
+    .replace("BASE", base)
+}
+
+/// The byte pattern of the huge download and upload (byte `i` is `i % 251`), and its BLAKE3.
+pub fn pattern_body(
+    size: u64,
+) -> (
+    impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+    String,
+) {
+    let mut hasher = blake3::Hasher::new();
+    let mut offset = 0;
+    while offset < size {
+        let chunk = pattern_chunk(offset, size);
+        offset += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    let digest = hasher.finalize().to_hex().to_string();
+    let stream = futures_util::stream::unfold(0u64, move |offset| async move {
+        (offset < size).then(|| {
+            let chunk = pattern_chunk(offset, size);
+            let next = offset + chunk.len() as u64;
+            (Ok(chunk), next)
+        })
+    });
+    (stream, digest)
+}
+
+fn pattern_chunk(offset: u64, size: u64) -> Bytes {
+    let len = (size - offset).min(64 * 1024);
+    (0..len)
+        .map(|i| ((offset + i) % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+    base: String,
+) -> Result<Response<Body>, Infallible> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |pq| pq.as_str().to_owned());
+    let seen = Seen {
+        method: request.method().to_string(),
+        target: target.clone(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    log.lock().expect("lock").push(seen.clone());
+    if seen.header("x-upstream-hang").as_deref() == Some("1") {
+        std::future::pending::<()>().await;
+    }
+    if let Some(ms) = seen
+        .header("x-upstream-delay-ms")
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let json = |status: StatusCode, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/fhir+json")
+            .body(full(body))
+            .expect("response")
+    };
+    if let Some(n) = path
+        .strip_prefix("/fhir/Binary/huge-")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let (stream, _) = pattern_body_unhashed(n);
+        let body = BodyExt::boxed(StreamBody::new(stream.map(|c| c.map(Frame::data))));
+        return Ok(Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", n)
+            .body(body)
+            .expect("response"));
+    }
+    if method == "POST" && path == "/fhir/Binary" {
+        let mut body = request.into_body();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                size += data.len() as u64;
+                hasher.update(&data);
+            }
+        }
+        let receipt = serde_json::json!({
+            "resourceType": "Binary", "id": "big", "size": size,
+            "blake3": hasher.finalize().to_hex().as_str()
+        });
+        return Ok(json(StatusCode::CREATED, receipt.to_string()));
+    }
+    if method == "POST" && path == "/fhir/Patient" {
+        let location = format!("{base}/Patient/new/_history/1");
+        let mut response = json(
+            StatusCode::CREATED,
+            r#"{"resourceType":"Patient","id":"new"}"#.to_owned(),
+        );
+        let headers = response.headers_mut();
+        headers.insert("location", location.parse().expect("value"));
+        headers.insert("content-location", location.parse().expect("value"));
+        return Ok(response);
+    }
+    if method == "GET" && path == "/fhir/Patient" {
+        return Ok(json(StatusCode::OK, search_bundle(&base)));
+    }
+    let mut response = json(
+        StatusCode::OK,
+        r#"{"resourceType":"Patient","id":"1"}"#.to_owned(),
+    );
+    let headers = response.headers_mut();
+    headers.insert("connection", "x-upstream-hop".parse().expect("value"));
+    headers.insert("x-upstream-hop", "1".parse().expect("value"));
+    headers.insert("keep-alive", "timeout=5".parse().expect("value"));
+    headers.insert("x-upstream-end-to-end", "kept".parse().expect("value"));
+    Ok(response)
+}
+
+fn pattern_body_unhashed(
+    size: u64,
+) -> (
+    impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+    (),
+) {
+    let stream = futures_util::stream::unfold(0u64, move |offset| async move {
+        (offset < size).then(|| {
+            let chunk = pattern_chunk(offset, size);
+            let next = offset + chunk.len() as u64;
+            (Ok(chunk), next)
+        })
+    });
+    (stream, ())
+}
