@@ -16,7 +16,9 @@
 //!   endpoints the guard knows;
 //! - `GET /fhir/.well-known/smart-configuration`: the SMART configuration;
 //! - `GET /.well-known/oauth-protected-resource/fhir`: the RFC 9728 protected resource metadata,
-//!   which every `WWW-Authenticate` challenge names in `resource_metadata`.
+//!   which every `WWW-Authenticate` challenge names in `resource_metadata`;
+//! - `GET /healthz` (the process serves) and `GET /readyz` (the guard can authenticate new
+//!   tokens: its circuit breaker is closed), beside the FHIR base and outside the guard.
 //!
 //! The FHIR base is `/fhir` (`SMART_GUARD_BASE_PATH` defaults to it here).
 //! `FHIR_LISTEN_ADDR` sets the address (default `127.0.0.1:8080`). `SMART_GUARD_RESOURCE_URL`
@@ -24,7 +26,7 @@
 //! box; set it to the public URL behind a proxy. `RUST_LOG=smart_guard=debug` shows each
 //! decision.
 
-use axum::Router;
+use axum::{Json, Router, http::StatusCode, routing::get};
 use smart_guard::{
     Config, SmartGuardLayer,
     dev_server::fhir_store::FhirStore,
@@ -65,13 +67,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The guard sits on the FHIR router nested at /fhir (with SMART_GUARD_BASE_PATH=/fhir it
-    // could equally sit on the outer router); the documents are merged beside it.
+    // could equally sit on the outer router); the documents and the health routes are merged
+    // beside it, where the guard does not refuse them as "not FHIR".
+    let guard = SmartGuardLayer::new(config.clone())?;
+    let ready = guard.clone();
     let app = Router::new()
-        .nest(
-            "/fhir",
-            store.router().layer(SmartGuardLayer::new(config.clone())?),
-        )
-        .merge(metadata::router(&config));
+        .nest("/fhir", store.router().layer(guard))
+        .merge(metadata::router(&config))
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                let readiness = ready.readiness();
+                let status = if readiness.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let body = serde_json::json!({
+                    "breaker": readiness.breaker.as_str(),
+                    "since_last_answer_ms": readiness.since_last_answer.map(|d| d.as_millis() as u64),
+                });
+                (status, Json(body))
+            }),
+        );
 
     tracing::info!(
         resource_metadata = config.resource_metadata_url(),

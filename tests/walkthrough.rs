@@ -1,7 +1,7 @@
 //! The README's walkthrough, run as written: the shell block between the `walkthrough:begin` and
 //! `walkthrough:end` markers runs under `bash -euo pipefail` from the repository root, with the
-//! binaries `cargo test` built on `PATH` and free loopback ports, and its three `curl` calls must
-//! print 200, 403 and 401.
+//! binaries `cargo test` built on `PATH` and free loopback ports, and its `curl` calls must print
+//! 200, 403 and 401, then 200 for `/readyz`.
 //!
 //! It needs `curl`, and the `fhir_server` example binary, which a plain `cargo test
 //! --all-features` builds (a run limited to `--test walkthrough` does not: build it first with
@@ -137,8 +137,8 @@ fn the_readme_walkthrough_runs_as_written_and_answers_200_403_401() {
     );
     let codes: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(
-        codes[codes.len().saturating_sub(3)..],
-        ["200", "403", "401"],
+        codes[codes.len().saturating_sub(4)..],
+        ["200", "403", "401", "200"],
         "{report}"
     );
     assert!(stdout.contains("check: ok"), "{report}");
