@@ -253,11 +253,11 @@ impl Inner {
                 return Err(ProxyFailure::Timeout);
             }
             Ok(Err(error)) if error.is_connect() => {
-                tracing::warn!(error = %error, "upstream connection failed");
+                tracing::warn!(error = %chain(&error), "upstream connection failed");
                 return Err(ProxyFailure::Unreachable);
             }
             Ok(Err(error)) => {
-                tracing::warn!(error = %error, "upstream request failed");
+                tracing::warn!(error = %chain(&error), "upstream request failed");
                 return Err(ProxyFailure::Broken);
             }
             Ok(Ok(response)) => response,
@@ -404,6 +404,18 @@ impl Inner {
             None => Ok(Body::from(whole)),
         }
     }
+}
+
+/// An error and its causes, for the log (the client gets none of it).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The host the client asked for: the HTTP/2 `:authority` or the HTTP/1.1 `Host`.

@@ -419,3 +419,143 @@ async fn sigterm_during_a_slow_request_lets_it_finish_then_the_proxy_exits() {
     let status = proxy.wait().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn tls_on_both_sides_and_http2_from_the_client() {
+    let env = Env::start().await;
+    let upstream = Upstream::start_tls().await;
+    let proxy = spawn_proxy(
+        &env,
+        &upstream.base(),
+        &[
+            ("SMART_GUARD_TLS_CERT_FILE", upstream::TEST_CERT),
+            ("SMART_GUARD_TLS_KEY_FILE", upstream::TEST_KEY),
+            ("SMART_GUARD_UPSTREAM_CA_FILE", upstream::TEST_CERT),
+        ],
+    )
+    .await;
+    assert!(
+        proxy.public_base.starts_with("https://"),
+        "{}",
+        proxy.public_base
+    );
+    let pem = std::fs::read(upstream::TEST_CERT).expect("cert");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("cert")])
+        .build()
+        .expect("client");
+    let token = env.token("system/Patient.rs");
+    let response = client
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN h2");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+    assert_eq!(
+        seen[0].header("x-smart-interaction").as_deref(),
+        Some("read")
+    );
+}
+
+#[tokio::test]
+async fn http2_without_tls_and_expect_100_continue_are_served() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let token = env.token("system/Patient.cruds");
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = h2c
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    // HTTP/1.1 with Expect: 100-continue: the proxy answers 100, then reads the body.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let body = r#"{"resourceType":"Patient"}"#;
+    let head = format!(
+        "POST /fhir/Patient HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        proxy.addr,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.expect("100 Continue");
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream.write_all(body.as_bytes()).await.expect("body");
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.expect("answer");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.contains("201 Created"), "{answer}");
+    let created = upstream
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .expect("the create reached the upstream");
+    assert_eq!(
+        created.header("expect"),
+        None,
+        "Expect is handled by the proxy"
+    );
+}
+
+#[tokio::test]
+async fn the_proxy_logs_one_line_of_effective_settings_without_the_secret() {
+    use tokio::io::AsyncBufReadExt;
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smart-guard"))
+        .arg("proxy")
+        .env_clear()
+        .envs(env.vars(&upstream.base(), &[("SMART_GUARD_AUDIT", "true")]))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("smart-guard proxy:") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("the settings line within 20 s");
+    for part in [
+        format!("SMART_GUARD_UPSTREAM_URL={}", upstream.base()),
+        "SMART_GUARD_CLIENT_SECRET=<redacted>".to_owned(),
+        "SMART_GUARD_FORWARD_AUTHORIZATION=true".to_owned(),
+        "SMART_GUARD_AUDIT=true".to_owned(),
+    ] {
+        assert!(line.contains(&part), "{part} in {line}");
+    }
+    assert!(!line.contains(support::RS_SECRET), "{line}");
+    let _ = child.kill().await;
+}

@@ -40,6 +40,7 @@ impl Seen {
 }
 
 pub struct Upstream {
+    scheme: &'static str,
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: watch::Sender<bool>,
@@ -49,11 +50,21 @@ type Body = BoxBody<Bytes, Infallible>;
 
 impl Upstream {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// An https upstream with the test certificate (`tests/proxy/tls`).
+    pub async fn start_tls() -> Self {
+        Self::start_with(Some(test_tls_acceptor())).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (stop, stopped) = watch::channel(false);
-        let base = format!("http://{addr}/fhir");
+        let base = format!("{scheme}://{addr}/fhir");
         let log = Arc::clone(&seen);
         tokio::spawn(async move {
             let mut stopped_accept = stopped.clone();
@@ -63,26 +74,48 @@ impl Upstream {
                     _ = stopped_accept.changed() => return,
                 };
                 let (log, base, mut stopped) = (Arc::clone(&log), base.clone(), stopped.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         answer(request, Arc::clone(&log), base.clone())
                     });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = connection => {}
-                        _ = stopped.changed() => {}
+                    match tls {
+                        None => {
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = connection => {}
+                                _ = stopped.changed() => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = connection => {}
+                                _ = stopped.changed() => {}
+                            }
+                        }
                     }
                 });
             }
         });
-        Self { addr, seen, stop }
+        Self {
+            scheme,
+            addr,
+            seen,
+            stop,
+        }
     }
 
     /// The upstream's FHIR base.
     pub fn base(&self) -> String {
-        format!("http://{}/fhir", self.addr)
+        format!("{}://{}/fhir", self.scheme, self.addr)
     }
 
     pub fn authority(&self) -> String {
@@ -104,6 +137,28 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// The test certificate and key (self-signed, `localhost` and `127.0.0.1`).
+pub const TEST_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/tls/cert.pem");
+pub const TEST_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/tls/key.pem");
+
+fn test_tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(TEST_CERT)
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(TEST_KEY).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
