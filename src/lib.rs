@@ -184,7 +184,9 @@
 //!   (`default-features = false, features = ["axum"]`) the guard builds with the two
 //!   `client_secret_*` methods only.
 //! - `dev-server`: a development authorization server, for development and tests only.
-//! - `cli`: the `smart-guard` command-line tool (includes `dev-server`).
+//! - `proxy`: proxy mode, the guard in front of any FHIR server ([`proxy`]: `Proxy`, `Forward`,
+//!   `ProxyConfig`), on hyper, hyper-util and rustls.
+//! - `cli`: the `smart-guard` command-line tool (includes `dev-server` and `proxy`).
 //! - `metrics`: the guard's counters and introspection latency through the
 //!   [`metrics`](https://docs.rs/metrics) facade ([`GuardStats`] is there without it). Install
 //!   the recorder before building the layer: the layer registers its per-request counters once.

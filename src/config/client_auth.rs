@@ -80,9 +80,9 @@ pub enum AssertionAudience {
     /// The introspection endpoint URL (the default).
     #[default]
     IntrospectionEndpoint,
-    /// The issuer identifier ([`SMART_GUARD_ISSUER`](env::ENV_ISSUER), required).
+    /// The issuer identifier ([`SMART_GUARD_ISSUER`](super::env::ENV_ISSUER), required).
     Issuer,
-    /// The token endpoint URL ([`SMART_GUARD_TOKEN_URL`](env::ENV_TOKEN_URL) or discovered).
+    /// The token endpoint URL ([`SMART_GUARD_TOKEN_URL`](super::env::ENV_TOKEN_URL) or discovered).
     TokenEndpoint,
     /// This exact value.
     Value(String),
