@@ -15,11 +15,17 @@ use support::{Env, http, proxy_process, spawn_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upstream::Upstream;
 
-#[tokio::test]
-async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_headers() {
+/// The dev AS, a recording upstream and a proxy in front of it with these extra settings.
+async fn started(extra: &[(&str, &str)]) -> (Env, Upstream, support::RunningProxy) {
     let env = Env::start().await;
     let upstream = Upstream::start().await;
-    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let proxy = spawn_proxy(&env, &upstream.base(), extra).await;
+    (env, upstream, proxy)
+}
+
+#[tokio::test]
+async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_headers() {
+    let (env, upstream, proxy) = started(&[]).await;
     let token = env.token("system/Patient.rs");
     let response = http()
         .get(format!("{}/Patient/1?_elements=id", proxy.public_base))
@@ -87,9 +93,7 @@ async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_heade
 
 #[tokio::test]
 async fn denied_requests_are_answered_by_the_proxy_and_never_reach_the_upstream() {
-    let env = Env::start().await;
-    let upstream = Upstream::start().await;
-    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let (env, upstream, proxy) = started(&[]).await;
     let token = env.token("system/Patient.rs");
     let client = http();
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
@@ -150,9 +154,7 @@ async fn denied_requests_are_answered_by_the_proxy_and_never_reach_the_upstream(
 
 #[tokio::test]
 async fn the_upstream_base_is_rewritten_in_locations_and_bundles_and_nowhere_else() {
-    let env = Env::start().await;
-    let upstream = Upstream::start().await;
-    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let (env, upstream, proxy) = started(&[]).await;
     let token = env.token("system/Patient.cruds");
     let created = http()
         .post(format!("{}/Patient", proxy.public_base))
@@ -244,9 +246,7 @@ async fn an_upstream_that_is_down_is_502_and_one_that_never_answers_is_504_at_th
 
 #[tokio::test]
 async fn health_readiness_and_the_discovery_documents_are_served_beside_the_fhir_base() {
-    let env = Env::start().await;
-    let upstream = Upstream::start().await;
-    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let (env, upstream, proxy) = started(&[]).await;
     let origin = format!("http://{}", proxy.addr);
     let healthz = http()
         .get(format!("{origin}/healthz"))
@@ -468,9 +468,7 @@ async fn tls_on_both_sides_and_http2_from_the_client() {
 
 #[tokio::test]
 async fn http2_without_tls_and_expect_100_continue_are_served() {
-    let env = Env::start().await;
-    let upstream = Upstream::start().await;
-    let proxy = spawn_proxy(&env, &upstream.base(), &[]).await;
+    let (env, upstream, proxy) = started(&[]).await;
     let token = env.token("system/Patient.cruds");
     let h2c = reqwest::Client::builder()
         .no_proxy()
