@@ -124,7 +124,7 @@
 //! | `GET`/`HEAD` `/metadata`, `/.well-known/smart-configuration`; with `SMART_GUARD_RESOURCE_URL`, exactly its RFC 9728 metadata path | passed through, no token needed | — |
 //! | no token, or another scheme | 401 | `Bearer realm="…"` (every challenge ends in `, resource_metadata="…"` with `SMART_GUARD_RESOURCE_URL`) |
 //! | malformed `Authorization`, two headers, token over the limit, `access_token` in query or body next to the header | 400 | `error="invalid_request"` |
-//! | malformed path (dot segments, percent-encoded path bytes, empty segments) | 400 | — |
+//! | malformed path (dot segments, percent-encoded path bytes, empty segments, `\`, `;`) | 400 | — |
 //! | not a FHIR interaction, or outside the base path | 404 | — |
 //! | a body the guard reads is over the limit | 413 | — |
 //! | a batch body that is not JSON, nests too deeply or repeats a member name; a search form that is not UTF-8 (an unreadable `$export` body lists no `_type`, so it needs `system/*.rs`) | 400 | `error="invalid_request"` |

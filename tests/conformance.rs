@@ -1229,6 +1229,13 @@ fn traps_are_refused_or_need_the_right_scopes() {
         ("encoded $", ALL, req("GET /Patient/%24export"), MALFORMED),
         ("encoded letter", ALL, req("GET /%50atient/1"), MALFORMED),
         ("backslash", ALL, req("GET /Patient\\1"), MALFORMED),
+        (
+            "servlet dot-dot behind ;",
+            ALL,
+            req("DELETE /Binary/..;/Patient/1"),
+            MALFORMED,
+        ),
+        ("semicolon in a type", ALL, req("GET /Patient;/1"), MALFORMED),
         ("trailing slash", ALL, req("GET /Patient/"), MALFORMED),
         ("empty segment", ALL, req("GET /Patient//1"), MALFORMED),
         (
@@ -1529,7 +1536,7 @@ fn traps_are_refused_or_need_the_right_scopes() {
             "matrix parameter",
             ALL,
             req("GET /Patient/1;x=y"),
-            UNDEFINED,
+            MALFORMED,
         ),
         ("underscore id", ALL, req("GET /Patient/_1"), UNDEFINED),
         (

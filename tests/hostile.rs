@@ -251,8 +251,9 @@ async fn odd_paths_are_refused_before_introspection() {
         ("//fhir/Patient/1".into(), 404),
         ("/fhir//Patient/1".into(), 400),
         ("/fhir/Patient//1".into(), 400),
-        ("/fhir/Patient/1;jsessionid=x".into(), 404),
-        ("/fhir/Patient;x=y/1".into(), 404),
+        ("/fhir/Patient/1;jsessionid=x".into(), 400),
+        ("/fhir/Patient;x=y/1".into(), 400),
+        ("/fhir/Binary/..;/Patient/1".into(), 400),
         (format!("/fhir/Patient/{long_id}"), 404),
         (format!("/fhir/Patient/{long_id}/_history/1"), 404),
         // Cyrillic "а" in Patient, percent-encoded: not a resource type.

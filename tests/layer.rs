@@ -199,7 +199,7 @@ async fn path_traps_are_refused_before_introspection() {
         ("/fhir/Patient//1", 400, "invalid"),
         ("/fhir/Patient/1/", 400, "invalid"),
         ("/fhir/patient/1", 404, "not-found"),
-        ("/fhir/Patient/1;x=y", 404, "not-found"),
+        ("/fhir/Patient/1;x=y", 400, "invalid"),
         ("/fhir/Patient/1/Observation/2", 404, "not-found"),
         ("/other/Patient/1", 404, "not-found"),
         ("/fhirPatient/1", 404, "not-found"),

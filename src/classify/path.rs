@@ -8,8 +8,9 @@ use crate::fhir::ResourceType;
 /// them into `out`, in one pass over the bytes; returns how many there are.
 ///
 /// Rejects the path traps of docs/AUTHORIZATION.md §8: empty segments (`//`, trailing `/`), `.` and `..`,
-/// and any percent-encoding (encoded `/`, `.`, `$`, or an encoded letter in a type or id) or
-/// backslash.
+/// any percent-encoding (encoded `/`, `.`, `$`, or an encoded letter in a type or id), a
+/// backslash, and `;` (a servlet container drops `;…` from a segment before resolving `..`, so
+/// `/bulk/..;/Patient/1` would reach `Patient/1`; no FHIR type, id or operation contains it).
 pub(crate) fn split_segments<'p>(
     path: &'p str,
     out: &mut [&'p str],
@@ -37,7 +38,7 @@ pub(crate) fn split_segments<'p>(
                 push(path.get(start..i))?;
                 start = i + 1;
             }
-            b'%' | b'\\' => return Err(ClassifyError::MalformedPath),
+            b'%' | b'\\' | b';' => return Err(ClassifyError::MalformedPath),
             _ => {}
         }
     }

@@ -750,7 +750,6 @@ mod tests {
             ("GET", "/patient/1", None),
             ("GET", "/Unknown", None),
             ("GET", "/Patient/_unknown", None),
-            ("GET", "/Patient/1;x=y", None),
             ("GET", "/Patient/_1", None),
             ("GET", &format!("/Patient/{}", "a".repeat(65)), None),
             ("PUT", "/Patient", None),
@@ -796,6 +795,8 @@ mod tests {
             "/Patient/%24export",
             "/%24export",
             "/Patient\\1",
+            "/Patient/1;x=y",
+            "/Binary/..;/Patient/1",
         ] {
             assert_eq!(
                 classify(&Method::GET, path, None, None),
