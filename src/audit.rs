@@ -1,7 +1,7 @@
 //! Audit: one record per decision, for an INFO log line (`SMART_GUARD_AUDIT=true`) and for code
 //! ([`Config::with_audit_hook`](crate::Config::with_audit_hook)). A record never holds the token.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::{Method, StatusCode};
 
@@ -12,6 +12,7 @@ use crate::{
     need::TypeScope,
     rejection::AuthFailure,
     scope::{InsufficientScope, SmartScope},
+    throttle::LogEvery,
 };
 
 /// What the guard decided for a request.
@@ -196,7 +197,7 @@ impl<'a> AuditEvent<'a> {
 
 /// Code that receives every [`AuditEvent`], set with
 /// [`Config::with_audit_hook`](crate::Config::with_audit_hook). It runs on the request path,
-/// inline: keep it short and hand heavy work to a channel.
+/// inline: keep it short and hand heavy work to a channel. A panic in it is caught and logged.
 #[derive(Clone)]
 pub(crate) struct AuditHook(pub(crate) Arc<dyn Fn(&AuditEvent<'_>) + Send + Sync>);
 
@@ -212,11 +213,16 @@ impl fmt::Debug for AuditHook {
 pub(crate) struct Auditor {
     log: bool,
     hook: Option<AuditHook>,
+    hook_panics: LogEvery,
 }
 
 impl Auditor {
     pub(crate) fn new(log: bool, hook: Option<AuditHook>) -> Option<Self> {
-        (log || hook.is_some()).then_some(Self { log, hook })
+        (log || hook.is_some()).then_some(Self {
+            log,
+            hook,
+            hook_panics: LogEvery::new(Duration::from_secs(60)),
+        })
     }
 
     pub(crate) fn record(&self, event: &AuditEvent<'_>) {
@@ -224,7 +230,12 @@ impl Auditor {
             log(event);
         }
         if let Some(hook) = &self.hook {
-            (hook.0)(event);
+            // A panicking hook must not take the connection (and every HTTP/2 stream on it)
+            // down with it: the decision stands, the panic is logged.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(event)));
+            if called.is_err() && self.hook_panics.due() {
+                tracing::error!("the audit hook panicked (logged at most once a minute)");
+            }
         }
     }
 }

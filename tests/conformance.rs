@@ -1235,7 +1235,12 @@ fn traps_are_refused_or_need_the_right_scopes() {
             req("DELETE /Binary/..;/Patient/1"),
             MALFORMED,
         ),
-        ("semicolon in a type", ALL, req("GET /Patient;/1"), MALFORMED),
+        (
+            "semicolon in a type",
+            ALL,
+            req("GET /Patient;/1"),
+            MALFORMED,
+        ),
         ("trailing slash", ALL, req("GET /Patient/"), MALFORMED),
         ("empty segment", ALL, req("GET /Patient//1"), MALFORMED),
         (

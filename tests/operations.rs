@@ -533,3 +533,21 @@ async fn the_breaker_state_and_calls_in_flight_are_gauges() {
     assert_eq!(status(&base, "/fhir/Patient/2", Some("other")).await, 503);
     assert_eq!(gauge("smart_guard_breaker_state"), Some(1.0), "open");
 }
+
+#[tokio::test]
+async fn a_panicking_audit_hook_changes_no_decision_and_keeps_the_connection() {
+    let auth = MockAs::start().await;
+    auth.answer(TOKEN, active("system/Patient.rs"));
+    let config = auth
+        .config()
+        .with_audit_hook(|_event| panic!("a bug in the hook"));
+    let layer = SmartGuardLayer::new(config).expect("layer");
+    let base = serve_layer(&layer).await;
+    let client = http();
+    for _ in 0..3 {
+        let response = get_with_token(&client, format!("{base}/fhir/Patient/1"), TOKEN).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(status(&base, "/fhir/Observation", Some(TOKEN)).await, 403);
+    assert_eq!(status(&base, "/fhir/Patient/1", None).await, 401);
+}

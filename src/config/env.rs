@@ -179,6 +179,12 @@ pub const ENV_MAX_REWRITE_BYTES: &str = "SMART_GUARD_MAX_REWRITE_BYTES";
 /// `SMART_GUARD_HEADER_READ_TIMEOUT_MS`: longest a client may take to send its request headers
 /// (default 10000).
 pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "SMART_GUARD_HEADER_READ_TIMEOUT_MS";
+/// `SMART_GUARD_MAX_CLIENT_CONNECTIONS`: most client connections the proxy keeps open; more wait
+/// in the listen backlog (default 1024; raise `ulimit -n` with it).
+pub const ENV_MAX_CLIENT_CONNECTIONS: &str = "SMART_GUARD_MAX_CLIENT_CONNECTIONS";
+/// `SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS`: a client connection with no request in progress for this
+/// long is closed (default 60000).
+pub const ENV_CLIENT_IDLE_TIMEOUT_MS: &str = "SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS";
 /// `SMART_GUARD_SHUTDOWN_GRACE_MS`: on SIGTERM or SIGINT, how long requests in flight may finish
 /// (default 30000).
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "SMART_GUARD_SHUTDOWN_GRACE_MS";
@@ -247,6 +253,8 @@ pub const PROXY: &[&str] = &[
     ENV_FORWARD_AUTHORIZATION,
     ENV_MAX_REWRITE_BYTES,
     ENV_HEADER_READ_TIMEOUT_MS,
+    ENV_MAX_CLIENT_CONNECTIONS,
+    ENV_CLIENT_IDLE_TIMEOUT_MS,
     ENV_SHUTDOWN_GRACE_MS,
 ];
 

@@ -559,7 +559,7 @@ impl Config {
 
     /// Calls `hook` with the [`AuditEvent`] of every decision (allowed, public, denied), on the
     /// request path and inline: keep it short and send heavy work elsewhere (a channel). A
-    /// panic in the hook is not caught by the guard.
+    /// panic in the hook is caught and logged at ERROR (once a minute); the decision stands.
     pub fn with_audit_hook(
         mut self,
         hook: impl Fn(&AuditEvent<'_>) + Send + Sync + 'static,

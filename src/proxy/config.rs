@@ -8,9 +8,10 @@ use reqwest::Url;
 use super::headers::IdentityPrefix;
 use crate::{
     config::env::{
-        ENV_FORWARD_AUTHORIZATION, ENV_HEADER_READ_TIMEOUT_MS, ENV_IDENTITY_HEADER_PREFIX,
-        ENV_LISTEN_ADDR, ENV_MAX_REWRITE_BYTES, ENV_PUBLIC_BASE_URL, ENV_SHUTDOWN_GRACE_MS,
-        ENV_TLS_CERT_FILE, ENV_TLS_KEY_FILE, ENV_UPSTREAM_CA_FILE, ENV_UPSTREAM_CONNECT_TIMEOUT_MS,
+        ENV_CLIENT_IDLE_TIMEOUT_MS, ENV_FORWARD_AUTHORIZATION, ENV_HEADER_READ_TIMEOUT_MS,
+        ENV_IDENTITY_HEADER_PREFIX, ENV_LISTEN_ADDR, ENV_MAX_CLIENT_CONNECTIONS,
+        ENV_MAX_REWRITE_BYTES, ENV_PUBLIC_BASE_URL, ENV_SHUTDOWN_GRACE_MS, ENV_TLS_CERT_FILE,
+        ENV_TLS_KEY_FILE, ENV_UPSTREAM_CA_FILE, ENV_UPSTREAM_CONNECT_TIMEOUT_MS,
         ENV_UPSTREAM_MAX_CONNECTIONS, ENV_UPSTREAM_TIMEOUT_MS, ENV_UPSTREAM_URL, Env, boolean,
         millis, missing, positive, text,
     },
@@ -44,6 +45,8 @@ pub struct ProxyConfig {
     pub(crate) forward_authorization: bool,
     pub(crate) max_rewrite_bytes: usize,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) max_client_connections: usize,
+    pub(crate) client_idle_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
 }
 
@@ -71,6 +74,8 @@ impl ProxyConfig {
             forward_authorization: true,
             max_rewrite_bytes: 8 * 1024 * 1024,
             header_read_timeout: Duration::from_millis(10_000),
+            max_client_connections: 1024,
+            client_idle_timeout: Duration::from_millis(60_000),
             shutdown_grace: Duration::from_millis(30_000),
         })
     }
@@ -105,6 +110,8 @@ impl ProxyConfig {
         c = env.set(c, ENV_FORWARD_AUTHORIZATION, boolean, Self::with_forward_authorization)?;
         c = env.set(c, ENV_MAX_REWRITE_BYTES, positive, Self::with_max_rewrite_bytes)?;
         c = env.set(c, ENV_HEADER_READ_TIMEOUT_MS, millis, Self::with_header_read_timeout)?;
+        c = env.set(c, ENV_MAX_CLIENT_CONNECTIONS, positive, Self::with_max_client_connections)?;
+        c = env.set(c, ENV_CLIENT_IDLE_TIMEOUT_MS, millis, Self::with_client_idle_timeout)?;
         c = env.set(c, ENV_SHUTDOWN_GRACE_MS, millis, Self::with_shutdown_grace)?;
         match (env.read(ENV_TLS_CERT_FILE, path)?, env.read(ENV_TLS_KEY_FILE, path)?) {
             (Some(cert), Some(key)) => c = c.with_tls(cert, key),
@@ -195,6 +202,21 @@ impl ProxyConfig {
     /// sends them a byte at a time is cut off without holding anyone else up.
     pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Most client connections kept open (default 1024); further ones wait in the listen
+    /// backlog until one closes. Each takes a file descriptor: raise `ulimit -n` with it.
+    pub fn with_max_client_connections(mut self, max: usize) -> Self {
+        self.max_client_connections = max.max(1);
+        self
+    }
+
+    /// A client connection with no request in progress for this long is closed (default
+    /// 60 s). Before its first request, a connection has `with_header_read_timeout` instead:
+    /// one that never completes a request head (HTTP/1 or the HTTP/2 preface) is cut off then.
+    pub fn with_client_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.client_idle_timeout = timeout;
         self
     }
 
@@ -370,7 +392,7 @@ mod tests {
         assert_eq!(c.max_rewrite_bytes, 1024);
         assert_eq!(c.header_read_timeout, Duration::from_millis(500));
         assert_eq!(c.shutdown_grace, Duration::from_millis(700));
-        assert_eq!(c.settings().len(), 14);
+        assert_eq!(c.settings().len(), crate::config::env::PROXY.len());
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub(crate) enum ProxyFailure {
     /// The request cannot be forwarded as the guard read it (e.g. `Connection` names a header
     /// the guard decided on): 400.
     Unforwardable,
+    /// A raw `;` in the query, which some servers split parameters on and the guard does not:
+    /// 400 (`%3B` passes).
+    AmbiguousQuery,
     /// The request is outside the proxy's FHIR base: 404.
     OutsideBase,
     /// The upstream refused the connection or could not be reached: 502.
@@ -27,7 +30,7 @@ pub(crate) enum ProxyFailure {
 impl ProxyFailure {
     pub(crate) fn status(self) -> StatusCode {
         match self {
-            Self::Unforwardable => StatusCode::BAD_REQUEST,
+            Self::Unforwardable | Self::AmbiguousQuery => StatusCode::BAD_REQUEST,
             Self::OutsideBase => StatusCode::NOT_FOUND,
             Self::Unreachable | Self::Broken => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -40,6 +43,10 @@ impl ProxyFailure {
             Self::Unforwardable => (
                 "invalid",
                 "the request cannot be forwarded as it was authorized: its Connection header names a header the guard decides on",
+            ),
+            Self::AmbiguousQuery => (
+                "invalid",
+                "a ';' in the query is read as a parameter separator by some servers: send it as %3B",
             ),
             Self::OutsideBase => ("not-found", "outside the FHIR base"),
             Self::Unreachable => ("transient", "the FHIR server cannot be reached"),
@@ -78,6 +85,7 @@ mod tests {
             (ProxyFailure::Timeout, 504),
             (ProxyFailure::Busy, 503),
             (ProxyFailure::Unforwardable, 400),
+            (ProxyFailure::AmbiguousQuery, 400),
             (ProxyFailure::OutsideBase, 404),
         ] {
             let response = failure.into_response();

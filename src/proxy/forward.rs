@@ -102,6 +102,8 @@ struct Inner {
     public_path: String,
     /// `http` or `https`: the scheme clients use.
     public_proto: &'static str,
+    /// `host[:port]` of the public base.
+    public_host: String,
     bases: Bases,
     prefix: IdentityPrefix,
     forward_authorization: bool,
@@ -174,6 +176,7 @@ impl Forward {
                 upstream_path: upstream.path().trim_end_matches('/').to_owned(),
                 public_path: public_base.path().trim_end_matches('/').to_owned(),
                 public_proto,
+                public_host: upstream_authority(&public_base),
                 bases,
                 prefix,
                 forward_authorization: config.forward_authorization,
@@ -232,11 +235,14 @@ impl Service<Request<Body>> for Forward {
 impl Inner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
-        // The forwarding fields name the host the client asked for, read before the URI turns
-        // into the upstream's.
-        let host = client_host(&parts);
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
-        self.prepare_headers(&mut parts, host.as_deref())?;
+        self.prepare_headers(&mut parts)?;
+        // Request trailers would reach an HTTP/2 upstream unfiltered: none cross.
+        let body = if http_body::Body::is_end_stream(&body) {
+            body
+        } else {
+            Body::new(NoTrailers { body })
+        };
         parts.version = Version::HTTP_11;
         let slot = tokio::time::timeout(
             self.upstream_timeout,
@@ -290,6 +296,10 @@ impl Inner {
             target.push('/');
         }
         if let Some(query) = uri.query() {
+            // The guard splits parameters on `&` only; Rack and older Python split on `;` too.
+            if query.contains(';') {
+                return Err(ProxyFailure::AmbiguousQuery);
+            }
             target.push('?');
             target.push_str(query);
         }
@@ -303,13 +313,10 @@ impl Inner {
 
     /// What crosses: hop-by-hop fields and method overrides out, forged identity out, our
     /// identity and forwarding fields in, `Host` and `Accept-Encoding` left to the client.
-    fn prepare_headers(
-        &self,
-        parts: &mut http::request::Parts,
-        host: Option<&str>,
-    ) -> Result<(), ProxyFailure> {
+    fn prepare_headers(&self, parts: &mut http::request::Parts) -> Result<(), ProxyFailure> {
         let headers = &mut parts.headers;
         headers::strip_hop_by_hop(headers).map_err(|_| ProxyFailure::Unforwardable)?;
+        headers::strip_underscored(headers);
         headers::strip_method_overrides(headers);
         headers::strip_prefixed(headers, self.prefix.as_str());
         // hyper answers `Expect: 100-continue` itself when the body is first read; the client
@@ -341,7 +348,9 @@ impl Inner {
             &Forwarding {
                 peer,
                 proto: self.public_proto,
-                host,
+                // The public base's host, never the client's `Host`: an upstream that trusts
+                // `X-Forwarded-Host` writes it into its URLs.
+                host: Some(&self.public_host),
             },
         );
         Ok(())
@@ -418,21 +427,6 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The host the client asked for: the HTTP/2 `:authority` or the HTTP/1.1 `Host`.
-fn client_host(parts: &http::request::Parts) -> Option<String> {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-}
-
 /// The path the client sent: under a nested router axum keeps it in `OriginalUri`.
 fn original_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
     match extensions.get::<axum::extract::OriginalUri>() {
@@ -488,6 +482,39 @@ impl<B: http_body::Body> http_body::Body for Held<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body without its trailers.
+    struct NoTrailers<B> {
+        #[pin]
+        body: B,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for NoTrailers<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            match self.as_mut().project().body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if !frame.is_data() => continue,
+                other => return other,
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

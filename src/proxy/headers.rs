@@ -182,6 +182,20 @@ pub(crate) fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) {
     }
 }
 
+/// Removes every field whose name holds a `_`. CGI-style servers (PHP, WSGI, Rack) read
+/// `X_Smart_Client_Id` and `X-Smart-Client-Id` as the same variable, so an underscore spelling
+/// would get past every list here; nginx drops such fields by default for the same reason.
+pub(crate) fn strip_underscored(headers: &mut HeaderMap) {
+    let matching: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in &matching {
+        headers.remove(name);
+    }
+}
+
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
     name.as_bytes()
         .get(..prefix.len())
@@ -1003,5 +1017,26 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn fields_with_an_underscore_in_their_name_are_removed() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x_smart_client_id",
+            "X_HTTP_Method_Override",
+            "x_forwarded_prefix",
+            "x-smart-ok",
+            "accept",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_static("x"),
+            );
+        }
+        strip_underscored(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-smart-ok"]);
     }
 }

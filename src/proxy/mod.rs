@@ -131,6 +131,8 @@ impl Proxy {
             public_base,
             options: ServeOptions {
                 header_read_timeout: proxy.header_read_timeout,
+                client_idle_timeout: proxy.client_idle_timeout,
+                max_client_connections: proxy.max_client_connections,
                 shutdown_grace: proxy.shutdown_grace,
                 tls,
             },

@@ -36,6 +36,8 @@ async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_heade
         .header("X-Forwarded-For", "6.6.6.6")
         .header("X-Forwarded-Prefix", "/evil")
         .header("X-HTTP-Method-Override", "DELETE")
+        .header("X_Smart_Client_Id", "forged-by-underscore")
+        .header("X_HTTP_Method_Override", "DELETE")
         .header("Connection", "x-client-hop")
         .header("X-Client-Hop", "must not cross")
         .header("Accept", "application/fhir+json")
@@ -79,6 +81,11 @@ async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_heade
         Some(format!("Bearer {token}").as_str())
     );
     assert_eq!(header("accept").as_deref(), Some("application/fhir+json"));
+    assert!(
+        request.headers.iter().all(|(name, _)| !name.contains('_')),
+        "no underscore field crosses: {:?}",
+        request.headers
+    );
     for gone in [
         "x-forwarded-prefix",
         "x-http-method-override",
@@ -137,6 +144,22 @@ async fn denied_requests_are_answered_by_the_proxy_and_never_reach_the_upstream(
                 .get(format!("http://{}/other/Patient/1", proxy.addr))
                 .bearer_auth(&token),
             404,
+        ),
+        // Rack and older Python split on `;`: `_revinclude=*` would run without `*.s`.
+        (
+            client
+                .get(format!(
+                    "{}/Patient?name=x;_revinclude=*",
+                    proxy.public_base
+                ))
+                .bearer_auth(&token),
+            400,
+        ),
+        (
+            client
+                .get(format!("{}/Binary/..;/Patient/1", proxy.public_base))
+                .bearer_auth(&token),
+            400,
         ),
     ];
     for (request, status) in cases {
@@ -556,4 +579,52 @@ async fn the_proxy_logs_one_line_of_effective_settings_without_the_secret() {
     }
     assert!(!line.contains(support::RS_SECRET), "{line}");
     let _ = child.kill().await;
+}
+
+/// A connection that never completes a request head (silent, or stuck in the HTTP/2 preface,
+/// which hyper reads before any timer of its own) is closed at the header deadline, and the
+/// connection cap holds the rest in the backlog until a slot frees.
+#[tokio::test]
+async fn connections_that_start_no_request_are_closed_and_the_cap_frees_their_slot() {
+    let (env, _upstream, proxy) = started(&[
+        ("SMART_GUARD_HEADER_READ_TIMEOUT_MS", "400"),
+        ("SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS", "400"),
+        ("SMART_GUARD_MAX_CLIENT_CONNECTIONS", "1"),
+    ])
+    .await;
+    let token = env.token("system/Patient.rs");
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        stream.write_all(opening).await.expect("write");
+        let started = std::time::Instant::now();
+        // Meanwhile a real request waits for the only slot, and gets it once this one is cut.
+        let waiting = tokio::spawn({
+            let (url, token) = (format!("{}/Patient/1", proxy.public_base), token.clone());
+            async move {
+                http()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        });
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "closed by the proxy, not left open");
+        assert!(
+            started.elapsed() >= Duration::from_millis(350),
+            "not before the deadline: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            waiting.await.expect("join").expect("the waiting request"),
+            200
+        );
+        // Its client is gone, and an idle keep-alive connection would be closed after 400 ms.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
 }
