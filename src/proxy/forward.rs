@@ -235,6 +235,11 @@ impl Service<Request<Body>> for Forward {
 impl Inner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
+        // Only an answer that can be a Bundle is read whole to be rewritten; the rest streams.
+        let may_be_bundle = parts
+            .extensions
+            .get::<VerifiedClaims>()
+            .is_some_and(|claims| answers_with_bundle(claims.request()));
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
         self.prepare_headers(&mut parts)?;
         // Request trailers would reach an HTTP/2 upstream unfiltered: none cross.
@@ -273,7 +278,7 @@ impl Inner {
         self.bases.rewrite_headers(&mut parts.headers);
         // The slot is held until the response body ends (or the client goes away).
         let body = Body::new(Held { body, _slot: slot });
-        let body = if is_plain_json(&parts.headers) {
+        let body = if may_be_bundle && is_plain_json(&parts.headers) {
             self.rewrite_body(&mut parts.headers, body).await?
         } else {
             body
@@ -442,6 +447,27 @@ fn upstream_authority(url: &Url) -> String {
     match url.port() {
         Some(port) => format!("{host}:{port}"),
         None => host,
+    }
+}
+
+/// Whether the answer to `request` can be a Bundle: searches, histories, batches and
+/// transactions, operations, and reads of a `Bundle`. (A create or read answers one resource,
+/// whose URLs the proxy does not touch.)
+fn answers_with_bundle(request: &crate::FhirRequest) -> bool {
+    use crate::Interaction as I;
+    match request.interaction() {
+        I::HistoryInstance
+        | I::HistoryType
+        | I::HistorySystem
+        | I::SearchType
+        | I::SearchSystem
+        | I::SearchCompartment
+        | I::BatchOrTransaction
+        | I::Operation => true,
+        I::Read | I::Vread => {
+            request.resource_type().map(crate::ResourceType::as_str) == Some("Bundle")
+        }
+        _ => false,
     }
 }
 

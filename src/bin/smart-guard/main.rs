@@ -70,9 +70,30 @@ enum Command {
     Proxy,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One core (a container limit, `taskset`): one thread runs everything, with no hand-off
+    // between an I/O driver and a worker. More: tokio's work-stealing pool.
+    let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
+    let runtime = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     // A server logs its start and stop; the one-shot commands only what went wrong.
     let default_filter = match cli.command {
         Command::Proxy => "info",
