@@ -33,22 +33,29 @@ def pinned(cmd):
     return ["taskset", "-c", SERVER_CORE] + cmd
 
 
-def tree_cpu_seconds(pid):
-    """utime + stime of a process (all its threads) and of its live descendants."""
-    total, stack = 0.0, [pid]
+def tree_usage(pid):
+    """(user s, system s, context switches) of a process (all its threads) and its live descendants."""
+    user = system = switches = 0.0
+    stack = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
     while stack:
         p = stack.pop()
         try:
             fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            tasks = os.listdir(f"/proc/{p}/task")
         except FileNotFoundError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        for task in os.listdir(f"/proc/{p}/task"):
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+        for task in tasks:
             try:
+                for line in open(f"/proc/{p}/task/{task}/status"):
+                    if "ctxt_switches" in line:
+                        switches += int(line.split()[1])
                 stack += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
             except FileNotFoundError:
                 pass
-    return total
+    return user, system, switches
 
 
 def wait_http(url, expect=None, timeout=20, headers=None):
@@ -271,7 +278,7 @@ def run(args, tmp, servers):
     # https (self-signed) for mod_auth_openidc, which accepts only an https introspection URL.
     # Its access log counts the introspection calls of both, with timestamps.
     keys = os.path.join(tmp, "keys", "backend")
-    subprocess.run([SMART_GUARD, "keygen", "--alg", "ES384", "--out", keys], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([SMART_GUARD, "keygen", "--alg", "ES384", "--out", keys], check=True, capture_output=True)
     clients = {"token_lifetime_secs": 86400,
                "clients": [{"client_id": "bench-backend", "scope": "system/Patient.rs system/Observation.rs",
                             "jwks_file": "keys/backend/jwks.json"}],
@@ -368,16 +375,20 @@ def run(args, tmp, servers):
         cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
                "-H", f"Authorization: Bearer {token}", url[mode]]
         procs = [pid[mode]] + ([pid["upstream"]] if mode != "upstream" else [])
-        before = [tree_cpu_seconds(p) for p in procs]
+        before = [tree_usage(p) for p in procs]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        after = [tree_cpu_seconds(p) for p in procs]
+        after = [tree_usage(p) for p in procs]
         r = parse_wrk(out)
-        r["cpu_us"] = (after[0] - before[0]) * 1e6 / max(r["requests"], 1)
-        r["cpu_total_us"] = (sum(after) - sum(before)) * 1e6 / max(r["requests"], 1)
+        n = max(r["requests"], 1)
+        d = [[a - b for a, b in zip(x, y)] for x, y in zip(after, before)]
+        r["cpu_us"] = (d[0][0] + d[0][1]) * 1e6 / n
+        r["user_us"] = d[0][0] * 1e6 / n
+        r["switches"] = d[0][2] / n
+        r["cpu_total_us"] = sum(x[0] + x[1] for x in d) * 1e6 / n
         return r
 
     calls_before = len(calls())
-    log(f"warm: {calls_before} introspection calls so far (expect 2: one per guard)")
+    log(f"warm: {calls_before} introspection calls so far (expect 4: per guard, the unknown token and the warm-up)")
 
     # Pairs measured A-B-B-A, so each ratio compares runs seconds apart: nginx against the
     # upstream alone, smart-guard against nginx, Apache + mod_auth_openidc against smart-guard.
@@ -447,16 +458,18 @@ def report(args, results, ratios, p99_ratios, cpu_ratios, hit_calls, expiry, loa
     print(f"\n{args.rounds} rounds of A-B-B-A blocks x {args.seconds} s, {args.connections} connections, "
           f"all servers on core {SERVER_CORE}, wrk on core {LOAD_CORE}; {len(token)}-byte token; "
           f"load average at block starts {min(load):.2f}-{max(load):.2f}")
-    print(f"\n| Mode | req/s (median) | spread | p50 | p99 | proxy cpu µs/req | with upstream µs/req | non-2xx | socket errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| Mode | req/s (median) | spread | p50 | p99 | server cpu µs/req (user) | with upstream µs/req "
+          f"| context switches/req | non-2xx | socket errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     names = {"upstream": "upstream alone (nginx, fixed Patient)", "nginx": "nginx reverse proxy",
              "smart-guard": "**smart-guard proxy, cache hit**", "apache": "Apache + mod_auth_openidc, cache hit"}
     for m, rs in results.items():
         rps = [x["rps"] for x in rs]
         cpu = med(x["cpu_us"] for x in rs)
         print(f"| {names[m]} | {med(rps):,.0f} | {min(rps):,.0f}-{max(rps):,.0f} | {med(x['p50'] for x in rs):,.0f} µs "
-              f"| {med(x['p99'] for x in rs):,.0f} µs | {'—' if m == 'upstream' else f'{cpu:.1f}'} "
-              f"| {med(x['cpu_total_us'] for x in rs):.1f} | {sum(x['non2xx'] for x in rs)} "
+              f"| {med(x['p99'] for x in rs):,.0f} µs | {cpu:.1f} ({med(x['user_us'] for x in rs):.1f}) "
+              f"| {med(x['cpu_total_us'] for x in rs):.1f} | {med(x['switches'] for x in rs):.2f} "
+              f"| {sum(x['non2xx'] for x in rs)} "
               f"| {sum(x['socket_errors'] for x in rs)} |")
     print("\n| Ratio (A-B-B-A blocks) | req/s median | spread | p99 ratio median (spread) | proxy cpu/req ratio |")
     print("|---|---|---|---|---|")
