@@ -10,6 +10,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMART_GUARD = os.path.join(ROOT, "target", "release", "smart-guard")
+# The floor: a reverse proxy on the same hyper stack that does nothing else (benches/harness).
+BARE_FORWARD = os.path.join(ROOT, "target", "release", "examples", "bare_forward")
 SERVER_CORE, LOAD_CORE = "0", "1"
 SECRET = "bench-secret"
 PATIENT = json.dumps({
@@ -246,7 +248,7 @@ def main():
 
 def run(args, tmp, servers):
     port = {k: free_port() for k in ["upstream", "nginx", "guard", "apache", "as", "as_http", "as_https",
-                                      "guard_short", "apache_short"]}
+                                      "guard_short", "apache_short", "bare"]}
     log = lambda *a: print(*a, file=sys.stderr, flush=True)
 
     # The upstream: nginx answering a fixed Patient; the same for every mode.
@@ -335,6 +337,9 @@ def run(args, tmp, servers):
         return p
 
     start_guard("guard", port["guard"], 86400)
+    bare = servers.start("bare", [BARE_FORWARD, f"127.0.0.1:{port['bare']}", f"127.0.0.1:{port['upstream']}"],
+                         stdout=subprocess.PIPE)
+    log(f"bare: {json.loads(bare.stdout.readline())}")
     apache_main = apache_conf(tmp, "apache", port["apache"], port["upstream"],
                               f"https://127.0.0.1:{port['as_https']}/introspect", None)
     servers.start("apache", ["apache2", "-f", apache_main, "-DFOREGROUND"])
@@ -344,9 +349,11 @@ def run(args, tmp, servers):
         "nginx": f"http://127.0.0.1:{port['nginx']}/fhir/Patient/1",
         "smart-guard": f"http://127.0.0.1:{port['guard']}/fhir/Patient/1",
         "apache": f"http://127.0.0.1:{port['apache']}/fhir/Patient/1",
+        "hyper-forward": f"http://127.0.0.1:{port['bare']}/fhir/Patient/1",
     }
     pid = {"upstream": servers.procs["upstream"].pid, "nginx": servers.procs["nginx"].pid,
-           "smart-guard": servers.procs["guard"].pid, "apache": servers.procs["apache"].pid}
+           "smart-guard": servers.procs["guard"].pid, "apache": servers.procs["apache"].pid,
+           "hyper-forward": servers.procs["bare"].pid}
 
     # Checks before any timing: every mode answers the Patient; the two guards refuse a request
     # without a token (so they do authorize) and warm their cache with one AS call.
@@ -392,7 +399,8 @@ def run(args, tmp, servers):
 
     # Pairs measured A-B-B-A, so each ratio compares runs seconds apart: nginx against the
     # upstream alone, smart-guard against nginx, Apache + mod_auth_openidc against smart-guard.
-    pairs = [("upstream", "nginx"), ("nginx", "smart-guard"), ("smart-guard", "apache")]
+    pairs = [("upstream", "nginx"), ("nginx", "smart-guard"), ("smart-guard", "apache"),
+             ("nginx", "hyper-forward"), ("hyper-forward", "smart-guard")]
     results = {m: [] for m in url}
     ratios = {p: [] for p in pairs}
     p99_ratios = {p: [] for p in pairs}
@@ -462,7 +470,8 @@ def report(args, results, ratios, p99_ratios, cpu_ratios, hit_calls, expiry, loa
           f"| context switches/req | non-2xx | socket errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     names = {"upstream": "upstream alone (nginx, fixed Patient)", "nginx": "nginx reverse proxy",
-             "smart-guard": "**smart-guard proxy, cache hit**", "apache": "Apache + mod_auth_openidc, cache hit"}
+             "smart-guard": "**smart-guard proxy, cache hit**", "apache": "Apache + mod_auth_openidc, cache hit",
+             "hyper-forward": "hyper-util forwarder alone (no guard; benches/harness/bare_forward.rs)"}
     for m, rs in results.items():
         rps = [x["rps"] for x in rs]
         cpu = med(x["cpu_us"] for x in rs)

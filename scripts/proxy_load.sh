@@ -7,7 +7,8 @@
 # everything stopped on exit. Measured in A-B-B-A blocks per pair (upstream/nginx,
 # nginx/smart-guard, smart-guard/apache), rotated each round; then an expiry case (cache TTL 2 s
 # for both guards, 10 s under the same connections) counts the AS calls per expiry.
-# About rounds x 12 x seconds + 40 s: ~4 min with the defaults (--rounds 5 --seconds 3).
+# About rounds x 20 x seconds + 40 s: ~6 min with the defaults (--rounds 5 --seconds 3). A fifth
+# mode, a bare hyper-util forwarder (benches/harness/bare_forward.rs), is the floor of the stack.
 #
 #   scripts/proxy_load.sh [--rounds N] [--seconds S] [--connections C] [--expiry-ttl S]
 #                         [--expiry-seconds S] [--keep]
@@ -27,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The packages' own services are not wanted: nothing here uses the system's sites.
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release --features cli --quiet
+cargo build --release --features cli --example bare_forward --quiet
 {
   echo "versions: $(nginx -v 2>&1); $(apache2 -v | head -1);" \
     "mod_auth_openidc $(dpkg-query -W -f '${Version}' libapache2-mod-auth-openidc);" \
