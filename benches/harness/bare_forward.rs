@@ -23,9 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream: String = args.next().ok_or("UPSTREAM_ADDR")?;
     let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
     let runtime = if one_core {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
     };
     runtime.block_on(serve(listen, upstream))
 }
@@ -53,24 +57,27 @@ async fn serve(listen: SocketAddr, upstream: String) -> Result<(), Box<dyn std::
                 let uri = format!("http://{upstream}{target}").parse::<Uri>();
                 async move {
                     let Ok(uri) = uri else {
-                        return Ok::<_, Infallible>(http::Response::new(http_body_util::Either::Right(
-                            http_body_util::Empty::new(),
-                        )));
+                        return Ok::<_, Infallible>(http::Response::new(
+                            http_body_util::Either::Right(http_body_util::Empty::new()),
+                        ));
                     };
                     *request.uri_mut() = uri;
                     request.headers_mut().remove(header::HOST);
                     Ok(match client.request(request).await {
                         Ok(response) => response.map(http_body_util::Either::Left),
                         Err(_) => {
-                            let mut response =
-                                http::Response::new(http_body_util::Either::Right(http_body_util::Empty::new()));
+                            let mut response = http::Response::new(http_body_util::Either::Right(
+                                http_body_util::Empty::new(),
+                            ));
                             *response.status_mut() = http::StatusCode::BAD_GATEWAY;
                             response
                         }
                     })
                 }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -19,6 +19,7 @@
 //! [`SmartGuardLayer`]: crate::SmartGuardLayer
 
 mod config;
+mod dispatch;
 mod failure;
 mod forward;
 mod headers;
@@ -33,11 +34,13 @@ use reqwest::Url;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use self::server::ServeOptions;
 pub use self::{
     config::ProxyConfig,
     forward::{ClientAddr, Forward, ForwardStats},
 };
+use self::{dispatch::Dispatch, server::ServeOptions};
+use tower_layer::Layer as _;
+
 use crate::{Config, SmartGuardLayer, config::env::ENV_PUBLIC_BASE_URL, error::ConfigError};
 
 /// A bound proxy: the guard and the forwarder behind a listener. Build it with
@@ -45,7 +48,7 @@ use crate::{Config, SmartGuardLayer, config::env::ENV_PUBLIC_BASE_URL, error::Co
 #[derive(Debug)]
 pub struct Proxy {
     listener: TcpListener,
-    router: Router,
+    service: Dispatch,
     guard: SmartGuardLayer,
     forward: Forward,
     public_base: Url,
@@ -120,12 +123,24 @@ impl Proxy {
             None => guard.with_resource_url(public_base.as_str())?,
         };
         let documents = crate::metadata::router(&guard);
+        let mut side_paths = vec![
+            "/healthz".to_owned(),
+            "/readyz".to_owned(),
+            format!("{}/.well-known/smart-configuration", guard.base_path()),
+        ];
+        if let Some(url) = guard
+            .resource_metadata_url()
+            .and_then(|u| Url::parse(u).ok())
+        {
+            side_paths.push(url.path().to_owned());
+        }
         let layer = SmartGuardLayer::new(guard)?;
         let forward = Forward::new(&proxy, public_base.clone())?;
-        let router = router(&layer, &forward, &proxy).merge(documents);
+        let side = side_routes(&layer, &proxy).merge(documents);
+        let service = Dispatch::new(side, side_paths, layer.layer(forward.clone()));
         Ok(Self {
             listener,
-            router,
+            service,
             guard: layer,
             forward,
             public_base,
@@ -168,7 +183,7 @@ impl Proxy {
     /// Serves until `shutdown` resolves, then lets requests in flight finish for up to
     /// `SMART_GUARD_SHUTDOWN_GRACE_MS`. Returns whether they all finished in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
-        server::serve(self.listener, self.router, self.options, shutdown).await
+        server::serve(self.listener, self.service, self.options, shutdown).await
     }
 
     /// [`Proxy::serve`] until SIGTERM or SIGINT (Ctrl-C).
@@ -204,12 +219,9 @@ fn invalid_public_base(reason: String) -> ConfigError {
     }
 }
 
-/// `/healthz` and `/readyz` beside the guarded forwarder, which takes everything else (the
-/// discovery documents are merged in by [`Proxy::bind`]).
-fn router(guard: &SmartGuardLayer, forward: &Forward, proxy: &ProxyConfig) -> Router {
-    let guarded = Router::new()
-        .fallback_service(forward.clone())
-        .layer(guard.clone());
+/// `/healthz` and `/readyz`, beside the guarded forwarder (the discovery documents are merged
+/// in by [`Proxy::bind`]).
+fn side_routes(guard: &SmartGuardLayer, proxy: &ProxyConfig) -> Router {
     let ready_guard = guard.clone();
     let upstream = upstream_socket(proxy);
     let connect_timeout = proxy.connect_timeout;
@@ -240,7 +252,6 @@ fn router(guard: &SmartGuardLayer, forward: &Forward, proxy: &ProxyConfig) -> Ro
                 }
             }),
         )
-        .fallback_service(guarded)
 }
 
 /// `host:port` of the upstream, for the readiness connect.

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Body};
+use axum::body::Body;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::{
@@ -56,12 +56,19 @@ impl std::fmt::Debug for ServeOptions {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// the grace period for the requests in flight. Returns whether they all finished in time.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
-) -> bool {
+) -> bool
+where
+    S: Service<Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
