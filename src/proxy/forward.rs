@@ -249,13 +249,17 @@ impl Inner {
             Body::new(NoTrailers { body })
         };
         parts.version = Version::HTTP_11;
-        let slot = tokio::time::timeout(
-            self.upstream_timeout,
-            Arc::clone(&self.slots).acquire_owned(),
-        )
-        .await
-        .map_err(|_| ProxyFailure::Busy)?
-        .map_err(|_| ProxyFailure::Busy)?;
+        // A free slot is taken at once; only a wait for one needs a timer.
+        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => tokio::time::timeout(
+                self.upstream_timeout,
+                Arc::clone(&self.slots).acquire_owned(),
+            )
+            .await
+            .map_err(|_| ProxyFailure::Busy)?
+            .map_err(|_| ProxyFailure::Busy)?,
+        };
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         let sent = self.client.request(Request::from_parts(parts, body));
         let response = match tokio::time::timeout(self.upstream_timeout, sent).await {
