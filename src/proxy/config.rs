@@ -141,8 +141,9 @@ impl ProxyConfig {
         self
     }
 
-    /// Longest wait for the upstream's response headers, then 504 (default 60 s). Bodies
-    /// stream without a deadline.
+    /// Longest wait for the upstream's response headers, then 504 (default 60 s). A response
+    /// body that makes no progress this long (a client that stopped reading) is cut, which
+    /// frees its upstream slot and connection; a body that moves has no deadline.
     pub fn with_upstream_timeout(mut self, timeout: Duration) -> Self {
         self.upstream_timeout = timeout;
         self

@@ -30,7 +30,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use reqwest::Url;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 use super::{
@@ -38,6 +38,7 @@ use super::{
     failure::ProxyFailure,
     headers::{self, Forwarding, Identity, IdentityPrefix},
     rewrite::Bases,
+    stall::Sweeper,
 };
 use crate::{VerifiedClaims, error::ConfigError};
 
@@ -58,6 +59,9 @@ pub struct ForwardStats {
     pub bundles_rewritten: u64,
     /// JSON bodies over `SMART_GUARD_MAX_REWRITE_BYTES` (or compressed) passed on unrewritten.
     pub rewrite_skipped: u64,
+    /// Response bodies cut after no progress for `SMART_GUARD_UPSTREAM_TIMEOUT_MS` (a client
+    /// that stopped reading): their upstream slot and connection freed.
+    pub stalled_bodies_cut: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +115,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     max_rewrite_bytes: usize,
     counters: Counters,
+    sweeper: Arc<Sweeper>,
 }
 
 impl Forward {
@@ -184,6 +189,7 @@ impl Forward {
                 slots: Arc::new(Semaphore::new(config.max_connections)),
                 max_rewrite_bytes: config.max_rewrite_bytes,
                 counters: Counters::default(),
+                sweeper: Sweeper::new(config.upstream_timeout),
             }),
         })
     }
@@ -197,6 +203,7 @@ impl Forward {
             upstream_failures: c.upstream_failures.load(Ordering::Relaxed),
             bundles_rewritten: c.bundles_rewritten.load(Ordering::Relaxed),
             rewrite_skipped: c.rewrite_skipped.load(Ordering::Relaxed),
+            stalled_bodies_cut: self.inner.sweeper.cut(),
         }
     }
 }
@@ -280,8 +287,9 @@ impl Inner {
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop_response(&mut parts.headers);
         self.bases.rewrite_headers(&mut parts.headers);
-        // The slot is held until the response body ends (or the client goes away).
-        let body = Body::new(Held { body, _slot: slot });
+        // The slot is held until the response body ends, the client goes away, or the body
+        // stalls for the upstream timeout (`stall.rs`).
+        let body = Body::new(self.sweeper.watch(body, slot));
         let body = if may_be_bundle && is_plain_json(&parts.headers) {
             self.rewrite_body(&mut parts.headers, body).await?
         } else {
@@ -492,35 +500,6 @@ fn is_plain_json(headers: &http::HeaderMap) -> bool {
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     json && !coded
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that holds its upstream slot until it ends.
-    struct Held<B> {
-        #[pin]
-        body: B,
-        _slot: OwnedSemaphorePermit,
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for Held<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 pin_project_lite::pin_project! {

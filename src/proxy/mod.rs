@@ -25,6 +25,7 @@ mod forward;
 mod headers;
 mod rewrite;
 mod server;
+mod stall;
 mod tls;
 
 use std::{future::Future, net::SocketAddr, time::Duration};

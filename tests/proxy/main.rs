@@ -628,3 +628,49 @@ async fn connections_that_start_no_request_are_closed_and_the_cap_frees_their_sl
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
 }
+
+/// A client that asks for a large answer and stops reading holds its upstream slot only until
+/// the body has not moved for the upstream timeout; then the slot serves others again.
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_upstream_slot_at_the_timeout() {
+    let (env, _upstream, proxy) = started(&[
+        ("SMART_GUARD_UPSTREAM_TIMEOUT_MS", "800"),
+        ("SMART_GUARD_UPSTREAM_MAX_CONNECTIONS", "1"),
+    ])
+    .await;
+    let token = env.token("system/Binary.rs system/Patient.rs");
+    let mut stalled = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /fhir/Binary/huge-500000000 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        proxy.addr
+    );
+    stalled.write_all(head.as_bytes()).await.expect("request");
+    let mut first = [0u8; 64];
+    stalled
+        .read_exact(&mut first)
+        .await
+        .expect("the answer starts");
+    // Now it reads nothing more: the socket buffers fill and the body stops. Another request,
+    // a little later, waits for the only slot (for up to the upstream timeout).
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let response = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        response.status(),
+        200,
+        "served once the stalled body is cut"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(750) && waited < Duration::from_secs(5),
+        "the only slot came free after the stall timeout, not before: {waited:?}"
+    );
+    drop(stalled);
+}
