@@ -288,6 +288,14 @@ impl ProxyConfig {
                 self.header_read_timeout.as_millis().to_string(),
             ),
             (
+                ENV_MAX_CLIENT_CONNECTIONS,
+                self.max_client_connections.to_string(),
+            ),
+            (
+                ENV_CLIENT_IDLE_TIMEOUT_MS,
+                self.client_idle_timeout.as_millis().to_string(),
+            ),
+            (
                 ENV_SHUTDOWN_GRACE_MS,
                 self.shutdown_grace.as_millis().to_string(),
             ),
@@ -369,6 +377,8 @@ mod tests {
             (ENV_FORWARD_AUTHORIZATION, "false"),
             (ENV_MAX_REWRITE_BYTES, "1024"),
             (ENV_HEADER_READ_TIMEOUT_MS, "500"),
+            (ENV_MAX_CLIENT_CONNECTIONS, "9"),
+            (ENV_CLIENT_IDLE_TIMEOUT_MS, "1500"),
             (ENV_SHUTDOWN_GRACE_MS, "700"),
         ])
         .expect("valid");
@@ -392,6 +402,8 @@ mod tests {
         assert!(!c.forward_authorization);
         assert_eq!(c.max_rewrite_bytes, 1024);
         assert_eq!(c.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(c.max_client_connections, 9);
+        assert_eq!(c.client_idle_timeout, Duration::from_millis(1500));
         assert_eq!(c.shutdown_grace, Duration::from_millis(700));
         assert_eq!(c.settings().len(), crate::config::env::PROXY.len());
     }
