@@ -1,6 +1,8 @@
 """Drives the load_server harness (benches/harness/load_server.rs) with wrk; see scripts/load.sh."""
 import argparse, json, os, re, signal, statistics, subprocess, sys, time, urllib.request
 
+import wrk_output
+
 MODES = ["bare", "bare_1KB", "noop", "guarded_43B", "guarded_1KB", "jwt_rs256"]
 # Each mode's ratio is taken against the bare router receiving the same Authorization header
 # (which it ignores), so header size and parsing cost cancel out.
@@ -8,14 +10,8 @@ BASELINE = {"bare": "bare", "bare_1KB": "bare", "noop": "bare", "guarded_43B": "
             "guarded_1KB": "bare_1KB", "jwt_rs256": "bare"}
 
 def parse_wrk(text):
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    def latency(pct):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        value, unit = float(m.group(1)), m.group(2)
-        return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    requests = int(re.search(r"(\d+) requests in", text).group(1))
-    return rps, latency(50), latency(99), int(errors.group(1)) if errors else 0, requests
+    r = wrk_output.parse(text)
+    return r["rps"], r["p50"], r["p99"], r["non2xx"], r["requests"]
 
 def cpu_seconds(pid):
     """User + system CPU time of a process: what it ran, not what the VM's neighbours stole."""

@@ -8,6 +8,8 @@ development AS and its TLS front) are pinned to core 0, wrk to core 1.
 import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 import urllib.request
 
+import wrk_output
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMART_GUARD = os.path.join(ROOT, "target", "release", "smart-guard")
 # The floor: a reverse proxy on the same hyper stack that does nothing else (benches/harness).
@@ -203,19 +205,7 @@ ProxyPass /fhir http://127.0.0.1:{upstream_port}/fhir
     return path
 
 
-def parse_wrk(text):
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-
-    def latency(pct):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        value, unit = float(m.group(1)), m.group(2)
-        return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    requests = int(re.search(r"(\d+) requests in", text).group(1))
-    return {"rps": rps, "p50": latency(50), "p99": latency(99), "requests": requests,
-            "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+parse_wrk = wrk_output.parse
 
 
 def main():
