@@ -39,8 +39,9 @@ node -e 'fetch(process.argv[1]).then(r=>r.json()).then(m=>{if(!m.introspection_e
 token=$("$bin" token --token-url "$issuer/token" --client-id backend-es384 \
   --key "$scratch/keys/backend-es384/private-key.pem" --scope "system/Patient.rs" | json access_token)
 # The token goes through stdin: out of the process list, and safe when it begins with `-`.
+# `introspect` prints the answer as the guard reads it (`aud` is a list).
 answer=$(printf '%s' "$token" | SMART_GUARD_CLIENT_SECRET='interop rs-s3cret:with&odd=chars' \
   "$bin" introspect --url "$issuer/token/introspection" --client-id rs-basic -)
 [ "$(echo "$answer" | json active)" = "true" ] || { echo "not active: $answer" >&2; exit 1; }
-[ "$(echo "$answer" | json aud)" = "https://fhir.interop.test/fhir" ] || { echo "wrong aud: $answer" >&2; exit 1; }
+[ "$(echo "$answer" | json aud.0)" = "https://fhir.interop.test/fhir" ] || { echo "wrong aud: $answer" >&2; exit 1; }
 echo "oidc-provider at $issuer: token issued and introspected (active, aud ok)"
