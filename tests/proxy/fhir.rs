@@ -533,6 +533,21 @@ async fn across_two_thousand_generated_requests_the_engine_touches_only_types_th
                 ));
             }
         }
+        // And it wrote only types the scopes let it write (a body of another type than the
+        // URL, which the proxy does not read, must not get through the engine either).
+        for ty in record["writes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !granted.covers_write(ty) {
+                violations.push(format!(
+                    "{} {} wrote {ty} with scopes {scopes:?}",
+                    record["method"], record["path"]
+                ));
+            }
+        }
     }
     let writing = log
         .iter()
