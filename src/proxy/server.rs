@@ -219,25 +219,28 @@ impl Drop for Working {
 }
 
 /// Resolves when the connection should close: no request started within `first` of opening,
-/// or none in progress for `idle`. Never while a request is in progress.
+/// or none in progress for `idle`. Never while a request is in progress. It looks again at least
+/// every `min(first, idle)`, so that neither deadline is overslept by the other.
 async fn idle_out(activity: &Activity, first: Duration, idle: Duration) {
+    let tick = first.min(idle);
     loop {
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(tick).await;
+            continue;
+        }
         let limit = if activity.started.load(Ordering::Relaxed) == 0 {
             first
         } else {
             idle
         };
-        if activity.in_flight.load(Ordering::Relaxed) > 0 {
-            tokio::time::sleep(limit).await;
-            continue;
-        }
         let last =
             activity.opened + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
         let deadline = last + limit;
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return;
         }
-        tokio::time::sleep_until(deadline).await;
+        tokio::time::sleep_until(deadline.min(now + tick)).await;
     }
 }
 

@@ -674,3 +674,40 @@ async fn a_client_that_stops_reading_loses_its_upstream_slot_at_the_timeout() {
     );
     drop(stalled);
 }
+
+/// After its request, a keep-alive connection with nothing in progress is closed at the idle
+/// timeout; and the forwarding fields name the public base's host, not the `Host` the client
+/// sent (an upstream that trusts `X-Forwarded-Host` writes it into its URLs).
+#[tokio::test]
+async fn an_idle_connection_is_closed_and_the_forwarded_host_is_the_public_one() {
+    let (env, upstream, proxy) = started(&[("SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS", "400")]).await;
+    let token = env.token("system/Patient.rs");
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /fhir/Patient/1 HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("request");
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.expect("answer");
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection is closed by the proxy");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    let public_host = proxy.addr.to_string();
+    assert_eq!(
+        seen[0].header("x-forwarded-host").as_deref(),
+        Some(public_host.as_str())
+    );
+    let forwarded = seen[0].header("forwarded").unwrap_or_default();
+    assert!(!forwarded.contains("evil.example"), "{forwarded}");
+}
