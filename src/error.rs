@@ -190,3 +190,15 @@ impl std::error::Error for IntrospectError {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+/// An error and its sources, `: `-separated: for logs and startup errors, never for a client.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

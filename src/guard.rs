@@ -279,16 +279,9 @@ impl Shared {
         let Some(path) = self.resource_metadata_path.as_deref() else {
             return false;
         };
-        if uri.path() != path || !(method == Method::GET || method == Method::HEAD) {
-            return false;
-        }
-        #[cfg(feature = "axum")]
-        if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
-            return original.path() == path;
-        }
-        #[cfg(not(feature = "axum"))]
-        let _ = extensions;
-        true
+        (method == Method::GET || method == Method::HEAD)
+            && uri.path() == path
+            && original_path(uri, extensions) == path
     }
 
     /// The path relative to the FHIR base, or `None` when the request is outside it.
@@ -363,6 +356,19 @@ impl Shared {
         }
         Ok(info)
     }
+}
+
+/// The path the client sent: the request's own, or, under a router nested at a prefix (which
+/// strips it), the one axum keeps in `OriginalUri`.
+#[inline]
+pub(crate) fn original_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
+        return original.path();
+    }
+    #[cfg(not(feature = "axum"))]
+    let _ = extensions;
+    uri.path()
 }
 
 /// What the classifier reads of a request.

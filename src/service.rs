@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::{
     audit::AuditEvent,
     future::ResponseFuture,
-    guard::{Decision, Pending, Shared, Step},
+    guard::{Decision, Pending, Shared, Step, original_path},
     rejection::{AuthFailure, Rejection},
 };
 
@@ -153,7 +153,7 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
             record_decision("public");
             tracing::debug!(decision = "public", "admitted");
             if let Some(auditor) = &shared.audit {
-                let path = audit_path(request.uri(), request.extensions());
+                let path = original_path(request.uri(), request.extensions());
                 auditor.record(&AuditEvent::public(request.method(), path));
             }
         }
@@ -162,7 +162,7 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
             record_decision("allow");
             tracing::debug!(decision = "allow", "admitted");
             if let Some(auditor) = &shared.audit {
-                let path = audit_path(request.uri(), request.extensions());
+                let path = original_path(request.uri(), request.extensions());
                 auditor.record(&AuditEvent::allowed(request.method(), path, &claims));
             }
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
@@ -197,7 +197,7 @@ fn deny<B: From<String>>(
     if let Some(auditor) = &shared.audit {
         auditor.record(&AuditEvent::denied(
             method,
-            audit_path(uri, extensions),
+            original_path(uri, extensions),
             rejection.kind,
             rejection.token.as_deref(),
             rejection.request.as_deref(),
@@ -205,17 +205,6 @@ fn deny<B: From<String>>(
         ));
     }
     shared.challenges.respond(rejection)
-}
-
-/// The path an audit record names: the one the client sent, also under a nested router.
-fn audit_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
-    #[cfg(feature = "axum")]
-    if let Some(axum::extract::OriginalUri(original)) = extensions.get() {
-        return original.path();
-    }
-    #[cfg(not(feature = "axum"))]
-    let _ = extensions;
-    uri.path()
 }
 
 /// Records the decision on the current span (the guard's own when the request waited; a field

@@ -5,14 +5,15 @@
 //! that the metadata fits our configuration. It also keeps what the AS advertises about its token
 //! endpoint ([`Advertised`]), which the served discovery documents (`crate::metadata`) repeat.
 
-use std::fmt::Write as _;
-
 use bytes::BytesMut;
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{config::Config, error::ConfigError};
+use crate::{
+    config::Config,
+    error::{ConfigError, error_chain},
+};
 
 /// Metadata documents larger than this are refused (real ones are a few KiB).
 const MAX_METADATA_BYTES: usize = 256 * 1024;
@@ -335,7 +336,7 @@ async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, String> {
         .header(http::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("{url} is unreachable: {}", chain(&e.without_url())))?;
+        .map_err(|e| format!("{url} is unreachable: {}", error_chain(&e.without_url())))?;
     let status = response.status();
     if status != http::StatusCode::OK {
         return Ok(Fetched::Absent(format!("HTTP {}", status.as_u16())));
@@ -344,7 +345,7 @@ async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, String> {
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("reading {url} failed: {}", chain(&e.without_url())))?
+        .map_err(|e| format!("reading {url} failed: {}", error_chain(&e.without_url())))?
     {
         if body.len() + chunk.len() > MAX_METADATA_BYTES {
             return Err(format!("{url} is larger than {MAX_METADATA_BYTES} bytes"));
@@ -380,17 +381,6 @@ fn supported(
         )),
         _ => Ok(()),
     }
-}
-
-/// An error and its sources, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let _ = write!(text, ": {e}");
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

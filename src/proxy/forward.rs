@@ -40,7 +40,11 @@ use super::{
     rewrite::Bases,
     stall::Sweeper,
 };
-use crate::{VerifiedClaims, error::ConfigError};
+use crate::{
+    VerifiedClaims,
+    error::{ConfigError, error_chain},
+    guard::original_path,
+};
 
 /// The address of the client a request came from, put into its extensions by the proxy's
 /// server (used for `Forwarded` and `X-Forwarded-For`).
@@ -275,11 +279,11 @@ impl Inner {
                 return Err(ProxyFailure::Timeout);
             }
             Ok(Err(error)) if error.is_connect() => {
-                tracing::warn!(error = %chain(&error), "upstream connection failed");
+                tracing::warn!(error = %error_chain(&error), "upstream connection failed");
                 return Err(ProxyFailure::Unreachable);
             }
             Ok(Err(error)) => {
-                tracing::warn!(error = %chain(&error), "upstream request failed");
+                tracing::warn!(error = %error_chain(&error), "upstream request failed");
                 return Err(ProxyFailure::Broken);
             }
             Ok(Ok(response)) => response,
@@ -429,26 +433,6 @@ impl Inner {
             }
             None => Ok(Body::from(whole)),
         }
-    }
-}
-
-/// An error and its causes, for the log (the client gets none of it).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// The path the client sent: under a nested router axum keeps it in `OriginalUri`.
-fn original_path<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a str {
-    match extensions.get::<axum::extract::OriginalUri>() {
-        Some(original) => original.0.path(),
-        None => uri.path(),
     }
 }
 

@@ -172,23 +172,21 @@ pub(crate) fn strip_method_overrides(headers: &mut HeaderMap) {
 /// An empty prefix matches every name: take the prefix from an [`IdentityPrefix`], which
 /// refuses that.
 pub(crate) fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) {
-    let matching: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| starts_with_ignore_case(name.as_str(), prefix))
-        .cloned()
-        .collect();
-    for name in &matching {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| starts_with_ignore_case(name, prefix));
 }
 
 /// Removes every field whose name holds a `_`. CGI-style servers (PHP, WSGI, Rack) read
 /// `X_Smart_Client_Id` and `X-Smart-Client-Id` as the same variable, so an underscore spelling
 /// would get past every list here; nginx drops such fields by default for the same reason.
 pub(crate) fn strip_underscored(headers: &mut HeaderMap) {
+    remove_where(headers, |name| name.contains('_'));
+}
+
+/// Removes every field whose name matches (a `Vec` is allocated only when one does).
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
     let matching: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| matches(name.as_str()))
         .cloned()
         .collect();
     for name in &matching {

@@ -199,10 +199,17 @@ async fn every_interaction_the_scopes_allow_returns_what_the_engine_returns() {
         .send(&public, Some(&all))
         .await;
     assert_eq!(status, 200);
-    assert!(
-        body.contains(&format!("\"fullUrl\":\"{public}/Patient/{id}\"")) || body.contains(&public),
-        "{body}"
-    );
+    // Every entry of the history names its version under the public base.
+    let history: Value = serde_json::from_str(&body).expect("history JSON");
+    let entries = history["entry"].as_array().expect("entries");
+    assert!(!entries.is_empty(), "{body}");
+    for entry in entries {
+        let full_url = entry["fullUrl"].as_str().expect("fullUrl");
+        assert!(
+            full_url.starts_with(&format!("{public}/Patient/{id}")),
+            "{full_url}"
+        );
+    }
     assert!(!body.contains(&engine.base), "no upstream URL left: {body}");
     let (status, _, _) = Call::get(format!("/Patient/{id}"))
         .with_body("DELETE", FHIR, json!({}))
@@ -241,10 +248,22 @@ async fn every_interaction_the_scopes_allow_returns_what_the_engine_returns() {
         .send(&public, Some(&all))
         .await;
     assert_eq!(status, 200, "{body}");
+    // Each created resource's location is under the public base.
+    let response: Value = serde_json::from_str(&body).expect("transaction-response JSON");
+    let locations: Vec<&str> = response["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["response"]["location"].as_str().expect("location"))
+        .collect();
+    assert_eq!(locations.len(), 2, "{body}");
     assert!(
-        body.contains(&format!("\"location\":\"{public}/Patient/"))
-            || body.contains(&format!("{public}/Patient/")),
-        "{body}"
+        locations[0].starts_with(&format!("{public}/Patient/")),
+        "{locations:?}"
+    );
+    assert!(
+        locations[1].starts_with(&format!("{public}/Observation/")),
+        "{locations:?}"
     );
     assert!(!body.contains(&engine.base), "{body}");
 
