@@ -36,7 +36,7 @@ use tower_service::Service;
 use super::{
     config::ProxyConfig,
     failure::ProxyFailure,
-    headers::{self, Forwarding, Identity, IdentityPrefix},
+    headers::{self, Forwarding, Identity, IdentityPrefix, RequestFields},
     rewrite::Bases,
     stall::Sweeper,
 };
@@ -108,13 +108,9 @@ struct Inner {
     upstream_path: String,
     /// The public base's path: the guard's base path.
     public_path: String,
-    /// `http` or `https`: the scheme clients use.
-    public_proto: &'static str,
-    /// `host[:port]` of the public base.
-    public_host: String,
     bases: Bases,
-    prefix: IdentityPrefix,
-    forward_authorization: bool,
+    /// What crosses on a request, with the forwarding values precomputed.
+    fields: RequestFields,
     upstream_timeout: Duration,
     slots: Arc<Semaphore>,
     max_rewrite_bytes: usize,
@@ -177,6 +173,20 @@ impl Forward {
         } else {
             "http"
         };
+        let upstream_host = upstream_authority(upstream);
+        let fields = RequestFields::new(
+            prefix,
+            config.forward_authorization,
+            // An http upstream speaks HTTP/1.1 (no h2c), so its `Host` is set here, once; an
+            // https one may choose HTTP/2 by ALPN, where the client writes `:authority`.
+            (scheme == Scheme::HTTP).then_some(upstream_host.as_str()),
+            &Forwarding {
+                proto: public_proto,
+                // The public base's host, never the client's `Host`: an upstream that trusts
+                // `X-Forwarded-Host` writes it into its URLs.
+                host: Some(&upstream_authority(&public_base)),
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -184,11 +194,8 @@ impl Forward {
                 authority,
                 upstream_path: upstream.path().trim_end_matches('/').to_owned(),
                 public_path: public_base.path().trim_end_matches('/').to_owned(),
-                public_proto,
-                public_host: upstream_authority(&public_base),
                 bases,
-                prefix,
-                forward_authorization: config.forward_authorization,
+                fields,
                 upstream_timeout: config.upstream_timeout,
                 slots: Arc::new(Semaphore::new(config.max_connections)),
                 max_rewrite_bytes: config.max_rewrite_bytes,
@@ -310,17 +317,31 @@ impl Inner {
             .strip_prefix(self.public_path.as_str())
             .filter(|rest| rest.is_empty() || rest.starts_with('/'))
             .ok_or(ProxyFailure::OutsideBase)?;
+        let query = uri.query();
+        // The guard splits parameters on `&` only; Rack and older Python split on `;` too.
+        if query.is_some_and(|query| query.contains(';')) {
+            return Err(ProxyFailure::AmbiguousQuery);
+        }
+        // The same base path on both sides, and the URI the guard read: its path and query go
+        // on as they are (a reference count, not a copy and a second parse).
+        if self.public_path == self.upstream_path
+            && path == uri.path()
+            && !path.is_empty()
+            && let Some(path_and_query) = uri.path_and_query()
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = Some(path_and_query.clone());
+            return Uri::from_parts(parts).map_err(|_| ProxyFailure::Unforwardable);
+        }
         let mut target = String::with_capacity(self.upstream_path.len() + path.len() + 64);
         target.push_str(&self.upstream_path);
         target.push_str(below);
         if target.is_empty() {
             target.push('/');
         }
-        if let Some(query) = uri.query() {
-            // The guard splits parameters on `&` only; Rack and older Python split on `;` too.
-            if query.contains(';') {
-                return Err(ProxyFailure::AmbiguousQuery);
-            }
+        if let Some(query) = query {
             target.push('?');
             target.push_str(query);
         }
@@ -332,49 +353,24 @@ impl Inner {
             .map_err(|_| ProxyFailure::Unforwardable)
     }
 
-    /// What crosses: hop-by-hop fields and method overrides out, forged identity out, our
-    /// identity and forwarding fields in, `Host` and `Accept-Encoding` left to the client.
+    /// What crosses (`headers.rs`): hop-by-hop fields, method overrides and forged identity
+    /// out, our identity and forwarding fields in.
     fn prepare_headers(&self, parts: &mut http::request::Parts) -> Result<(), ProxyFailure> {
-        let headers = &mut parts.headers;
-        headers::strip_hop_by_hop(headers).map_err(|_| ProxyFailure::Unforwardable)?;
-        headers::strip_underscored(headers);
-        headers::strip_method_overrides(headers);
-        headers::strip_prefixed(headers, self.prefix.as_str());
-        // hyper answers `Expect: 100-continue` itself when the body is first read; the client
-        // sets `Host` from the upstream URI; an identity body is what can be rewritten.
-        headers.remove(header::EXPECT);
-        headers.remove(header::HOST);
-        headers.remove(header::ACCEPT_ENCODING);
-        if !self.forward_authorization {
-            headers.remove(header::AUTHORIZATION);
-        }
-        if let Some(claims) = parts.extensions.get::<VerifiedClaims>() {
-            let interaction = claims.request().interaction();
-            headers::insert_identity(
-                headers,
-                &self.prefix,
-                &Identity {
-                    client_id: claims.client_id(),
-                    scopes: claims.scope(),
-                    interaction: interaction.as_str(),
-                },
-            );
-        }
+        let identity = parts
+            .extensions
+            .get::<VerifiedClaims>()
+            .map(|claims| Identity {
+                client_id: claims.client_id(),
+                scopes: claims.scope(),
+                interaction: claims.request().interaction().as_str(),
+            });
         let peer = parts
             .extensions
             .get::<ClientAddr>()
             .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-        headers::set_forwarded(
-            headers,
-            &Forwarding {
-                peer,
-                proto: self.public_proto,
-                // The public base's host, never the client's `Host`: an upstream that trusts
-                // `X-Forwarded-Host` writes it into its URLs.
-                host: Some(&self.public_host),
-            },
-        );
-        Ok(())
+        self.fields
+            .prepare(&mut parts.headers, identity.as_ref(), peer)
+            .map_err(|_| ProxyFailure::Unforwardable)
     }
 
     /// A JSON body: read up to the limit and rewritten if it is a Bundle; a larger one goes on

@@ -1,18 +1,15 @@
 //! What crosses the proxy: the header fields removed, refused and set between the client and the
 //! upstream FHIR server.
 //!
-//! Pure functions on [`HeaderMap`]s. On a request, call them in this order, so that nothing the
-//! client sent can remove or override what the guard sets:
-//!
-//! 1. [`strip_hop_by_hop`] (refuse the request on `Err`),
-//! 2. [`strip_method_overrides`],
-//! 3. [`strip_prefixed`] with the identity prefix, then [`insert_identity`],
-//! 4. [`set_forwarded`].
-//!
-//! On a response, [`strip_hop_by_hop_response`].
+//! Pure logic on [`HeaderMap`]s: on a request, [`RequestFields::prepare`] (one pass, refused on
+//! `Err`); on a response, [`strip_hop_by_hop_response`].
 
-use std::{fmt, net::IpAddr};
+use std::{
+    fmt::{self, Write as _},
+    net::IpAddr,
+};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The hop-by-hop fields of RFC 9110 §7.6.1 (and the old `Keep-Alive`, `Proxy-Connection`): a
@@ -62,22 +59,20 @@ pub(crate) const METHOD_OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-method-override"),
 ];
 
-/// The standard forwarding field of RFC 7239.
-const FORWARDED: HeaderName = header::FORWARDED;
 /// The de-facto forwarding fields the proxy sets.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// The forwarding fields [`set_forwarded`] sets.
+/// The forwarding fields [`RequestFields`] sets: `Forwarded` (RFC 7239) and the de-facto ones.
 const FORWARDING_SET: [HeaderName; 4] = [
-    FORWARDED,
+    header::FORWARDED,
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_FORWARDED_HOST,
 ];
 
 /// Forwarding fields a client may send but the proxy neither trusts nor sets: removed by
-/// [`set_forwarded`], besides those it replaces. An upstream that trusts them would take the
+/// [`RequestFields`], besides those it replaces. An upstream that trusts them would take the
 /// client's word for its port, its path prefix (and so the base URL it writes) or its address.
 const FORWARDING_REMOVED: [HeaderName; 4] = [
     HeaderName::from_static("x-forwarded-port"),
@@ -106,18 +101,17 @@ impl fmt::Display for HopByHopError {
 
 impl std::error::Error for HopByHopError {}
 
-/// Removes a request's hop-by-hop fields: those of [`HOP_BY_HOP`] and every field a `Connection`
-/// header names.
+/// The fields a request's `Connection` headers name: with the fixed [`HOP_BY_HOP`] fields, what
+/// a proxy removes (RFC 9110 §7.6.1).
 ///
 /// # Errors
 ///
 /// When a `Connection` header names a field of [`CONNECTION_PROTECTED`], or holds something
-/// other than field names (comma-separated tokens, optional whitespace around them); `headers`
-/// is then left unchanged.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
+/// other than field names (comma-separated tokens, optional whitespace around them).
+fn connection_named(headers: &HeaderMap) -> Result<Vec<HeaderName>, HopByHopError> {
     let mut named = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
-        for token in list_elements(value.as_bytes()) {
+        for token in list_elements(value.as_bytes()).filter(|token| !names_hop_by_hop(token)) {
             let name = HeaderName::from_bytes(token).map_err(|_| HopByHopError::Unreadable)?;
             if CONNECTION_PROTECTED.contains(&name.as_str()) {
                 return Err(HopByHopError::Protected(name));
@@ -125,8 +119,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Result<(), HopByHopEr
             named.push(name);
         }
     }
-    remove_all(headers, named);
-    Ok(())
+    Ok(named)
 }
 
 /// Removes a response's hop-by-hop fields: those of [`HOP_BY_HOP`] and every field a
@@ -136,9 +129,43 @@ pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|value| list_elements(value.as_bytes()))
+        .filter(|token| !names_hop_by_hop(token))
         .filter_map(|token| HeaderName::from_bytes(token).ok())
         .collect();
-    remove_all(headers, named);
+    // One pass over the names; a `Vec` is allocated only when a field goes.
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name.as_str()) || named.contains(name))
+        .cloned()
+        .collect();
+    for name in &dropped {
+        headers.remove(name);
+    }
+}
+
+/// Whether a `Connection` token names a field of [`HOP_BY_HOP`] (removed anyway, so not
+/// made into a name: `Connection: keep-alive` costs no allocation).
+fn names_hop_by_hop(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
+}
+
+/// Whether `name` (lowercase) is one of [`HOP_BY_HOP`] (a test checks they agree), matched by
+/// length and bytes: several times cheaper than comparing with each `HeaderName`.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// The non-empty elements of a comma-separated list, without the whitespace around them
@@ -148,50 +175,6 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(|element| element.trim_ascii())
         .filter(|element| !element.is_empty())
-}
-
-/// Removes the fields of [`HOP_BY_HOP`] and `named`.
-fn remove_all(headers: &mut HeaderMap, named: Vec<HeaderName>) {
-    for name in HOP_BY_HOP.iter().chain(&named) {
-        headers.remove(name);
-    }
-}
-
-/// Removes the method-override fields of [`METHOD_OVERRIDES`].
-pub(crate) fn strip_method_overrides(headers: &mut HeaderMap) {
-    for name in &METHOD_OVERRIDES {
-        headers.remove(name);
-    }
-}
-
-/// Removes every field whose name starts with `prefix` (ASCII case-insensitive), so that a
-/// client cannot send the identity fields the proxy sets.
-///
-/// # Security
-///
-/// An empty prefix matches every name: take the prefix from an [`IdentityPrefix`], which
-/// refuses that.
-pub(crate) fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) {
-    remove_where(headers, |name| starts_with_ignore_case(name, prefix));
-}
-
-/// Removes every field whose name holds a `_`. CGI-style servers (PHP, WSGI, Rack) read
-/// `X_Smart_Client_Id` and `X-Smart-Client-Id` as the same variable, so an underscore spelling
-/// would get past every list here; nginx drops such fields by default for the same reason.
-pub(crate) fn strip_underscored(headers: &mut HeaderMap) {
-    remove_where(headers, |name| name.contains('_'));
-}
-
-/// Removes every field whose name matches (a `Vec` is allocated only when one does).
-fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
-    let matching: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| matches(name.as_str()))
-        .cloned()
-        .collect();
-    for name in &matching {
-        headers.remove(name);
-    }
 }
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
@@ -275,14 +258,19 @@ impl IdentityPrefix {
         })
     }
 
-    /// The prefix, lowercase: what [`strip_prefixed`] takes.
+    /// The prefix, lowercase: [`RequestFields`] drops every field whose name starts with it.
     pub(crate) fn as_str(&self) -> &str {
         &self.prefix
     }
 }
 
-/// Who the guard found the caller to be, and what it allowed: set on the request to the
-/// upstream by [`insert_identity`].
+/// Who the guard found the caller to be, and what it allowed: sent to the upstream as
+/// `{prefix}client-id`, `{prefix}scopes` and `{prefix}interaction`.
+///
+/// A value is sent as is when it is visible ASCII with inner spaces; otherwise the bytes that
+/// would not be (controls, non-ASCII UTF-8, a leading or trailing space) and every `%` are
+/// percent-encoded (`%XX`), so the value is always a valid field value and percent-decoding
+/// it gives back the original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Identity<'a> {
     /// The token's `client_id`, when the introspection answer had one.
@@ -290,44 +278,213 @@ pub(crate) struct Identity<'a> {
     /// The granted scopes, space-separated.
     pub(crate) scopes: &'a str,
     /// The FHIR interaction the guard authorized (such as `read` or `search-type`).
-    pub(crate) interaction: &'a str,
+    pub(crate) interaction: &'static str,
 }
 
-/// Sets `{prefix}client-id`, `{prefix}scopes` and `{prefix}interaction` from `identity`,
-/// replacing any value already there; without a client id, removes `{prefix}client-id`.
+/// Where the clients reach the proxy, for the forwarding fields: what [`RequestFields`] writes
+/// besides the client's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Forwarding<'a> {
+    /// The scheme the clients use: `http` or `https`.
+    pub(crate) proto: &'a str,
+    /// The public `host[:port]`.
+    pub(crate) host: Option<&'a str>,
+}
+
+/// What the proxy does to a request's fields, in one pass: the hop-by-hop fields, method
+/// overrides, forged identity and forwarding fields and `_` names removed; the identity,
+/// forwarding and `Host` fields set. Made once from the settings, with the values that do not
+/// change from one request to the next already encoded.
 ///
-/// A value is sent as is when it is visible ASCII with inner spaces; otherwise the bytes that
-/// would not be (controls, non-ASCII UTF-8, a leading or trailing space) and every `%` are
-/// percent-encoded (`%XX`), so the value is always a valid field value and percent-decoding
-/// it gives back the original.
-pub(crate) fn insert_identity(
-    headers: &mut HeaderMap,
-    prefix: &IdentityPrefix,
-    identity: &Identity<'_>,
-) {
-    match identity.client_id {
-        Some(client_id) => {
-            headers.insert(prefix.client_id.clone(), field_value(client_id));
+/// Nothing the client sent can remove or override what the proxy sets: every field it sets is
+/// removed first.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestFields {
+    prefix: IdentityPrefix,
+    forward_authorization: bool,
+    /// `Host` for an HTTP/1.1 upstream; `None`: the client's is removed and the HTTP client
+    /// sets it from the URI (`:authority` on HTTP/2).
+    host: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`, when the proto is a URI scheme.
+    proto: Option<HeaderValue>,
+    /// `X-Forwarded-Host`, when the host is a `host[:port]`.
+    forwarded_host: Option<HeaderValue>,
+    /// What follows `for=…` in `Forwarded`: `;proto=…;host=…`.
+    forwarded_rest: String,
+}
+
+impl RequestFields {
+    /// The plan for requests to an upstream whose `Host` is `upstream_host` (`None` to leave
+    /// it to the HTTP client), from clients that reach the proxy at `forwarding`.
+    ///
+    /// A proto that is not a URI scheme, or a host that is not a `host[:port]` (only letters,
+    /// digits, `-._~:[]%`), is left out of both `Forwarded` and its `X-Forwarded-*` field
+    /// rather than make either unreadable. A host is quoted in `Forwarded` when it is not a
+    /// token (`host="example.org:8443"`).
+    pub(crate) fn new(
+        prefix: IdentityPrefix,
+        forward_authorization: bool,
+        upstream_host: Option<&str>,
+        forwarding: &Forwarding<'_>,
+    ) -> Self {
+        let proto = Some(forwarding.proto).filter(|proto| is_scheme(proto));
+        let host = forwarding.host.filter(|host| is_host(host));
+        let mut forwarded_rest = String::new();
+        if let Some(proto) = proto {
+            forwarded_rest.push_str(";proto=");
+            forwarded_rest.push_str(proto);
         }
-        None => {
-            headers.remove(&prefix.client_id);
+        if let Some(host) = host {
+            if host.bytes().all(is_tchar) {
+                forwarded_rest.push_str(";host=");
+                forwarded_rest.push_str(host);
+            } else {
+                forwarded_rest.push_str(";host=\"");
+                forwarded_rest.push_str(host);
+                forwarded_rest.push('"');
+            }
+        }
+        // Each value is visible ASCII: a scheme, or a host checked by `is_host`.
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        Self {
+            prefix,
+            forward_authorization,
+            host: upstream_host.and_then(value),
+            proto: proto.and_then(value),
+            forwarded_host: host.and_then(value),
+            forwarded_rest,
         }
     }
-    headers.insert(prefix.scopes.clone(), field_value(identity.scopes));
-    headers.insert(
-        prefix.interaction.clone(),
-        field_value(identity.interaction),
-    );
+
+    /// Prepares `headers` of a request from `peer` for the upstream, with the `identity` the
+    /// guard verified (`None`: no identity fields are sent).
+    ///
+    /// The peer is written in its canonical form (an IPv4-mapped IPv6 address as IPv4); an IPv6
+    /// address is bracketed and quoted in `Forwarded` (`for="[2001:db8::1]"`, RFC 7239 §6).
+    ///
+    /// # Errors
+    ///
+    /// When a `Connection` header names a field of [`CONNECTION_PROTECTED`], or holds something
+    /// other than field names; `headers` is then left unchanged.
+    pub(crate) fn prepare(
+        &self,
+        headers: &mut HeaderMap,
+        identity: Option<&Identity<'_>>,
+        peer: IpAddr,
+    ) -> Result<(), HopByHopError> {
+        let named = if headers.contains_key(header::CONNECTION) {
+            connection_named(headers)?
+        } else {
+            Vec::new()
+        };
+        // One pass over the names; a `Vec` is allocated only when a field goes.
+        let dropped: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.drops(name, &named))
+            .cloned()
+            .collect();
+        for name in &dropped {
+            headers.remove(name);
+        }
+        // Up to seven fields are set: one growth of the map at most.
+        headers.reserve(7);
+        if let Some(identity) = identity {
+            if let Some(client_id) = identity.client_id {
+                headers.insert(self.prefix.client_id.clone(), field_value(client_id));
+            }
+            headers.insert(self.prefix.scopes.clone(), field_value(identity.scopes));
+            if let Ok(value) =
+                HeaderValue::from_maybe_shared(Bytes::from_static(identity.interaction.as_bytes()))
+            {
+                headers.insert(self.prefix.interaction.clone(), value);
+            }
+        }
+        let peer = peer.to_canonical();
+        let mut forwarded = String::with_capacity(48 + self.forwarded_rest.len());
+        forwarded.push_str("for=");
+        let mut forwarded_for = String::with_capacity(40);
+        push_ip(&mut forwarded_for, peer);
+        if peer.is_ipv6() {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&forwarded_for);
+            forwarded.push_str("]\"");
+        } else {
+            forwarded.push_str(&forwarded_for);
+        }
+        forwarded.push_str(&self.forwarded_rest);
+        // Visible ASCII: an address, then the checked rest.
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
+            headers.insert(header::FORWARDED, value);
+        }
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        if let Some(proto) = &self.proto {
+            headers.insert(X_FORWARDED_PROTO, proto.clone());
+        }
+        if let Some(host) = &self.forwarded_host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        if let Some(host) = &self.host {
+            headers.insert(header::HOST, host.clone());
+        }
+        Ok(())
+    }
+
+    /// Whether the field `name` does not cross: a hop-by-hop field or one `Connection`
+    /// (`named`) names, a method override, a forwarding field, a name with `_` or the identity
+    /// prefix, `Expect` (hyper answers it), `Accept-Encoding` (an identity body is what can be
+    /// rewritten), `Host` when the HTTP client sets it, `Authorization` when not forwarded.
+    fn drops(&self, name: &HeaderName, named: &[HeaderName]) -> bool {
+        let text = name.as_str();
+        // The names of `METHOD_OVERRIDES`, `FORWARDING_SET` and `FORWARDING_REMOVED` (a test
+        // checks that they are all here), matched as `is_hop_by_hop` does.
+        let fixed = is_hop_by_hop(text)
+            || matches!(
+                text,
+                "x-http-method-override"
+                    | "x-http-method"
+                    | "x-method-override"
+                    | "forwarded"
+                    | "x-forwarded-for"
+                    | "x-forwarded-proto"
+                    | "x-forwarded-host"
+                    | "x-forwarded-port"
+                    | "x-forwarded-prefix"
+                    | "x-forwarded-server"
+                    | "x-real-ip"
+                    | "expect"
+                    | "accept-encoding"
+            );
+        fixed
+            || (name == header::HOST && self.host.is_none())
+            || (name == header::AUTHORIZATION && !self.forward_authorization)
+            // CGI-style servers (PHP, WSGI, Rack) read `X_Smart_Client_Id` and
+            // `X-Smart-Client-Id` as the same variable, so an underscore spelling would get
+            // past every list here; nginx drops such fields by default for the same reason.
+            || text.contains('_')
+            // Names are lowercase, and so is the prefix.
+            || text.starts_with(self.prefix.as_str())
+            || named.contains(name)
+    }
 }
 
-/// `value` as a field value, percent-encoding what [`insert_identity`] describes.
+/// `value` as a field value, percent-encoding what [`Identity`] describes (one allocation
+/// when nothing needs encoding).
 fn field_value(value: &str) -> HeaderValue {
     let bytes = value.as_bytes();
     let last = bytes.len().saturating_sub(1);
-    let mut out = String::with_capacity(bytes.len());
+    let encoded = |i: usize, b: u8| {
+        b == b'%' || !(b' '..=b'~').contains(&b) || (b == b' ' && (i == 0 || i == last))
+    };
+    if !bytes.iter().enumerate().any(|(i, &b)| encoded(i, b))
+        && let Ok(value) = HeaderValue::from_str(value)
+    {
+        return value;
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
     for (i, &b) in bytes.iter().enumerate() {
-        let edge_space = b == b' ' && (i == 0 || i == last);
-        if b == b'%' || !(b' '..=b'~').contains(&b) || edge_space {
+        if encoded(i, b) {
             out.push('%');
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 0xf)]));
@@ -335,78 +492,33 @@ fn field_value(value: &str) -> HeaderValue {
             out.push(char::from(b));
         }
     }
-    HeaderValue::from_str(&out).expect("only visible ASCII and inner spaces remain")
+    HeaderValue::from_maybe_shared(Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// The connection the proxy received a request on, for [`set_forwarded`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Forwarding<'a> {
-    /// The client's address.
-    pub(crate) peer: IpAddr,
-    /// The scheme the client used: `http` or `https`.
-    pub(crate) proto: &'a str,
-    /// The `Host` (or HTTP/2 `:authority`) the client used.
-    pub(crate) host: Option<&'a str>,
-}
-
-/// Replaces the forwarding fields a client may have sent with the proxy's own: `Forwarded`
-/// (RFC 7239 §4) and `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`. Also removes
-/// `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Forwarded-Server` and `X-Real-IP`, which it
-/// does not set.
-///
-/// The peer is written in its canonical form (an IPv4-mapped IPv6 address as IPv4); an IPv6
-/// address is bracketed and quoted in `Forwarded` (`for="[2001:db8::1]"`, RFC 7239 §6). A
-/// host is quoted when it is not a token (`host="example.org:8443"`). A proto that is not a URI
-/// scheme, or a host that is not a `host[:port]` (only letters, digits, `-._~:[]%`), is left out
-/// of both `Forwarded` and its `X-Forwarded-*` field rather than make either unreadable.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
-    for name in [
-        FORWARDED,
-        X_FORWARDED_FOR,
-        X_FORWARDED_PROTO,
-        X_FORWARDED_HOST,
-    ]
-    .iter()
-    .chain(&FORWARDING_REMOVED)
-    {
-        headers.remove(name);
-    }
-    let peer = forwarding.peer.to_canonical();
-    let proto = Some(forwarding.proto).filter(|proto| is_scheme(proto));
-    let host = forwarding.host.filter(|host| is_host(host));
-
-    let mut forwarded = match peer {
-        IpAddr::V4(v4) => format!("for={v4}"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-    };
-    if let Some(proto) = proto {
-        forwarded.push_str(";proto=");
-        forwarded.push_str(proto);
-    }
-    if let Some(host) = host {
-        if host.bytes().all(is_tchar) {
-            forwarded.push_str(";host=");
-            forwarded.push_str(host);
-        } else {
-            forwarded.push_str(";host=\"");
-            forwarded.push_str(host);
-            forwarded.push('"');
+/// Appends `ip` as text: IPv4 by hand (the formatting machinery costs more than the rest of
+/// the forwarding fields), IPv6 by its `Display`.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
         }
-    }
-    // Each value is visible ASCII: an address, a scheme, or a host checked by `is_host`.
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert(FORWARDED, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    if let Some(Ok(value)) = proto.map(HeaderValue::from_str) {
-        headers.insert(X_FORWARDED_PROTO, value);
-    }
-    if let Some(Ok(value)) = host.map(HeaderValue::from_str) {
-        headers.insert(X_FORWARDED_HOST, value);
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -485,6 +597,32 @@ mod tests {
     fn names(headers: &HeaderMap) -> Vec<&str> {
         let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
+        names
+    }
+
+    /// The plan with the identity prefix `prefix`, `Authorization` forwarded, `Host` left to
+    /// the HTTP client, clients at `https://fhir.example.org`.
+    fn plan(prefix: &str) -> RequestFields {
+        RequestFields::new(
+            IdentityPrefix::new(prefix).unwrap(),
+            true,
+            None,
+            &Forwarding {
+                proto: "https",
+                host: Some("fhir.example.org"),
+            },
+        )
+    }
+
+    /// Prepares `headers` with `plan("x-smart-")`, no identity, from 192.0.2.1.
+    fn prepare(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
+        plan("x-smart-").prepare(headers, None, IpAddr::from([192, 0, 2, 1]))
+    }
+
+    /// The names left in `headers` but the forwarding fields the proxy sets, sorted.
+    fn sent_names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names = names(headers);
+        names.retain(|name| !FORWARDING_SET.iter().any(|set| set == name));
         names
     }
 
@@ -585,8 +723,8 @@ mod tests {
         ];
         for (case, fields, left) in cases {
             let mut headers = map(fields);
-            assert_eq!(strip_hop_by_hop(&mut headers), Ok(()), "{case}");
-            assert_eq!(names(&headers), *left, "{case}");
+            assert_eq!(prepare(&mut headers), Ok(()), "{case}");
+            assert_eq!(sent_names(&headers), *left, "{case}");
             let mut headers = map(fields);
             strip_hop_by_hop_response(&mut headers);
             assert_eq!(names(&headers), *left, "response: {case}");
@@ -618,7 +756,7 @@ mod tests {
                 ("te", b"trailers"),
             ];
             let mut headers = map(fields);
-            let err = strip_hop_by_hop(&mut headers).unwrap_err();
+            let err = prepare(&mut headers).unwrap_err();
             assert_eq!(
                 err,
                 HopByHopError::Protected(HeaderName::from_static(refused)),
@@ -642,7 +780,7 @@ mod tests {
             ("connection", b"x-a, authorization"),
         ]);
         assert_eq!(
-            strip_hop_by_hop(&mut headers),
+            prepare(&mut headers),
             Err(HopByHopError::Protected(header::AUTHORIZATION))
         );
     }
@@ -661,7 +799,7 @@ mod tests {
             let fields: &[(&str, &[u8])] = &[("connection", connection), ("x-a", b"1")];
             let mut headers = map(fields);
             assert_eq!(
-                strip_hop_by_hop(&mut headers),
+                prepare(&mut headers),
                 Err(HopByHopError::Unreadable),
                 "{connection:?}"
             );
@@ -694,8 +832,8 @@ mod tests {
             ("x-http-method-override", b"PATCH"),
             ("accept", b"x"),
         ]);
-        strip_method_overrides(&mut headers);
-        assert_eq!(names(&headers), ["accept"]);
+        prepare(&mut headers).unwrap();
+        assert_eq!(sent_names(&headers), ["accept"]);
     }
 
     #[test]
@@ -720,8 +858,8 @@ mod tests {
             ("x-smart-", &["x-smart-", "x-smart-client-id-2"], &[]),
             (
                 "x-smart-",
-                &["authorization", "x-forwarded-for"],
-                &["authorization", "x-forwarded-for"],
+                &["authorization", "x-smar", "x-other"],
+                &["authorization", "x-other", "x-smar"],
             ),
         ];
         for (prefix, present, left) in cases {
@@ -732,8 +870,10 @@ mod tests {
                     HeaderValue::from_static("forged"),
                 );
             }
-            strip_prefixed(&mut headers, prefix);
-            assert_eq!(names(&headers), *left, "{prefix} {present:?}");
+            plan(prefix)
+                .prepare(&mut headers, None, IpAddr::from([192, 0, 2, 1]))
+                .unwrap();
+            assert_eq!(sent_names(&headers), *left, "{prefix} {present:?}");
         }
     }
 
@@ -768,18 +908,23 @@ mod tests {
 
     #[test]
     fn identity_fields_are_set_and_replace_forged_ones() {
-        let prefix = IdentityPrefix::new("x-smart-").unwrap();
         let mut headers = map(&[
             ("x-smart-client-id", b"forged"),
             ("x-smart-scopes", b"system/*.*"),
+            ("X-Smart-Tenant", b"forged"),
         ]);
         let identity = Identity {
             client_id: Some("app-1"),
             scopes: "system/Patient.rs system/Observation.r",
             interaction: "search-type",
         };
-        insert_identity(&mut headers, &prefix, &identity);
-        assert_eq!(headers.len(), 3);
+        let fields = plan("x-smart-");
+        let peer = IpAddr::from([192, 0, 2, 1]);
+        fields.prepare(&mut headers, Some(&identity), peer).unwrap();
+        assert_eq!(
+            sent_names(&headers),
+            ["x-smart-client-id", "x-smart-interaction", "x-smart-scopes"]
+        );
         assert_eq!(headers["x-smart-client-id"], "app-1");
         assert_eq!(
             headers["x-smart-scopes"],
@@ -791,12 +936,20 @@ mod tests {
             client_id: None,
             ..identity
         };
-        insert_identity(&mut headers, &prefix, &anonymous);
-        assert!(
-            !headers.contains_key("x-smart-client-id"),
+        fields
+            .prepare(&mut headers, Some(&anonymous), peer)
+            .unwrap();
+        assert_eq!(
+            sent_names(&headers),
+            ["x-smart-interaction", "x-smart-scopes"],
             "no client id, no field"
         );
-        assert_eq!(headers.len(), 2);
+        fields.prepare(&mut headers, None, peer).unwrap();
+        assert_eq!(
+            sent_names(&headers),
+            [] as [&str; 0],
+            "no identity, no fields"
+        );
     }
 
     #[test]
@@ -821,29 +974,28 @@ mod tests {
             ("\u{1F600}", "%F0%9F%98%80"),
             ("\"quoted\";,=", "\"quoted\";,="),
         ];
-        let prefix = IdentityPrefix::new("x-smart-").unwrap();
-        for (client_id, sent) in cases {
+        let fields = plan("x-smart-");
+        for (value, sent) in cases {
             let mut headers = HeaderMap::new();
-            insert_identity(
-                &mut headers,
-                &prefix,
-                &Identity {
-                    client_id: Some(client_id),
-                    scopes: client_id,
-                    interaction: client_id,
-                },
-            );
-            for name in ["x-smart-client-id", "x-smart-scopes", "x-smart-interaction"] {
+            let identity = Identity {
+                client_id: Some(value),
+                scopes: value,
+                interaction: "read",
+            };
+            fields
+                .prepare(&mut headers, Some(&identity), IpAddr::from([192, 0, 2, 1]))
+                .unwrap();
+            for name in ["x-smart-client-id", "x-smart-scopes"] {
                 assert_eq!(
                     headers[name].as_bytes(),
                     sent.as_bytes(),
-                    "{client_id:?} in {name}"
+                    "{value:?} in {name}"
                 );
             }
             let decoded = percent_encoding::percent_decode(sent.as_bytes())
                 .decode_utf8()
                 .unwrap();
-            assert_eq!(decoded, client_id, "{client_id:?} decodes back");
+            assert_eq!(decoded, value, "{value:?} decodes back");
         }
     }
 
@@ -974,7 +1126,14 @@ mod tests {
                 ("x-real-ip", b"10.0.0.1"),
                 ("accept", b"x"),
             ]);
-            set_forwarded(&mut headers, &Forwarding { peer, proto, host });
+            RequestFields::new(
+                IdentityPrefix::new("x-smart-").unwrap(),
+                true,
+                None,
+                &Forwarding { proto, host },
+            )
+            .prepare(&mut headers, None, peer)
+            .unwrap();
             let case = format!("{peer} {proto} {host:?}");
             let all = |name: &str| -> Vec<&str> {
                 headers
@@ -1024,7 +1183,7 @@ mod tests {
             "x_smart_client_id",
             "X_HTTP_Method_Override",
             "x_forwarded_prefix",
-            "x-smart-ok",
+            "x-ok",
             "accept",
         ] {
             headers.append(
@@ -1032,9 +1191,93 @@ mod tests {
                 HeaderValue::from_static("x"),
             );
         }
-        strip_underscored(&mut headers);
-        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["accept", "x-smart-ok"]);
+        prepare(&mut headers).unwrap();
+        assert_eq!(sent_names(&headers), ["accept", "x-ok"]);
+    }
+
+    #[test]
+    fn the_fast_matches_cover_every_listed_field() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+            assert!(
+                names_hop_by_hop(name.as_str().to_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        let fields = plan("x-smart-");
+        for name in HOP_BY_HOP
+            .iter()
+            .chain(&METHOD_OVERRIDES)
+            .chain(&FORWARDING_SET)
+            .chain(&FORWARDING_REMOVED)
+        {
+            assert!(fields.drops(name, &[]), "{name}");
+        }
+        for kept in [
+            "accept",
+            "authorization",
+            "host",
+            "if-match",
+            "prefer",
+            "x-forwarded",
+        ] {
+            let name = HeaderName::from_static(kept);
+            assert!(
+                !is_hop_by_hop(kept) && !names_hop_by_hop(kept.as_bytes()),
+                "{kept}"
+            );
+            assert_eq!(fields.drops(&name, &[]), kept == "host", "{kept}");
+        }
+    }
+
+    #[test]
+    fn host_is_set_for_an_http_upstream_and_authorization_kept_unless_told() {
+        let client = || {
+            map(&[
+                ("host", b"evil.example"),
+                ("authorization", b"Bearer t"),
+                ("expect", b"100-continue"),
+                ("accept-encoding", b"gzip"),
+                ("accept", b"x"),
+            ])
+        };
+        let peer = IpAddr::from([192, 0, 2, 1]);
+        let forwarding = Forwarding {
+            proto: "https",
+            host: Some("fhir.example.org"),
+        };
+        let prefix = IdentityPrefix::new("x-smart-").unwrap();
+
+        let mut headers = client();
+        RequestFields::new(prefix.clone(), true, Some("10.0.0.7:8080"), &forwarding)
+            .prepare(&mut headers, None, peer)
+            .unwrap();
+        assert_eq!(sent_names(&headers), ["accept", "authorization", "host"]);
+        assert_eq!(headers["host"], "10.0.0.7:8080");
+        assert_eq!(headers["authorization"], "Bearer t");
+
+        let mut headers = client();
+        RequestFields::new(prefix, false, None, &forwarding)
+            .prepare(&mut headers, None, peer)
+            .unwrap();
+        assert_eq!(sent_names(&headers), ["accept"], "Host left to the client");
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for octets in [
+            [0, 0, 0, 0],
+            [9, 10, 99, 100],
+            [255, 254, 200, 1],
+            [127, 0, 0, 1],
+        ] {
+            let ip = IpAddr::from(octets);
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+        let mut out = String::new();
+        push_ip(&mut out, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(out, "::1");
     }
 }

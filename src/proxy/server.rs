@@ -116,12 +116,11 @@ where
             let working = Working::start(Arc::clone(&tracked));
             async move {
                 let response = app.call(request).await.unwrap_or_else(|e| match e {});
-                // The request is in progress until its response body has been sent.
-                Ok::<_, Infallible>(response.map(|body| {
-                    Body::new(Tracked {
-                        body,
-                        _working: working,
-                    })
+                // The request is in progress until its response body has been sent (hyper
+                // takes any body: no second box around the first).
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _working: working,
                 }))
             }
         });

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Instructions per forwarded request (callgrind): the smart-guard proxy on a cache hit beside the
+# bare hyper-util forwarder, both in front of the same nginx upstream. See proxy_instructions.py.
+#
+#   scripts/proxy_instructions.sh [--seconds S] [--connections C] [--annotate]
+#
+# Needs valgrind, nginx and wrk (Debian packages). Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in valgrind nginx wrk; do
+  command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
+done
+cargo build --release --features cli --example bare_forward --quiet
+exec python3 scripts/proxy_instructions.py "$@"
