@@ -5,6 +5,7 @@
 use std::{
     convert::Infallible,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -14,7 +15,7 @@ use axum::{Router, body::Body};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::forward::Forward;
+use super::{forward::Forward, server::ForClient};
 use crate::{ResponseFuture, SmartGuard};
 
 /// Side routes by exact path, the rest to the guarded forwarder.
@@ -30,6 +31,18 @@ impl Dispatch {
         Self {
             side,
             side_paths: side_paths.into(),
+            guarded,
+        }
+    }
+}
+
+impl ForClient for Dispatch {
+    fn for_client(&self, addr: SocketAddr) -> Self {
+        let mut guarded = self.guarded.clone();
+        *guarded.get_mut() = self.guarded.get_ref().for_client(addr);
+        Self {
+            side: self.side.clone(),
+            side_paths: Arc::clone(&self.side_paths),
             guarded,
         }
     }

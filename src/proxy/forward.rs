@@ -36,7 +36,7 @@ use tower_service::Service;
 use super::{
     config::ProxyConfig,
     failure::ProxyFailure,
-    headers::{self, Forwarding, Identity, IdentityPrefix, RequestFields},
+    headers::{self, Forwarding, Identity, IdentityPrefix, PeerFields, RequestFields},
     rewrite::Bases,
     stall::Sweeper,
 };
@@ -97,6 +97,9 @@ struct Counters {
 #[derive(Clone, Debug)]
 pub struct Forward {
     inner: Arc<Inner>,
+    /// The forwarding fields of one client connection ([`Forward::for_client`]); without them,
+    /// each request's [`ClientAddr`] is read.
+    client: Option<Arc<PeerFields>>,
 }
 
 #[derive(Debug)]
@@ -202,7 +205,19 @@ impl Forward {
                 counters: Counters::default(),
                 sweeper: Sweeper::new(config.upstream_timeout),
             }),
+            client: None,
         })
+    }
+
+    /// This forwarder for the requests of one client connection from `addr`: the forwarding
+    /// fields (`Forwarded`, `X-Forwarded-For`) are made once, not per request, and no
+    /// [`ClientAddr`] is needed in the requests' extensions.
+    #[must_use]
+    pub fn for_client(&self, addr: SocketAddr) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            client: Some(Arc::new(self.inner.fields.peer(addr.ip()))),
+        }
     }
 
     /// The counters so far.
@@ -230,8 +245,9 @@ impl Service<Request<Body>> for Forward {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
+        let client = self.client.clone();
         Box::pin(async move {
-            Ok(match inner.forward(request).await {
+            Ok(match inner.forward(request, client.as_deref()).await {
                 Ok(response) => response,
                 Err(failure) => {
                     if matches!(
@@ -251,7 +267,11 @@ impl Service<Request<Body>> for Forward {
 }
 
 impl Inner {
-    async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, ProxyFailure> {
+    async fn forward(
+        &self,
+        request: Request<Body>,
+        client: Option<&PeerFields>,
+    ) -> Result<Response<Body>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
         // Only an answer that can be a Bundle is read whole to be rewritten; the rest streams.
         let may_be_bundle = parts
@@ -259,7 +279,7 @@ impl Inner {
             .get::<VerifiedClaims>()
             .is_some_and(|claims| answers_with_bundle(claims.request()));
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
-        self.prepare_headers(&mut parts)?;
+        self.prepare_headers(&mut parts, client)?;
         // Request trailers would reach an HTTP/2 upstream unfiltered: none cross.
         let body = if http_body::Body::is_end_stream(&body) {
             body
@@ -355,7 +375,11 @@ impl Inner {
 
     /// What crosses (`headers.rs`): hop-by-hop fields, method overrides and forged identity
     /// out, our identity and forwarding fields in.
-    fn prepare_headers(&self, parts: &mut http::request::Parts) -> Result<(), ProxyFailure> {
+    fn prepare_headers(
+        &self,
+        parts: &mut http::request::Parts,
+        client: Option<&PeerFields>,
+    ) -> Result<(), ProxyFailure> {
         let identity = parts
             .extensions
             .get::<VerifiedClaims>()
@@ -364,12 +388,20 @@ impl Inner {
                 scopes: claims.scope(),
                 interaction: claims.request().interaction().as_str(),
             });
-        let peer = parts
-            .extensions
-            .get::<ClientAddr>()
-            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let per_request;
+        let client = match client {
+            Some(client) => client,
+            None => {
+                let peer = parts
+                    .extensions
+                    .get::<ClientAddr>()
+                    .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+                per_request = self.fields.peer(peer);
+                &per_request
+            }
+        };
         self.fields
-            .prepare(&mut parts.headers, identity.as_ref(), peer)
+            .prepare(&mut parts.headers, identity.as_ref(), client)
             .map_err(|_| ProxyFailure::Unforwardable)
     }
 

@@ -291,6 +291,13 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) host: Option<&'a str>,
 }
 
+/// `Forwarded` and `X-Forwarded-For` for one client: [`RequestFields::peer`].
+#[derive(Clone, Debug)]
+pub(crate) struct PeerFields {
+    forwarded: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+}
+
 /// What the proxy does to a request's fields, in one pass: the hop-by-hop fields, method
 /// overrides, forged identity and forwarding fields and `_` names removed; the identity,
 /// forwarding and `Host` fields set. Made once from the settings, with the values that do not
@@ -356,11 +363,34 @@ impl RequestFields {
         }
     }
 
-    /// Prepares `headers` of a request from `peer` for the upstream, with the `identity` the
-    /// guard verified (`None`: no identity fields are sent).
+    /// The forwarding values for requests from `peer`: made once per client connection.
     ///
     /// The peer is written in its canonical form (an IPv4-mapped IPv6 address as IPv4); an IPv6
     /// address is bracketed and quoted in `Forwarded` (`for="[2001:db8::1]"`, RFC 7239 §6).
+    pub(crate) fn peer(&self, peer: IpAddr) -> PeerFields {
+        let peer = peer.to_canonical();
+        let mut forwarded_for = String::with_capacity(40);
+        push_ip(&mut forwarded_for, peer);
+        let mut forwarded = String::with_capacity(48 + self.forwarded_rest.len());
+        forwarded.push_str("for=");
+        if peer.is_ipv6() {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&forwarded_for);
+            forwarded.push_str("]\"");
+        } else {
+            forwarded.push_str(&forwarded_for);
+        }
+        forwarded.push_str(&self.forwarded_rest);
+        // Visible ASCII: an address, then the checked rest.
+        let value = |text: String| HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
+        PeerFields {
+            forwarded: value(forwarded),
+            forwarded_for: value(forwarded_for),
+        }
+    }
+
+    /// Prepares `headers` of a request from `peer` for the upstream, with the `identity` the
+    /// guard verified (`None`: no identity fields are sent).
     ///
     /// # Errors
     ///
@@ -370,7 +400,7 @@ impl RequestFields {
         &self,
         headers: &mut HeaderMap,
         identity: Option<&Identity<'_>>,
-        peer: IpAddr,
+        peer: &PeerFields,
     ) -> Result<(), HopByHopError> {
         let named = if headers.contains_key(header::CONNECTION) {
             connection_named(headers)?
@@ -386,8 +416,8 @@ impl RequestFields {
         for name in &dropped {
             headers.remove(name);
         }
-        // Up to seven fields are set: one growth of the map at most.
-        headers.reserve(7);
+        // Up to eight fields are set: one growth of the map at most.
+        headers.reserve(8);
         if let Some(identity) = identity {
             if let Some(client_id) = identity.client_id {
                 headers.insert(self.prefix.client_id.clone(), field_value(client_id));
@@ -399,25 +429,11 @@ impl RequestFields {
                 headers.insert(self.prefix.interaction.clone(), value);
             }
         }
-        let peer = peer.to_canonical();
-        let mut forwarded = String::with_capacity(48 + self.forwarded_rest.len());
-        forwarded.push_str("for=");
-        let mut forwarded_for = String::with_capacity(40);
-        push_ip(&mut forwarded_for, peer);
-        if peer.is_ipv6() {
-            forwarded.push_str("\"[");
-            forwarded.push_str(&forwarded_for);
-            forwarded.push_str("]\"");
-        } else {
-            forwarded.push_str(&forwarded_for);
+        if let Some(forwarded) = &peer.forwarded {
+            headers.insert(header::FORWARDED, forwarded.clone());
         }
-        forwarded.push_str(&self.forwarded_rest);
-        // Visible ASCII: an address, then the checked rest.
-        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
-            headers.insert(header::FORWARDED, value);
-        }
-        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
-            headers.insert(X_FORWARDED_FOR, value);
+        if let Some(forwarded_for) = &peer.forwarded_for {
+            headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
         }
         if let Some(proto) = &self.proto {
             headers.insert(X_FORWARDED_PROTO, proto.clone());
@@ -616,7 +632,8 @@ mod tests {
 
     /// Prepares `headers` with `plan("x-smart-")`, no identity, from 192.0.2.1.
     fn prepare(headers: &mut HeaderMap) -> Result<(), HopByHopError> {
-        plan("x-smart-").prepare(headers, None, IpAddr::from([192, 0, 2, 1]))
+        let plan = plan("x-smart-");
+        plan.prepare(headers, None, &plan.peer(IpAddr::from([192, 0, 2, 1])))
     }
 
     /// The names left in `headers` but the forwarding fields the proxy sets, sorted.
@@ -870,9 +887,9 @@ mod tests {
                     HeaderValue::from_static("forged"),
                 );
             }
-            plan(prefix)
-                .prepare(&mut headers, None, IpAddr::from([192, 0, 2, 1]))
-                .unwrap();
+            let plan = plan(prefix);
+            let peer = plan.peer(IpAddr::from([192, 0, 2, 1]));
+            plan.prepare(&mut headers, None, &peer).unwrap();
             assert_eq!(sent_names(&headers), *left, "{prefix} {present:?}");
         }
     }
@@ -919,8 +936,10 @@ mod tests {
             interaction: "search-type",
         };
         let fields = plan("x-smart-");
-        let peer = IpAddr::from([192, 0, 2, 1]);
-        fields.prepare(&mut headers, Some(&identity), peer).unwrap();
+        let peer = fields.peer(IpAddr::from([192, 0, 2, 1]));
+        fields
+            .prepare(&mut headers, Some(&identity), &peer)
+            .unwrap();
         assert_eq!(
             sent_names(&headers),
             ["x-smart-client-id", "x-smart-interaction", "x-smart-scopes"]
@@ -937,14 +956,14 @@ mod tests {
             ..identity
         };
         fields
-            .prepare(&mut headers, Some(&anonymous), peer)
+            .prepare(&mut headers, Some(&anonymous), &peer)
             .unwrap();
         assert_eq!(
             sent_names(&headers),
             ["x-smart-interaction", "x-smart-scopes"],
             "no client id, no field"
         );
-        fields.prepare(&mut headers, None, peer).unwrap();
+        fields.prepare(&mut headers, None, &peer).unwrap();
         assert_eq!(
             sent_names(&headers),
             [] as [&str; 0],
@@ -982,8 +1001,9 @@ mod tests {
                 scopes: value,
                 interaction: "read",
             };
+            let peer = fields.peer(IpAddr::from([192, 0, 2, 1]));
             fields
-                .prepare(&mut headers, Some(&identity), IpAddr::from([192, 0, 2, 1]))
+                .prepare(&mut headers, Some(&identity), &peer)
                 .unwrap();
             for name in ["x-smart-client-id", "x-smart-scopes"] {
                 assert_eq!(
@@ -1126,14 +1146,15 @@ mod tests {
                 ("x-real-ip", b"10.0.0.1"),
                 ("accept", b"x"),
             ]);
-            RequestFields::new(
+            let fields = RequestFields::new(
                 IdentityPrefix::new("x-smart-").unwrap(),
                 true,
                 None,
                 &Forwarding { proto, host },
-            )
-            .prepare(&mut headers, None, peer)
-            .unwrap();
+            );
+            fields
+                .prepare(&mut headers, None, &fields.peer(peer))
+                .unwrap();
             let case = format!("{peer} {proto} {host:?}");
             let all = |name: &str| -> Vec<&str> {
                 headers
@@ -1249,16 +1270,18 @@ mod tests {
         let prefix = IdentityPrefix::new("x-smart-").unwrap();
 
         let mut headers = client();
-        RequestFields::new(prefix.clone(), true, Some("10.0.0.7:8080"), &forwarding)
-            .prepare(&mut headers, None, peer)
+        let fields = RequestFields::new(prefix.clone(), true, Some("10.0.0.7:8080"), &forwarding);
+        fields
+            .prepare(&mut headers, None, &fields.peer(peer))
             .unwrap();
         assert_eq!(sent_names(&headers), ["accept", "authorization", "host"]);
         assert_eq!(headers["host"], "10.0.0.7:8080");
         assert_eq!(headers["authorization"], "Bearer t");
 
         let mut headers = client();
-        RequestFields::new(prefix, false, None, &forwarding)
-            .prepare(&mut headers, None, peer)
+        let fields = RequestFields::new(prefix, false, None, &forwarding);
+        fields
+            .prepare(&mut headers, None, &fields.peer(peer))
             .unwrap();
         assert_eq!(sent_names(&headers), ["accept"], "Host left to the client");
     }

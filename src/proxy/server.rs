@@ -30,7 +30,11 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use super::forward::ClientAddr;
+/// A service made for each client connection, knowing the client's address.
+pub(crate) trait ForClient {
+    /// This service for the connection from `addr`.
+    fn for_client(&self, addr: std::net::SocketAddr) -> Self;
+}
 
 /// How connections are served.
 #[derive(Clone)]
@@ -64,6 +68,7 @@ pub(crate) async fn serve<S>(
 ) -> bool
 where
     S: Service<Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + ForClient
         + Clone
         + Send
         + 'static,
@@ -107,11 +112,10 @@ where
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let app = app.clone();
+        let app = app.for_client(peer);
         let tracked = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ClientAddr(peer));
+            let request = request.map(Body::new);
             let mut app = app.clone();
             let working = Working::start(Arc::clone(&tracked));
             async move {
