@@ -202,3 +202,16 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A revocation reached this replica's caches but not the fleet's shared cache (Redis failed
+/// or timed out): the other replicas keep their answers until their TTL. Retry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevocationNotShared;
+
+impl fmt::Display for RevocationNotShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the revocation reached this replica only: the shared cache is unavailable")
+    }
+}
+
+impl std::error::Error for RevocationNotShared {}

@@ -109,6 +109,18 @@ impl Shared {
         self.introspector.readiness()
     }
 
+    /// Forgets `token` here and, in fleet mode, across the fleet (see
+    /// `Introspector::invalidate`).
+    pub(crate) async fn invalidate(&self, token: &str) -> bool {
+        self.introspector.invalidate(token).await
+    }
+
+    /// Forgets the token named `shared` across the fleet.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn invalidate_shared(&self, shared: crate::fleet::SharedKey) -> bool {
+        self.introspector.invalidate_shared(shared).await
+    }
+
     /// One uncached introspection call (see `Introspector::introspect_uncached`).
     pub(crate) async fn introspect_uncached(
         &self,

@@ -128,6 +128,54 @@ impl SmartGuardLayer {
     }
 }
 
+impl SmartGuardLayer {
+    /// Forgets `token`'s cached answers, so its next request asks again: in this process and,
+    /// in fleet mode, on every replica (the shared entry is marked revoked for the cache's max
+    /// TTL and the revocation published; every replica forgets it on receipt, within a second).
+    /// Call it after revoking the token at the AS, which stays the authority: once the mark
+    /// expires, the AS's answer decides. [`RevocationService`](crate::RevocationService) is
+    /// this behind an HTTP endpoint.
+    ///
+    /// ```no_run
+    /// # async fn f(layer: smart_guard::SmartGuardLayer) {
+    /// if let Err(e) = layer.invalidate("the-revoked-token").await {
+    ///     eprintln!("{e}: retry");
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationNotShared`](crate::RevocationNotShared) when the shared cache could not be
+    /// told (this process has forgotten the token all the same).
+    pub async fn invalidate(&self, token: &str) -> Result<(), crate::RevocationNotShared> {
+        if self.shared.invalidate(token).await {
+            Ok(())
+        } else {
+            Err(crate::RevocationNotShared)
+        }
+    }
+
+    /// [`SmartGuardLayer::invalidate`] by the token's name in the shared cache (fleet mode):
+    /// for an operator who has the name, from a Redis key, but not the token.
+    ///
+    /// # Errors
+    ///
+    /// As [`SmartGuardLayer::invalidate`].
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub async fn invalidate_shared_key(
+        &self,
+        key: crate::fleet::SharedKey,
+    ) -> Result<(), crate::RevocationNotShared> {
+        if self.shared.invalidate_shared(key).await {
+            Ok(())
+        } else {
+            Err(crate::RevocationNotShared)
+        }
+    }
+}
+
 impl<S> Layer<S> for SmartGuardLayer {
     type Service = SmartGuard<S>;
 

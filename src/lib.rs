@@ -213,6 +213,7 @@ mod limits;
 mod need;
 mod readiness;
 mod rejection;
+mod revocation;
 mod scope;
 mod service;
 mod stats;
@@ -230,6 +231,9 @@ pub mod config;
 #[cfg(feature = "dev-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dev-server")))]
 pub mod dev_server;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 pub mod metadata;
 #[cfg(feature = "proxy")]
 #[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
@@ -241,7 +245,7 @@ pub use self::{
     claims::VerifiedClaims,
     classify::{ClassifyError, FhirRequest, Incoming, Interaction, Policy, classify},
     config::{AssertionAudience, ClientAuth, Config, Setting, Settings},
-    error::{ConfigError, IntrospectError, IntrospectErrorKind},
+    error::{ConfigError, IntrospectError, IntrospectErrorKind, RevocationNotShared},
     fhir::ResourceType,
     future::ResponseFuture,
     grant::{Audit, Grant, Grants},
@@ -251,6 +255,7 @@ pub use self::{
     need::{Need, Permissions, TypeScope},
     readiness::{BreakerState, Readiness},
     rejection::AuthFailure,
+    revocation::{RevocationSecret, RevocationService},
     scope::{InsufficientScope, ScopeContext, ScopeSet, ScopeSyntax, SmartScope},
     service::SmartGuard,
     stats::GuardStats,

@@ -128,6 +128,51 @@ pub(crate) struct Stats {
     in_flight_rejections: Counter,
     deadline_rejections: Counter,
     stale_served: Counter,
+    fleet: [Counter; FLEET_EVENTS.len()],
+}
+
+/// What happened at the shared cache of fleet mode (feature `redis`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FleetEvent {
+    /// A first-level miss found the token's entry in the shared cache.
+    SharedHit,
+    /// A first-level miss found no entry in the shared cache.
+    SharedMiss,
+    /// A Redis command failed or timed out, or the Redis breaker was open.
+    SharedError,
+    /// A shared value did not open (changed, another fleet key, another name): a miss.
+    Tampered,
+    /// A replica waited for another's introspection call through the fleet lock.
+    LockWait,
+    /// A revocation this replica sent to the fleet.
+    RevocationSent,
+    /// A revocation this replica received from the fleet.
+    RevocationReceived,
+}
+
+const FLEET_EVENTS: [FleetEvent; 7] = [
+    FleetEvent::SharedHit,
+    FleetEvent::SharedMiss,
+    FleetEvent::SharedError,
+    FleetEvent::Tampered,
+    FleetEvent::LockWait,
+    FleetEvent::RevocationSent,
+    FleetEvent::RevocationReceived,
+];
+
+impl FleetEvent {
+    #[cfg(feature = "metrics")]
+    fn metric(self) -> &'static str {
+        match self {
+            Self::SharedHit => "smart_guard_shared_cache_hits_total",
+            Self::SharedMiss => "smart_guard_shared_cache_misses_total",
+            Self::SharedError => "smart_guard_shared_cache_errors_total",
+            Self::Tampered => "smart_guard_shared_cache_tampered_total",
+            Self::LockWait => "smart_guard_shared_lock_waits_total",
+            Self::RevocationSent => "smart_guard_revocations_sent_total",
+            Self::RevocationReceived => "smart_guard_revocations_received_total",
+        }
+    }
 }
 
 impl std::fmt::Debug for Stats {
@@ -281,7 +326,15 @@ impl Stats {
         metrics::counter!(names::STALE_SERVED).increment(1);
     }
 
+    /// An event at the shared cache (fleet mode).
+    pub(crate) fn fleet(&self, event: FleetEvent) {
+        self.fleet[event as usize].add(1);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(event.metric()).increment(1);
+    }
+
     pub(crate) fn snapshot(&self) -> GuardStats {
+        let fleet = |event: FleetEvent| self.fleet[event as usize].get();
         GuardStats {
             cache_hits: self.cache_hits.get(),
             cache_misses: self.cache_misses.get(),
@@ -308,6 +361,13 @@ impl Stats {
             in_flight_rejections: self.in_flight_rejections.get(),
             deadline_rejections: self.deadline_rejections.get(),
             stale_served: self.stale_served.get(),
+            shared_hits: fleet(FleetEvent::SharedHit),
+            shared_misses: fleet(FleetEvent::SharedMiss),
+            shared_errors: fleet(FleetEvent::SharedError),
+            shared_tampered: fleet(FleetEvent::Tampered),
+            shared_lock_waits: fleet(FleetEvent::LockWait),
+            revocations_sent: fleet(FleetEvent::RevocationSent),
+            revocations_received: fleet(FleetEvent::RevocationReceived),
         }
     }
 }
@@ -354,6 +414,22 @@ pub struct GuardStats {
     pub deadline_rejections: u64,
     /// Requests allowed on a stale active answer during an AS outage (`SMART_GUARD_STALE_IF_ERROR_SECS`).
     pub stale_served: u64,
+    /// Fleet mode: first-level misses answered by the shared cache.
+    pub shared_hits: u64,
+    /// Fleet mode: first-level misses the shared cache had no entry for.
+    pub shared_misses: u64,
+    /// Fleet mode: Redis commands that failed or timed out, or were skipped by Redis's open
+    /// breaker (each fell back to the AS path).
+    pub shared_errors: u64,
+    /// Fleet mode: shared values that did not open (changed, or sealed under another fleet
+    /// key), taken as misses.
+    pub shared_tampered: u64,
+    /// Fleet mode: waits for another replica's introspection call (the fleet lock).
+    pub shared_lock_waits: u64,
+    /// Fleet mode: revocations this replica sent to the fleet.
+    pub revocations_sent: u64,
+    /// Fleet mode: revocations this replica received from the fleet.
+    pub revocations_received: u64,
 }
 
 #[cfg(test)]

@@ -189,6 +189,26 @@ pub const ENV_CLIENT_IDLE_TIMEOUT_MS: &str = "SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS
 /// (default 30000).
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "SMART_GUARD_SHUTDOWN_GRACE_MS";
 
+/// `SMART_GUARD_REDIS_URL`: fleet mode (feature `redis`): the shared cache, `redis://` or
+/// `rediss://` (user and password allowed, never logged); several URLs separated by commas are
+/// the seed nodes of a Redis Cluster.
+pub const ENV_REDIS_URL: &str = "SMART_GUARD_REDIS_URL";
+/// `SMART_GUARD_REDIS_TIMEOUT_MS`: longest wait for one Redis command; past it, the AS path
+/// (default 50).
+pub const ENV_REDIS_TIMEOUT_MS: &str = "SMART_GUARD_REDIS_TIMEOUT_MS";
+/// `SMART_GUARD_REDIS_PREFIX`: prefix of every Redis key and channel the fleet uses (default
+/// `smart-guard:`).
+pub const ENV_REDIS_PREFIX: &str = "SMART_GUARD_REDIS_PREFIX";
+/// `SMART_GUARD_FLEET_KEY_FILE`: file of the fleet's shared secret (at least 32 random bytes,
+/// the same on every replica); required with [`ENV_REDIS_URL`].
+pub const ENV_FLEET_KEY_FILE: &str = "SMART_GUARD_FLEET_KEY_FILE";
+/// `SMART_GUARD_REVOCATION_SECRET_FILE`: file of the bearer secret the revocation endpoint
+/// requires (at least 16 bytes; one trailing newline is trimmed).
+pub const ENV_REVOCATION_SECRET_FILE: &str = "SMART_GUARD_REVOCATION_SECRET_FILE";
+/// `SMART_GUARD_ADMIN_ADDR`: the proxy's admin listener (`POST /revoke`), apart from the FHIR
+/// listener; unset: none.
+pub const ENV_ADMIN_ADDR: &str = "SMART_GUARD_ADMIN_ADDR";
+
 /// Every variable the crate reads. [`Config::from_env`] warns about any other `SMART_GUARD_*`
 /// variable in the environment, so a misspelt name does not pass silently.
 pub const ALL: &[&str] = &[
@@ -256,6 +276,17 @@ pub const PROXY: &[&str] = &[
     ENV_MAX_CLIENT_CONNECTIONS,
     ENV_CLIENT_IDLE_TIMEOUT_MS,
     ENV_SHUTDOWN_GRACE_MS,
+    ENV_ADMIN_ADDR,
+];
+
+/// Every variable fleet mode reads (feature `redis`; [`ENV_REVOCATION_SECRET_FILE`] also without
+/// it). [`Config::from_env`] knows them too.
+pub const FLEET: &[&str] = &[
+    ENV_REDIS_URL,
+    ENV_REDIS_TIMEOUT_MS,
+    ENV_REDIS_PREFIX,
+    ENV_FLEET_KEY_FILE,
+    ENV_REVOCATION_SECRET_FILE,
 ];
 
 impl Config {
@@ -363,6 +394,18 @@ impl Config {
         c = env.set(c, ENV_AUDIT, boolean, Self::with_audit_log)?;
         c = env.try_set_str(c, ENV_RESOURCE_URL, Self::with_resource_url)?;
         c = env.set(c, ENV_RESOURCE_NAME, text, Self::with_resource_name)?;
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = crate::fleet::FleetConfig::from_lookup(&env.0)? {
+            c = c.with_fleet(fleet);
+        }
+        // Never run as a lone replica when a fleet was asked for.
+        #[cfg(not(feature = "redis"))]
+        if env.get(ENV_REDIS_URL).is_some() {
+            return Err(ConfigError::Invalid {
+                var: ENV_REDIS_URL,
+                reason: "this build has no fleet mode (feature `redis`)".to_owned(),
+            });
+        }
         c.check_client_auth(false)?;
         Ok(c)
     }
@@ -474,13 +517,17 @@ pub(crate) fn unknown_variables<'a>(
     names
         .into_iter()
         .filter(|name| {
-            name.starts_with("SMART_GUARD_") && !ALL.contains(name) && !PROXY.contains(name)
+            name.starts_with("SMART_GUARD_")
+                && !ALL.contains(name)
+                && !PROXY.contains(name)
+                && !FLEET.contains(name)
         })
         .map(|name| UnknownVariable {
             name,
             resembles: ALL
                 .iter()
                 .chain(PROXY)
+                .chain(FLEET)
                 .map(|known| (edit_distance(name, known), *known))
                 .filter(|(distance, _)| *distance <= 3)
                 .min()

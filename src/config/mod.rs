@@ -107,6 +107,9 @@ pub struct Config {
     pub(crate) resource_name: Option<String>,
     /// What the AS's metadata said, kept by [`Config::discover`] for the served documents.
     pub(crate) advertised: discovery::Advertised,
+    /// Fleet mode: the shared cache on Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl Config {
@@ -180,6 +183,8 @@ impl Config {
             resource: None,
             resource_name: None,
             advertised: discovery::Advertised::default(),
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 

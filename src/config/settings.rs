@@ -218,6 +218,11 @@ impl Config {
             (ENV_RESOURCE_NAME, text(self.resource_name.as_deref())),
             (ENV_AUDIT, self.audit_log.to_string()),
         ]);
+        // Fleet mode's settings, when it is on (the URL's password and the key redacted).
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            list.extend(fleet.settings());
+        }
         Settings {
             list: list
                 .into_iter()
@@ -265,7 +270,7 @@ mod tests {
         let vars: Vec<&str> = settings.iter().map(Setting::var).collect();
         // Every variable of the guard (proxy mode's own are in `ProxyConfig::settings`).
         let env_rs = include_str!("env.rs");
-        let declared = env_rs.matches("pub const ENV_").count() - PROXY.len();
+        let declared = env_rs.matches("pub const ENV_").count() - PROXY.len() - FLEET.len();
         assert_eq!(declared, ALL.len(), "ALL lists every guard variable");
         #[cfg(not(feature = "client"))]
         let declared = declared - 2; // the key file and its algorithm need `client`

@@ -65,6 +65,14 @@ impl FrontCache {
         *slot = Some(Slot { key, info });
     }
 
+    /// Empties every slot (fleet mode: a revocation, whose token the front cannot tell apart).
+    #[cfg(feature = "redis")]
+    pub(crate) fn clear(&self) {
+        for slot in &*self.slots {
+            *slot.write().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
     pub(crate) fn remove(&self, key: &TokenKey) {
         let mut slot = self
             .slot(key)

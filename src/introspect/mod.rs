@@ -1,11 +1,13 @@
 //! Token introspection with a cache: one coalesced RFC 7662 call per token per TTL.
 
-mod breaker;
+pub(crate) mod breaker;
 mod cache;
 mod client;
 mod front;
 mod intern;
 pub(crate) mod response;
+#[cfg(feature = "redis")]
+mod shared;
 mod stale;
 pub(crate) mod status;
 pub(crate) mod token_key;
@@ -18,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
@@ -145,6 +148,13 @@ pub(crate) struct Introspector {
     max_in_flight: usize,
     /// Unix ms of the AS's last answer (0: none yet), for readiness.
     last_answer_ms: AtomicU64,
+    negative_ttl: Duration,
+    /// The AS call's own timeout (`SMART_GUARD_TIMEOUT_MS`): the fleet lock's lifetime.
+    #[cfg(feature = "redis")]
+    as_timeout: Duration,
+    /// Fleet mode: the shared cache and the revocation link.
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -172,10 +182,19 @@ impl Introspector {
         Ok(Self {
             front: FrontCache::new(front_slots),
             client: IntrospectionClient::new(config, http)?,
-            active: Cache::builder()
-                .max_capacity(config.capacity)
-                .expire_after(ActiveTtl)
-                .build_with_hasher(TokenKeyHash::default()),
+            active: {
+                let builder = Cache::builder()
+                    .max_capacity(config.capacity)
+                    .expire_after(ActiveTtl);
+                // A fleet revocation forgets the entries of one shared key.
+                #[cfg(feature = "redis")]
+                let builder = if config.fleet.is_some() {
+                    builder.support_invalidation_closures()
+                } else {
+                    builder
+                };
+                builder.build_with_hasher(TokenKeyHash::default())
+            },
             inactive: Cache::builder()
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
@@ -188,7 +207,6 @@ impl Introspector {
                 expected_audience: config.expected_audience.clone(),
             },
             max_ttl: config.max_ttl,
-            stats,
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             in_flight: Semaphore::new(config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
             deadline: config.request_deadline.unwrap_or(config.timeout),
@@ -201,6 +219,15 @@ impl Introspector {
             failure_log: Tally::new(OUTAGE_LOG_INTERVAL),
             max_in_flight: config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
             last_answer_ms: AtomicU64::new(0),
+            negative_ttl: config.negative_ttl,
+            #[cfg(feature = "redis")]
+            as_timeout: config.timeout,
+            #[cfg(feature = "redis")]
+            fleet: config
+                .fleet
+                .clone()
+                .map(|fleet| crate::fleet::Fleet::new(fleet, Arc::clone(&stats))),
+            stats,
         })
     }
 
@@ -223,6 +250,8 @@ impl Introspector {
     /// The front-cache hit is synchronous and small; everything else (moka reads, the coalesced
     /// call) runs in a boxed future, so the request future every hit carries stays small.
     pub(crate) async fn lookup(&self, token: &str) -> Lookup {
+        #[cfg(feature = "redis")]
+        self.apply_evictions();
         let key = TokenKey::of(&self.secret, token.as_bytes());
         let now_ms = unix_now_ms();
         if let Some(info) = self.front_hit(&key, now_ms) {
@@ -235,6 +264,8 @@ impl Introspector {
     /// holds it (fresh, `exp` checked). `None` means "ask [`Self::lookup`]", not "inactive".
     #[inline]
     pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<TokenInfo>> {
+        #[cfg(feature = "redis")]
+        self.apply_evictions();
         self.front_hit(&TokenKey::of(&self.secret, token), unix_now_ms())
     }
 
@@ -364,14 +395,29 @@ impl Introspector {
             .map(status::TokenStatus::from_answer)
     }
 
-    /// One introspection call, unless the breaker is open or the in-flight cap is reached; it
-    /// ends at `deadline` at the latest. Runs once per coalesced group of requests.
+    /// The answer for a token no cache of this process holds: through the fleet's shared cache
+    /// in fleet mode, else one introspection call. Runs once per coalesced group of requests.
     async fn call(
         &self,
         token: &str,
         key: TokenKey,
         deadline: tokio::time::Instant,
     ) -> Result<Arc<TokenInfo>, Miss> {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            return self.call_through_fleet(fleet, token, key, deadline).await;
+        }
+        let (answer, _body) = self.ask_as(token, deadline).await?;
+        self.settle(key, answer, |_| {}).await
+    }
+
+    /// One introspection call, unless the breaker is open or the in-flight cap is reached; it
+    /// ends at `deadline` at the latest. The checked answer, and the body as the AS sent it.
+    async fn ask_as(
+        &self,
+        token: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Answer, Bytes), Miss> {
         let Some(ticket) = self.breaker.admit(unix_now_ms()) else {
             self.stats.breaker_open_rejection();
             self.stats
@@ -395,7 +441,9 @@ impl Introspector {
         let _in_flight = self.stats.call_out();
         let started = std::time::Instant::now();
         let answer = match tokio::time::timeout_at(deadline, self.client.introspect(token)).await {
-            Ok(Ok(body)) => response::parse_answer(&body, &self.checks, unix_now()),
+            Ok(Ok(body)) => {
+                response::parse_answer(&body, &self.checks, unix_now()).map(|answer| (answer, body))
+            }
             Ok(Err(error)) => Err(error),
             Err(_elapsed) => Err(IntrospectError::new(
                 IntrospectErrorKind::Timeout,
@@ -431,11 +479,27 @@ impl Introspector {
             elapsed_us = elapsed.as_micros() as u64,
             "introspection answered"
         );
+        Ok(answer)
+    }
+
+    /// A checked answer as this process caches it: an active one until min(`exp`, now + max
+    /// TTL) as `adjust` leaves it (and for stale-if-error, if it is cached at all), an inactive
+    /// one as a miss.
+    async fn settle(
+        &self,
+        key: TokenKey,
+        answer: Answer,
+        adjust: impl FnOnce(&mut TokenInfo),
+    ) -> Result<Arc<TokenInfo>, Miss> {
         match answer {
             Answer::Active(mut info) => {
-                info.cached_until_ms = cached_until_ms(info.exp, unix_now_ms(), self.max_ttl);
-                let info = Arc::from(info);
-                if let Some(stale) = &self.stale {
+                let now_ms = unix_now_ms();
+                info.cached_until_ms = cached_until_ms(info.exp, now_ms, self.max_ttl);
+                adjust(&mut info);
+                let info: Arc<TokenInfo> = Arc::from(info);
+                if let Some(stale) = &self.stale
+                    && info.cached_until_ms > now_ms
+                {
                     stale.put(key, Arc::clone(&info)).await;
                 }
                 Ok(info)
@@ -448,6 +512,25 @@ impl Introspector {
                 Err(Miss::Inactive { cacheable, reason })
             }
         }
+    }
+
+    /// Forgets `token` in every cache of this process and, in fleet mode, marks it revoked in
+    /// the shared cache and tells every replica. Returns whether the fleet was told (always
+    /// true without a fleet).
+    pub(crate) async fn invalidate(&self, token: &str) -> bool {
+        let key = TokenKey::of(&self.secret, token.as_bytes());
+        self.front.remove(&key);
+        self.active.invalidate(&key).await;
+        self.inactive.invalidate(&key).await;
+        if let Some(stale) = &self.stale {
+            stale.remove(&key).await;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            let shared = fleet.store.key().digest(token.as_bytes());
+            return self.revoke_shared(fleet, shared).await;
+        }
+        true
     }
 
     /// AS failures are warnings, summarised at most every 10 s; rejected credentials are a misconfiguration, logged as an error

@@ -40,6 +40,9 @@ pub(crate) struct TokenInfo {
     /// Unix milliseconds until which this answer may be served from a cache: min(`exp`, arrival
     /// + max TTL). Set once when the answer arrives; every cache layer ends the entry then.
     pub(crate) cached_until_ms: u64,
+    /// Fleet mode: the token's name in the shared cache, by which a revocation finds it.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<crate::fleet::SharedKey>,
 }
 
 /// The local checks applied to every answer (and `exp` again on every cache hit).
@@ -180,6 +183,8 @@ pub(crate) fn parse_answer(
         fhir_user: owned(raw.fhir_user),
         extra: raw.extra,
         cached_until_ms: 0,
+        #[cfg(feature = "redis")]
+        shared: None,
     })))
 }
 

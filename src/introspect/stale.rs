@@ -78,13 +78,31 @@ impl Expiry<TokenKey, Arc<TokenInfo>> for StaleTtl {
 impl StaleCache {
     pub(crate) fn new(capacity: u64, window: Duration) -> Self {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let builder = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(StaleTtl { window_ms });
+        // A fleet revocation forgets the entries of one shared key.
+        #[cfg(feature = "redis")]
+        let builder = builder.support_invalidation_closures();
         Self {
-            entries: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(StaleTtl { window_ms })
-                .build_with_hasher(TokenKeyHash::default()),
+            entries: builder.build_with_hasher(TokenKeyHash::default()),
             window_ms,
         }
+    }
+
+    /// Forgets every entry (fleet mode: the revocation link went down or came back).
+    #[cfg(feature = "redis")]
+    pub(crate) fn forget_all(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Forgets the entries of the token named `shared` in the fleet (a revocation).
+    #[cfg(feature = "redis")]
+    pub(crate) fn forget_shared(&self, shared: crate::fleet::SharedKey) {
+        // Only fails when invalidation closures are off, which `new` turns on.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |_, info| info.shared == Some(shared));
     }
 
     /// Remembers an active answer just cached.

@@ -8,12 +8,12 @@ use reqwest::Url;
 use super::headers::IdentityPrefix;
 use crate::{
     config::env::{
-        ENV_CLIENT_IDLE_TIMEOUT_MS, ENV_FORWARD_AUTHORIZATION, ENV_HEADER_READ_TIMEOUT_MS,
-        ENV_IDENTITY_HEADER_PREFIX, ENV_LISTEN_ADDR, ENV_MAX_CLIENT_CONNECTIONS,
-        ENV_MAX_REWRITE_BYTES, ENV_PUBLIC_BASE_URL, ENV_SHUTDOWN_GRACE_MS, ENV_TLS_CERT_FILE,
-        ENV_TLS_KEY_FILE, ENV_UPSTREAM_CA_FILE, ENV_UPSTREAM_CONNECT_TIMEOUT_MS,
-        ENV_UPSTREAM_MAX_CONNECTIONS, ENV_UPSTREAM_TIMEOUT_MS, ENV_UPSTREAM_URL, Env, boolean,
-        millis, missing, positive, text,
+        ENV_ADMIN_ADDR, ENV_CLIENT_IDLE_TIMEOUT_MS, ENV_FORWARD_AUTHORIZATION,
+        ENV_HEADER_READ_TIMEOUT_MS, ENV_IDENTITY_HEADER_PREFIX, ENV_LISTEN_ADDR,
+        ENV_MAX_CLIENT_CONNECTIONS, ENV_MAX_REWRITE_BYTES, ENV_PUBLIC_BASE_URL,
+        ENV_REVOCATION_SECRET_FILE, ENV_SHUTDOWN_GRACE_MS, ENV_TLS_CERT_FILE, ENV_TLS_KEY_FILE,
+        ENV_UPSTREAM_CA_FILE, ENV_UPSTREAM_CONNECT_TIMEOUT_MS, ENV_UPSTREAM_MAX_CONNECTIONS,
+        ENV_UPSTREAM_TIMEOUT_MS, ENV_UPSTREAM_URL, Env, boolean, millis, missing, positive, text,
     },
     error::ConfigError,
 };
@@ -48,6 +48,8 @@ pub struct ProxyConfig {
     pub(crate) max_client_connections: usize,
     pub(crate) client_idle_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    /// The admin listener (`POST /revoke`) and the secret it requires.
+    pub(crate) admin: Option<(SocketAddr, crate::RevocationSecret)>,
 }
 
 impl ProxyConfig {
@@ -77,6 +79,7 @@ impl ProxyConfig {
             max_client_connections: 1024,
             client_idle_timeout: Duration::from_millis(60_000),
             shutdown_grace: Duration::from_millis(30_000),
+            admin: None,
         })
     }
 
@@ -113,6 +116,11 @@ impl ProxyConfig {
         c = env.set(c, ENV_MAX_CLIENT_CONNECTIONS, positive, Self::with_max_client_connections)?;
         c = env.set(c, ENV_CLIENT_IDLE_TIMEOUT_MS, millis, Self::with_client_idle_timeout)?;
         c = env.set(c, ENV_SHUTDOWN_GRACE_MS, millis, Self::with_shutdown_grace)?;
+        if let Some(addr) = env.read(ENV_ADMIN_ADDR, socket_addr)? {
+            let file = env.read(ENV_REVOCATION_SECRET_FILE, path)?
+                .ok_or(missing(ENV_REVOCATION_SECRET_FILE))?;
+            c = c.with_admin(addr, crate::RevocationSecret::from_file(file)?);
+        }
         match (env.read(ENV_TLS_CERT_FILE, path)?, env.read(ENV_TLS_KEY_FILE, path)?) {
             (Some(cert), Some(key)) => c = c.with_tls(cert, key),
             (None, None) => {}
@@ -120,6 +128,14 @@ impl ProxyConfig {
             (None, Some(_)) => return Err(missing(ENV_TLS_CERT_FILE)),
         }
         Ok(c)
+    }
+
+    /// An admin listener on `addr`, apart from the FHIR listener, serving
+    /// [`RevocationService`](crate::RevocationService) at `POST /revoke` to callers presenting
+    /// `secret` (default: none).
+    pub fn with_admin(mut self, addr: SocketAddr, secret: crate::RevocationSecret) -> Self {
+        self.admin = Some((addr, secret));
+        self
     }
 
     /// The address the proxy listens on (default `127.0.0.1:8080`).
@@ -294,6 +310,12 @@ impl ProxyConfig {
             (
                 ENV_CLIENT_IDLE_TIMEOUT_MS,
                 self.client_idle_timeout.as_millis().to_string(),
+            ),
+            (
+                ENV_ADMIN_ADDR,
+                self.admin
+                    .as_ref()
+                    .map_or("unset".to_owned(), |(addr, _)| addr.to_string()),
             ),
             (
                 ENV_SHUTDOWN_GRACE_MS,

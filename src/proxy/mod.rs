@@ -54,6 +54,8 @@ pub struct Proxy {
     forward: Forward,
     public_base: Url,
     options: ServeOptions,
+    /// The admin listener and its routes (`POST /revoke`), when `SMART_GUARD_ADMIN_ADDR` is set.
+    admin: Option<(TcpListener, Router)>,
 }
 
 /// Why the proxy could not start.
@@ -70,7 +72,7 @@ impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Config(error) => error.fmt(f),
-            Self::Bind(error) => write!(f, "cannot listen on SMART_GUARD_LISTEN_ADDR: {error}"),
+            Self::Bind(error) => write!(f, "cannot listen: {error}"),
         }
     }
 }
@@ -106,9 +108,12 @@ impl Proxy {
             None => None,
         };
         let (public_base, guard) = public_base(&proxy, guard)?;
-        let listener = TcpListener::bind(proxy.listen_addr)
-            .await
-            .map_err(ProxyError::Bind)?;
+        let listener = TcpListener::bind(proxy.listen_addr).await.map_err(|e| {
+            ProxyError::Bind(std::io::Error::new(
+                e.kind(),
+                format!("SMART_GUARD_LISTEN_ADDR {}: {e}", proxy.listen_addr),
+            ))
+        })?;
         let public_base = match public_base {
             Some(url) => url,
             None => {
@@ -137,6 +142,22 @@ impl Proxy {
         }
         let layer = SmartGuardLayer::new(guard)?;
         let forward = Forward::new(&proxy, public_base.clone())?;
+        let admin = match &proxy.admin {
+            Some((addr, secret)) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    ProxyError::Bind(std::io::Error::new(
+                        e.kind(),
+                        format!("SMART_GUARD_ADMIN_ADDR {addr}: {e}"),
+                    ))
+                })?;
+                let routes = Router::new().route_service(
+                    "/revoke",
+                    crate::RevocationService::new(layer.clone(), secret.clone()),
+                );
+                Some((listener, routes))
+            }
+            None => None,
+        };
         let side = side_routes(&layer, &proxy).merge(documents);
         let service = Dispatch::new(side, side_paths, layer.layer(forward.clone()));
         Ok(Self {
@@ -145,6 +166,7 @@ impl Proxy {
             guard: layer,
             forward,
             public_base,
+            admin,
             options: ServeOptions {
                 header_read_timeout: proxy.header_read_timeout,
                 client_idle_timeout: proxy.client_idle_timeout,
@@ -184,7 +206,40 @@ impl Proxy {
     /// Serves until `shutdown` resolves, then lets requests in flight finish for up to
     /// `SMART_GUARD_SHUTDOWN_GRACE_MS`. Returns whether they all finished in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
-        server::serve(self.listener, self.service, self.options, shutdown).await
+        let Some((listener, routes)) = self.admin else {
+            return server::serve(self.listener, self.service, self.options, shutdown).await;
+        };
+        // One shutdown for both listeners: the admin one stops with the FHIR one.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let admin = tokio::spawn(async move {
+            let mut stopped = stopped;
+            let served = axum::serve(listener, routes)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(error = %error, "admin listener failed");
+            }
+        });
+        let drained = server::serve(self.listener, self.service, self.options, async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+        let _ = admin.await;
+        drained
+    }
+
+    /// The admin listener's address, when `SMART_GUARD_ADMIN_ADDR` is set.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error.
+    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.admin
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr())
     }
 
     /// [`Proxy::serve`] until SIGTERM or SIGINT (Ctrl-C).
