@@ -40,6 +40,8 @@ const TAMPERED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) enum Found {
     Entry(Entry),
     Missing,
+    /// A value that does not open (changed, or sealed under another fleet key).
+    Unreadable,
     /// Redis failed, timed out, or its breaker is open.
     Unavailable,
 }
@@ -103,8 +105,8 @@ impl Store {
         format!("{}l:{}", self.config.prefix, key.to_hex())
     }
 
-    /// The token's shared entry. A value that does not open is a miss (counted, logged at most
-    /// once a minute).
+    /// The token's shared entry. A value that does not open is never used (counted, logged at
+    /// most once a minute).
     pub(crate) async fn get(&self, key: &SharedKey) -> Found {
         let value: Option<Vec<u8>> =
             match self.query(redis::cmd("GET").arg(self.entry_key(key))).await {
@@ -124,10 +126,10 @@ impl Store {
                 self.stats.fleet(FleetEvent::Tampered);
                 if self.tampered_log.due() {
                     tracing::warn!(
-                        "a shared cache value did not open (changed, or sealed under another SMART_GUARD_FLEET_KEY_FILE): taken as a miss (logged once a minute)"
+                        "a shared cache value did not open (changed, or sealed under another SMART_GUARD_FLEET_KEY_FILE): not used, the AS is asked (logged once a minute)"
                     );
                 }
-                Found::Missing
+                Found::Unreadable
             }
         }
     }
@@ -170,8 +172,9 @@ impl Store {
         Some(taken.is_some())
     }
 
-    /// Releases the token's fleet lock early (after a call that wrote no entry, so the others
-    /// stop waiting). At worst it releases a later holder's lock: one more AS call.
+    /// Releases the token's fleet lock once its holder is done (the entry written, or none to
+    /// write, so the others stop waiting). At worst it releases a later holder's lock: one
+    /// more AS call.
     pub(crate) async fn unlock(&self, key: &SharedKey) {
         let _: Option<redis::Value> = self.query(redis::cmd("DEL").arg(self.lock_key(key))).await;
     }

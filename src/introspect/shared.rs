@@ -72,6 +72,8 @@ impl Introspector {
         let shared = fleet.store.key().digest(token.as_bytes());
         let lock_ttl = Fleet::lock_ttl(self.as_timeout);
         let mut holder = false;
+        // An unreadable value is replaced by the AS's answer.
+        let mut replace = false;
         match fleet.store.get(&shared).await {
             Found::Entry(entry) => {
                 if let Some(result) = self.from_entry(fleet, key, shared, entry, epoch).await {
@@ -79,7 +81,16 @@ impl Introspector {
                 }
             }
             Found::Missing => match fleet.store.lock(&shared, lock_ttl).await {
-                Some(true) => holder = true,
+                Some(true) => match Self::recheck_as_holder(fleet, &shared).await {
+                    Some(entry) => {
+                        if let Some(result) =
+                            self.from_entry(fleet, key, shared, entry, epoch).await
+                        {
+                            return result;
+                        }
+                    }
+                    None => holder = true,
+                },
                 Some(false) => {
                     self.stats.fleet(FleetEvent::LockWait);
                     match self
@@ -99,27 +110,24 @@ impl Introspector {
                 }
                 None => {}
             },
+            Found::Unreadable => replace = true,
             Found::Unavailable => {}
         }
         let result = self.ask_as(token, deadline).await;
-        let written = match &result {
+        // The entry for the fleet (an unreadable one is replaced; any other left alone: it may
+        // be a revocation's).
+        match &result {
             Ok((Answer::Active(info), body)) => {
                 let now_ms = unix_now_ms();
                 let until_ms = cached_until_ms(info.exp, now_ms, self.max_ttl);
                 let ttl = Duration::from_millis(until_ms.saturating_sub(now_ms));
-                !ttl.is_zero()
-                    && fleet
-                        .store
-                        .put(
-                            &shared,
-                            &Entry::Active {
-                                answer: body.to_vec(),
-                                until_ms,
-                            },
-                            ttl,
-                            true,
-                        )
-                        .await
+                if !ttl.is_zero() {
+                    let entry = Entry::Active {
+                        answer: body.to_vec(),
+                        until_ms,
+                    };
+                    fleet.store.put(&shared, &entry, ttl, !replace).await;
+                }
             }
             Ok((
                 Answer::Inactive {
@@ -127,15 +135,16 @@ impl Introspector {
                 },
                 _,
             )) => {
+                let ttl = self.negative_ttl;
                 fleet
                     .store
-                    .put(&shared, &Entry::Inactive, self.negative_ttl, true)
-                    .await
+                    .put(&shared, &Entry::Inactive, ttl, !replace)
+                    .await;
             }
-            _ => false,
-        };
-        if holder && !written {
-            // The others stop waiting and take their own turn.
+            _ => {}
+        }
+        if holder {
+            // The others find the entry, or (none written) stop waiting and take their turn.
             fleet.store.unlock(&shared).await;
         }
         let (answer, _body) = result?;
@@ -230,13 +239,30 @@ impl Introspector {
             pause = (pause * 2).min(Duration::from_millis(25));
             match fleet.store.get(shared).await {
                 Found::Entry(entry) => return Waited::Entry(entry),
-                Found::Unavailable => return Waited::GaveUp,
+                Found::Unavailable | Found::Unreadable => return Waited::GaveUp,
                 Found::Missing => match fleet.store.lock(shared, lock_ttl).await {
-                    Some(true) => return Waited::Holder,
+                    Some(true) => {
+                        return match Self::recheck_as_holder(fleet, shared).await {
+                            Some(entry) => Waited::Entry(entry),
+                            None => Waited::Holder,
+                        };
+                    }
                     Some(false) => {}
                     None => return Waited::GaveUp,
                 },
             }
+        }
+    }
+
+    /// Just after taking the lock: the entry, if the previous holder wrote it between our read
+    /// and our lock (then the lock is released again); `None`: ours to fetch.
+    async fn recheck_as_holder(fleet: &Fleet, shared: &SharedKey) -> Option<Entry> {
+        match fleet.store.get(shared).await {
+            Found::Entry(entry) => {
+                fleet.store.unlock(shared).await;
+                Some(entry)
+            }
+            Found::Missing | Found::Unreadable | Found::Unavailable => None,
         }
     }
 

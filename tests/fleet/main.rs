@@ -1,12 +1,16 @@
 //! Fleet mode (feature `redis`) against real Redis servers on loopback ports: Debian's
 //! `redis-server`, installed by `.ci/run` when missing, started and stopped by the tests.
 //!
+//! `guard.rs` holds the fleet's own tests: three replicas (`replicas.rs`: separate layers, each
+//! with its own first level and HTTP server) sharing one Redis, or a three-node Redis Cluster.
 //! The tests here prove the harness itself (`redis.rs`): servers start, answer through redis-rs's
 //! async API, stop and restart on the same port, and a cluster forms. `#[ignore]`d: they need
 //! `redis-server` and `redis-cli`; `.ci/run` installs both and runs them with `--ignored`.
 #![cfg(all(feature = "redis", feature = "dev-server"))]
 
+mod guard;
 mod redis;
+mod replicas;
 
 use std::{
     io::ErrorKind,
