@@ -79,12 +79,14 @@
 //! | `SMART_GUARD_REQUEST_DEADLINE_MS` | `SMART_GUARD_TIMEOUT_MS` | longest a request waits for an introspection answer (its own call or one it joined) |
 //! | `SMART_GUARD_STALE_IF_ERROR_SECS` | `0` (off) | during an AS outage, serve a token's last active answer this long past its cache TTL, never past `exp` |
 //! | `SMART_GUARD_AUDIT` | `false` | one INFO [`AuditEvent`] line per decision (target `smart_guard::audit`); [`Config::with_audit_hook`] gives code the same record |
+//! | `SMART_GUARD_RESOURCE_URL` | unset | public base URL of the FHIR server (RFC 9728 resource identifier): challenges get `resource_metadata`, [`metadata::router`](metadata) serves the metadata |
+//! | `SMART_GUARD_RESOURCE_NAME` | unset | `resource_name` of that metadata |
+//! | `SMART_GUARD_REDIS_URL` | unset | fleet mode (feature `redis`): the shared cache; see `fleet` and the README's "Running a fleet" for it, `SMART_GUARD_FLEET_KEY_FILE`, `SMART_GUARD_REDIS_TIMEOUT_MS`, `SMART_GUARD_REDIS_PREFIX` |
+//! | `SMART_GUARD_REVOCATION_SECRET_FILE` | unset | the bearer secret of [`RevocationService`] (`POST /revoke`) |
 //!
 //! Any other `SMART_GUARD_*` variable is a startup warning naming it (a misspelt setting does not
 //! pass in silence). [`SmartGuardLayer::readiness`] tells a readiness endpoint whether the AS
 //! answers; merge such routes beside the guarded router, not under it.
-//! | `SMART_GUARD_RESOURCE_URL` | unset | public base URL of the FHIR server (RFC 9728 resource identifier): challenges get `resource_metadata`, [`metadata::router`](metadata) serves the metadata |
-//! | `SMART_GUARD_RESOURCE_NAME` | unset | `resource_name` of that metadata |
 //!
 //! ## Operations and bulk-data URLs
 //!
@@ -187,6 +189,8 @@
 //! - `proxy`: proxy mode, the guard in front of any FHIR server ([`proxy`]: `Proxy`, `Forward`,
 //!   `ProxyConfig`), on hyper, hyper-util and rustls.
 //! - `cli`: the `smart-guard` command-line tool (includes `dev-server` and `proxy`).
+//! - `redis`: fleet mode ([`fleet`]): replicas share a cache on Redis or Valkey, make one AS call
+//!   between them for a new token, and hear each other's revocations within a second.
 //! - `metrics`: the guard's counters and introspection latency through the
 //!   [`metrics`](https://docs.rs/metrics) facade ([`GuardStats`] is there without it). Install
 //!   the recorder before building the layer: the layer registers its per-request counters once.

@@ -244,7 +244,11 @@ impl Store {
                     let client = ClusterClientBuilder::new(self.config.urls.clone())
                         .connection_timeout(timeout.max(Duration::from_millis(100)))
                         .response_timeout(timeout)
-                        .retries(1)
+                        // MOVED and ASK redirections (resharding, a fresh slot map) take a
+                        // retry each; the fleet's timeout bounds the whole command anyway.
+                        .retries(3)
+                        .min_retry_wait(2)
+                        .max_retry_wait(20)
                         .build()?;
                     Ok(Conn::Cluster(client.get_async_connection().await?))
                 } else {
