@@ -135,7 +135,7 @@ impl BearerToken<'_> {
 /// Branch-free per byte over exact 32-byte chunks, with the "bad byte" flags ORed into 32 lanes
 /// and reduced once at the end, so the compiler vectorizes it even for baseline x86-64 (SSE2):
 /// a 1 KB token is checked in tens of nanoseconds (this runs on every request).
-fn is_b64token(token: &[u8]) -> bool {
+pub(crate) fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
     let body = &token[..body_len];
     let chunks = body.chunks_exact(32);

@@ -106,8 +106,9 @@ impl RevocationSecret {
 ///
 /// - `200` once the token is forgotten (also for a token the guard never saw);
 /// - `401` (`invalid_client`) without the secret, in constant time;
-/// - `400` (`invalid_request`) without exactly one `token`, or for another content type or a
-///   body over 16 KiB; `405` for another method;
+/// - `400` (`invalid_request`) without exactly one `token`, for a token that is not an RFC 6750
+///   `b64token` once decoded (a `+` sent unencoded reads as a space), or for another content
+///   type or a body over 16 KiB; `405` for another method;
 /// - `503` (`temporarily_unavailable`, `Retry-After: 1`) when the fleet could not be told:
 ///   this replica forgot the token; retry.
 ///
@@ -202,7 +203,9 @@ impl RevocationService {
         let (Some((_, token)), None) = (tokens.next(), tokens.next()) else {
             return answer(StatusCode::BAD_REQUEST, Some("invalid_request"));
         };
-        if token.is_empty() {
+        // A bearer token is a b64token: a space here is a `+` the caller sent unencoded, and
+        // forgetting another token than the one meant would answer 200 for nothing.
+        if !crate::bearer::is_b64token(token.as_bytes()) {
             return answer(StatusCode::BAD_REQUEST, Some("invalid_request"));
         }
         match self.layer.invalidate(&token).await {

@@ -327,6 +327,7 @@ impl Stats {
     }
 
     /// An event at the shared cache (fleet mode).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn fleet(&self, event: FleetEvent) {
         self.fleet[event as usize].add(1);
         #[cfg(feature = "metrics")]

@@ -176,7 +176,6 @@ impl crate::Config {
     /// Fleet mode: a shared cache on Redis, fleet-wide single-flight and revocation (see
     /// [`crate::fleet`]). [`Config::from_env`](crate::Config::from_env) sets it from
     /// `SMART_GUARD_REDIS_URL` and `SMART_GUARD_FLEET_KEY_FILE`.
-    #[must_use]
     pub fn with_fleet(mut self, fleet: FleetConfig) -> Self {
         self.fleet = Some(fleet);
         self

@@ -14,6 +14,7 @@ pub const MIN_FLEET_KEY_BYTES: usize = 32;
 
 const DIGEST_CONTEXT: &str = "smart-guard 2026-11 fleet: token digest";
 const SEAL_CONTEXT: &str = "smart-guard 2026-11 fleet: entry sealing key";
+const FINGERPRINT_CONTEXT: &str = "smart-guard 2026-11 fleet: key fingerprint";
 
 /// The fleet's shared secret (`SMART_GUARD_FLEET_KEY_FILE`): at least 32 random bytes, the same
 /// on every replica. Never printed: its `Debug` says only that it is there.
@@ -21,6 +22,7 @@ const SEAL_CONTEXT: &str = "smart-guard 2026-11 fleet: entry sealing key";
 pub struct FleetKey {
     digest: [u8; 32],
     seal: std::sync::Arc<LessSafeKey>,
+    fingerprint: [u8; 8],
 }
 
 /// Why bytes cannot be a fleet key.
@@ -64,9 +66,12 @@ impl FleetKey {
         let seal_bytes = blake3::derive_key(SEAL_CONTEXT, secret);
         let unbound = UnboundKey::new(&AES_256_GCM, &seal_bytes)
             .map_err(|_| ShortFleetKey { len: secret.len() })?;
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&blake3::derive_key(FINGERPRINT_CONTEXT, secret)[..8]);
         Ok(Self {
             digest,
             seal: std::sync::Arc::new(LessSafeKey::new(unbound)),
+            fingerprint,
         })
     }
 
@@ -77,6 +82,12 @@ impl FleetKey {
 
     pub(crate) fn sealing_key(&self) -> &LessSafeKey {
         &self.seal
+    }
+
+    /// Eight bytes that tell fleet keys apart without revealing them: revocation messages carry
+    /// them, so a replica with another key notices instead of matching nothing in silence.
+    pub(crate) fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
     }
 }
 

@@ -39,7 +39,20 @@ pub(crate) struct Link {
     queued: AtomicU64,
     applied: AtomicU64,
     pending: Mutex<Vec<Eviction>>,
+    /// The last evictions with the epoch each made, for fills that ran across them.
+    recent: Mutex<Recent>,
+    mismatch_log: std::sync::OnceLock<crate::throttle::LogEvery>,
 }
+
+/// The last [`RECENT`] evictions, oldest first.
+#[derive(Debug, Default)]
+struct Recent {
+    list: std::collections::VecDeque<(u64, Eviction)>,
+    /// The epoch of the newest eviction that fell off the list.
+    dropped: u64,
+}
+
+const RECENT: usize = 256;
 
 impl Link {
     /// Whether revocations are heard now.
@@ -62,13 +75,38 @@ impl Link {
     pub(crate) fn queue(&self, eviction: Eviction) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         // Past a few hundred, forgetting everything is cheaper than forgetting each.
-        if pending.len() >= 256 {
+        if pending.len() >= RECENT {
             pending.clear();
             pending.push(Eviction::All);
         } else {
             pending.push(eviction);
         }
-        self.queued.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.list.len() >= RECENT
+            && let Some((dropped, _)) = recent.list.pop_front()
+        {
+            recent.dropped = dropped;
+        }
+        recent.list.push_back((epoch, eviction));
+    }
+
+    /// Whether an eviction queued after `epoch` covers `shared` (or may have: the list only
+    /// keeps the last few hundred). For a fill that ran while evictions arrived: what it put in
+    /// the caches may predate a revocation.
+    pub(crate) fn evicted_since(&self, epoch: u64, shared: Option<SharedKey>) -> bool {
+        if self.epoch() == epoch {
+            return false;
+        }
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        epoch < recent.dropped
+            || recent.list.iter().any(|(e, eviction)| {
+                *e > epoch
+                    && match eviction {
+                        Eviction::All => true,
+                        Eviction::Key(key) => Some(*key) == shared,
+                    }
+            })
     }
 
     /// The evictions queued so far.
@@ -91,13 +129,15 @@ impl Link {
 pub(crate) struct Subscriber {
     pub(crate) urls: Vec<redis::ConnectionInfo>,
     pub(crate) channel: String,
+    /// This replica's fleet-key fingerprint: messages carry the sender's.
+    pub(crate) fingerprint: [u8; 8],
     pub(crate) timeout: Duration,
     pub(crate) stats: Arc<Stats>,
 }
 
 /// How often the subscriber pings Redis (a dead link is noticed within about this, plus the
 /// ping's timeout), and the longest pause between reconnection attempts.
-const PING_EVERY: Duration = Duration::from_millis(500);
+const PING_EVERY: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Subscriber {
@@ -110,7 +150,10 @@ impl Subscriber {
             next = next.wrapping_add(1);
             match self.listen(info, &link).await {
                 Listened::Dropped => return,
-                Listened::Lost(why) => {
+                Listened::Lost(why, was_up) => {
+                    if was_up {
+                        backoff = Duration::from_millis(50);
+                    }
                     let Some(live) = link.upgrade() else { return };
                     if live.is_up() {
                         tracing::warn!(
@@ -128,9 +171,6 @@ impl Subscriber {
             if link.strong_count() == 0 {
                 return;
             }
-            if link.upgrade().is_some_and(|l| l.is_up()) {
-                backoff = Duration::from_millis(50);
-            }
         }
     }
 
@@ -145,8 +185,8 @@ impl Subscriber {
             match tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), connect).await
             {
                 Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(error)) => return Listened::Lost(error_chain(&error)),
-                Err(_) => return Listened::Lost("no answer while subscribing".to_owned()),
+                Ok(Err(error)) => return Listened::Lost(error_chain(&error), false),
+                Err(_) => return Listened::Lost("no answer while subscribing".to_owned(), false),
             };
         let Some(live) = link.upgrade() else {
             return Listened::Dropped;
@@ -165,17 +205,29 @@ impl Subscriber {
             tokio::select! {
                 message = messages.next() => {
                     let Some(message) = message else {
-                        return Listened::Lost("the connection closed".to_owned());
+                        return Listened::Lost("the connection closed".to_owned(), true);
                     };
                     let Some(live) = link.upgrade() else { return Listened::Dropped };
                     let payload = message.get_payload_bytes();
-                    match <[u8; 32]>::try_from(payload) {
-                        Ok(bytes) => {
+                    let key = payload
+                        .split_at_checked(8)
+                        .filter(|(fingerprint, _)| *fingerprint == self.fingerprint)
+                        .and_then(|(_, key)| <[u8; 32]>::try_from(key).ok());
+                    match key {
+                        Some(bytes) => {
                             self.stats.fleet(FleetEvent::RevocationReceived);
                             live.queue(Eviction::Key(SharedKey::from_bytes(bytes)));
                         }
-                        // Not ours to read: forget everything rather than miss a revocation.
-                        Err(_) => live.queue(Eviction::All),
+                        // Another fleet key (a replica misconfigured, a rotation half done) or
+                        // not ours to read: forget everything rather than miss a revocation.
+                        None => {
+                            if live.mismatch_log.get_or_init(|| crate::throttle::LogEvery::new(Duration::from_secs(60))).due() {
+                                tracing::warn!(
+                                    "a revocation came from a replica with another SMART_GUARD_FLEET_KEY_FILE (or is unreadable): first-level cache emptied; check the fleet key on every replica (logged once a minute)"
+                                );
+                            }
+                            live.queue(Eviction::All);
+                        }
                     }
                 }
                 _ = ping.tick() => {
@@ -183,13 +235,13 @@ impl Subscriber {
                         return Listened::Dropped;
                     }
                     let pinged = tokio::time::timeout(
-                        self.timeout.max(Duration::from_millis(200)) * 4,
+                        (self.timeout * 2).max(Duration::from_millis(200)),
                         sink.ping::<redis::Value>(),
                     ).await;
                     match pinged {
                         Ok(Ok(_)) => {}
-                        Ok(Err(error)) => return Listened::Lost(error_chain(&error)),
-                        Err(_) => return Listened::Lost("no answer to a ping".to_owned()),
+                        Ok(Err(error)) => return Listened::Lost(error_chain(&error), true),
+                        Err(_) => return Listened::Lost("no answer to a ping".to_owned(), true),
                     }
                 }
             }
@@ -200,8 +252,8 @@ impl Subscriber {
 enum Listened {
     /// The guard was dropped: the task ends.
     Dropped,
-    /// The link went down, for this reason.
-    Lost(String),
+    /// The link went down, for this reason; whether it had been up.
+    Lost(String, bool),
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use crate::stats::Stats;
 /// One replica's part of the fleet: the shared cache's commands and the revocation link.
 #[derive(Debug)]
 pub(crate) struct Fleet {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     pub(crate) link: Arc<Link>,
     started: OnceLock<()>,
 }
@@ -45,24 +45,26 @@ pub(crate) struct Fleet {
 impl Fleet {
     pub(crate) fn new(config: FleetConfig, stats: Arc<Stats>) -> Self {
         Self {
-            store: Store::new(config, stats),
+            store: Arc::new(Store::new(config, stats)),
             link: Arc::new(Link::default()),
             started: OnceLock::new(),
         }
     }
 
-    /// Starts the revocation subscriber, once, from inside the runtime (on the first lookup:
-    /// building the guard does no I/O).
+    /// Starts the revocation subscriber (and, for a cluster, the connection), once, from
+    /// inside the runtime (on the first lookup: building the guard does no I/O).
     pub(crate) fn start(&self, stats: &Arc<Stats>) {
         self.started.get_or_init(|| {
             let config = self.store.config();
             let subscriber = Subscriber {
                 urls: config.urls.clone(),
                 channel: self.store.channel(),
+                fingerprint: self.store.key().fingerprint(),
                 timeout: config.timeout,
                 stats: Arc::clone(stats),
             };
             tokio::spawn(subscriber.run(Arc::downgrade(&self.link)));
+            tokio::spawn(Arc::clone(&self.store).connect());
         });
     }
 

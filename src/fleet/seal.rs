@@ -1,6 +1,6 @@
 //! What a shared entry holds, and how it is sealed: AES-256-GCM under the fleet's sealing key,
-//! a fresh random nonce on every write, the entry's [`SharedKey`] as associated data (so an
-//! entry moved under another name does not open). Nothing in a value is readable without the
+//! a fresh random nonce on every write, the key prefix and the entry's [`SharedKey`] as
+//! associated data (so an entry moved under another name or prefix does not open). Nothing in a value is readable without the
 //! fleet key, and a value changed by one bit does not open.
 //!
 //! Sealed value: `1` (format) | nonce (12 bytes) | ciphertext | tag (16 bytes).
@@ -60,12 +60,26 @@ impl Entry {
     }
 }
 
-/// `entry` sealed for the name `key`.
+/// The associated data of a value: the key prefix, a 0 byte, the digest.
+fn associated(prefix: &str, key: &SharedKey) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(prefix.len() + 33);
+    aad.extend_from_slice(prefix.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(key.as_bytes());
+    aad
+}
+
+/// `entry` sealed for the name `key` under `prefix`.
 ///
 /// # Errors
 ///
 /// When the system's random generator fails (no nonce, no value written).
-pub(crate) fn seal(fleet: &FleetKey, key: &SharedKey, entry: &Entry) -> Result<Vec<u8>, ()> {
+pub(crate) fn seal(
+    fleet: &FleetKey,
+    prefix: &str,
+    key: &SharedKey,
+    entry: &Entry,
+) -> Result<Vec<u8>, ()> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new().fill(&mut nonce).map_err(|_| ())?;
     let mut body = entry.plaintext();
@@ -73,7 +87,7 @@ pub(crate) fn seal(fleet: &FleetKey, key: &SharedKey, entry: &Entry) -> Result<V
         .sealing_key()
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(key.as_bytes()),
+            Aad::from(associated(prefix, key)),
             &mut body,
         )
         .map_err(|_| ())?;
@@ -84,9 +98,9 @@ pub(crate) fn seal(fleet: &FleetKey, key: &SharedKey, entry: &Entry) -> Result<V
     Ok(out)
 }
 
-/// The entry sealed in `value` under the name `key`; `None` when it does not open (another
-/// fleet key, another name, changed bytes, an unknown format).
-pub(crate) fn open(fleet: &FleetKey, key: &SharedKey, value: &[u8]) -> Option<Entry> {
+/// The entry sealed in `value` under the name `key` and `prefix`; `None` when it does not open
+/// (another fleet key, name or prefix, changed bytes, an unknown format).
+pub(crate) fn open(fleet: &FleetKey, prefix: &str, key: &SharedKey, value: &[u8]) -> Option<Entry> {
     if value.len() < HEADER + TAG_LEN || value[0] != FORMAT {
         return None;
     }
@@ -96,7 +110,7 @@ pub(crate) fn open(fleet: &FleetKey, key: &SharedKey, value: &[u8]) -> Option<En
         .sealing_key()
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(key.as_bytes()),
+            Aad::from(associated(prefix, key)),
             &mut body,
         )
         .ok()?;
@@ -124,8 +138,8 @@ mod tests {
             Entry::Inactive,
             Entry::Revoked,
         ] {
-            let value = seal(&fleet, &key, &entry).unwrap();
-            assert_eq!(open(&fleet, &key, &value), Some(entry));
+            let value = seal(&fleet, "p:", &key, &entry).unwrap();
+            assert_eq!(open(&fleet, "p:", &key, &value), Some(entry));
         }
     }
 
@@ -137,8 +151,8 @@ mod tests {
             answer: br#"{"active":true,"scope":"system/Patient.rs","client_id":"app-1"}"#.to_vec(),
             until_ms: 5,
         };
-        let a = seal(&fleet, &key, &entry).unwrap();
-        let b = seal(&fleet, &key, &entry).unwrap();
+        let a = seal(&fleet, "p:", &key, &entry).unwrap();
+        let b = seal(&fleet, "p:", &key, &entry).unwrap();
         assert_ne!(a, b, "a fresh nonce each write");
         for clear in [&b"Patient"[..], b"app-1", b"active", b"scope"] {
             assert!(!a.windows(clear.len()).any(|w| w == clear), "{clear:?}");
@@ -149,15 +163,16 @@ mod tests {
     fn a_changed_byte_another_name_or_another_fleet_key_does_not_open() {
         let fleet1 = fleet(1);
         let key = fleet1.digest(b"token");
-        let value = seal(&fleet1, &key, &Entry::Inactive).unwrap();
+        let value = seal(&fleet1, "p:", &key, &Entry::Inactive).unwrap();
         for i in 0..value.len() {
             let mut tampered = value.clone();
             tampered[i] ^= 0x01;
-            assert_eq!(open(&fleet1, &key, &tampered), None, "byte {i}");
+            assert_eq!(open(&fleet1, "p:", &key, &tampered), None, "byte {i}");
         }
-        assert_eq!(open(&fleet1, &fleet1.digest(b"other"), &value), None);
-        assert_eq!(open(&fleet(2), &key, &value), None);
-        assert_eq!(open(&fleet1, &key, &value[..value.len() - 1]), None);
-        assert_eq!(open(&fleet1, &key, b""), None);
+        assert_eq!(open(&fleet1, "p:", &fleet1.digest(b"other"), &value), None);
+        assert_eq!(open(&fleet(2), "p:", &key, &value), None);
+        assert_eq!(open(&fleet1, "p:", &key, &value[..value.len() - 1]), None);
+        assert_eq!(open(&fleet1, "p:", &key, b""), None);
+        assert_eq!(open(&fleet1, "q:", &key, &value), None, "another prefix");
     }
 }

@@ -5,7 +5,10 @@
 //! Keys: `{prefix}t:{digest}` for a token's sealed entry, `{prefix}l:{digest}` for its fleet
 //! lock; revocations go out on the channel `{prefix}revoked`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use redis::{
     Cmd, FromRedisValue,
@@ -13,7 +16,6 @@ use redis::{
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
 };
-use tokio::sync::OnceCell;
 
 use super::{
     config::FleetConfig,
@@ -40,8 +42,9 @@ const TAMPERED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) enum Found {
     Entry(Entry),
     Missing,
-    /// A value that does not open (changed, or sealed under another fleet key).
-    Unreadable,
+    /// A value that does not open (changed, or sealed under another fleet key): its bytes, so
+    /// that only this value is replaced.
+    Unreadable(Vec<u8>),
     /// Redis failed, timed out, or its breaker is open.
     Unavailable,
 }
@@ -56,7 +59,7 @@ enum Conn {
 /// The shared cache's commands.
 pub(crate) struct Store {
     config: FleetConfig,
-    conn: OnceCell<Conn>,
+    conn: OnceLock<Conn>,
     breaker: Breaker,
     stats: Arc<Stats>,
     failures: Tally,
@@ -76,7 +79,7 @@ impl Store {
     pub(crate) fn new(config: FleetConfig, stats: Arc<Stats>) -> Self {
         Self {
             config,
-            conn: OnceCell::new(),
+            conn: OnceLock::new(),
             breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOLDOWN),
             stats,
             failures: Tally::new(OUTAGE_LOG_INTERVAL),
@@ -117,7 +120,7 @@ impl Store {
             self.stats.fleet(FleetEvent::SharedMiss);
             return Found::Missing;
         };
-        match seal::open(self.key(), key, &value) {
+        match seal::open(self.key(), &self.config.prefix, key, &value) {
             Some(entry) => {
                 self.stats.fleet(FleetEvent::SharedHit);
                 Found::Entry(entry)
@@ -129,7 +132,7 @@ impl Store {
                         "a shared cache value did not open (changed, or sealed under another SMART_GUARD_FLEET_KEY_FILE): not used, the AS is asked (logged once a minute)"
                     );
                 }
-                Found::Unreadable
+                Found::Unreadable(value)
             }
         }
     }
@@ -143,7 +146,7 @@ impl Store {
         ttl: Duration,
         only_if_absent: bool,
     ) -> bool {
-        let Ok(value) = seal::seal(self.key(), key, entry) else {
+        let Ok(value) = seal::seal(self.key(), &self.config.prefix, key, entry) else {
             return false;
         };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -152,6 +155,31 @@ impl Store {
         if only_if_absent {
             cmd.arg("NX");
         }
+        self.query::<redis::Value>(&cmd).await.is_some()
+    }
+
+    /// Replaces the unreadable value `old` with `entry` for `ttl`, only if `old` is still there
+    /// (so a revocation written since is never overwritten).
+    pub(crate) async fn replace_unreadable(
+        &self,
+        key: &SharedKey,
+        old: &[u8],
+        entry: &Entry,
+        ttl: Duration,
+    ) -> bool {
+        const REPLACE_IF_EQUAL: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+            return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else return 0 end";
+        let Ok(value) = seal::seal(self.key(), &self.config.prefix, key, entry) else {
+            return false;
+        };
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REPLACE_IF_EQUAL)
+            .arg(1)
+            .arg(self.entry_key(key))
+            .arg(old)
+            .arg(value)
+            .arg(ms);
         self.query::<redis::Value>(&cmd).await.is_some()
     }
 
@@ -184,24 +212,28 @@ impl Store {
     /// Returns whether both commands went through.
     pub(crate) async fn revoke(&self, key: &SharedKey, ttl: Duration) -> bool {
         let written = self.put(key, &Entry::Revoked, ttl, false).await;
+        // The message: this replica's fleet-key fingerprint, then the digest.
+        let mut message = Vec::with_capacity(40);
+        message.extend_from_slice(&self.key().fingerprint());
+        message.extend_from_slice(key.as_bytes());
         let published: Option<redis::Value> = self
-            .query(
-                redis::cmd("PUBLISH")
-                    .arg(self.channel())
-                    .arg(key.as_bytes()),
-            )
+            .query(redis::cmd("PUBLISH").arg(self.channel()).arg(message))
             .await;
         written && published.is_some()
     }
 
     /// One command, within the timeout, through the breaker. `None`: unavailable.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Option<T> {
+        // A cluster connection is made by `connect` in the background, not on a request.
+        let Some(mut conn) = self.conn() else {
+            self.stats.fleet(FleetEvent::SharedError);
+            return None;
+        };
         let Some(ticket) = self.breaker.admit(unix_now_ms()) else {
             self.stats.fleet(FleetEvent::SharedError);
             return None;
         };
         let result = tokio::time::timeout(self.config.timeout, async {
-            let mut conn = self.conn().await?;
             match &mut conn {
                 Conn::Single(c) => cmd.query_async::<T>(c).await,
                 Conn::Cluster(c) => cmd.query_async::<T>(c).await,
@@ -234,37 +266,72 @@ impl Store {
         None
     }
 
-    /// The connection, made on first use (inside the runtime; a failed attempt is retried by
-    /// the next command).
-    async fn conn(&self) -> redis::RedisResult<Conn> {
-        self.conn
-            .get_or_try_init(|| async {
-                let timeout = self.config.timeout;
-                if self.config.is_cluster() {
-                    let client = ClusterClientBuilder::new(self.config.urls.clone())
-                        .connection_timeout(timeout.max(Duration::from_millis(100)))
-                        .response_timeout(timeout)
-                        // MOVED and ASK redirections (resharding, a fresh slot map) take a
-                        // retry each; the fleet's timeout bounds the whole command anyway.
-                        .retries(3)
-                        .min_retry_wait(2)
-                        .max_retry_wait(20)
-                        .build()?;
-                    Ok(Conn::Cluster(client.get_async_connection().await?))
-                } else {
-                    let client = redis::Client::open(self.config.urls[0].clone())?;
-                    let manager = ConnectionManager::new_lazy_with_config(
-                        client,
-                        ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-                            .set_response_timeout(Some(timeout))
-                            .set_number_of_retries(1)
-                            .set_max_delay(Duration::from_secs(1)),
-                    )?;
-                    Ok(Conn::Single(manager))
-                }
+    /// The connection: for one server, a reconnecting manager made on first use (no I/O until
+    /// a command); for a cluster, the one [`Store::connect`] made, if it has.
+    fn conn(&self) -> Option<Conn> {
+        if let Some(conn) = self.conn.get() {
+            return Some(conn.clone());
+        }
+        if self.config.is_cluster() {
+            return None;
+        }
+        let timeout = self.config.timeout;
+        let manager = redis::Client::open(self.config.urls[0].clone())
+            .and_then(|client| {
+                ConnectionManager::new_lazy_with_config(
+                    client,
+                    ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
+                        .set_response_timeout(Some(timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_secs(1)),
+                )
             })
-            .await
-            .cloned()
+            .ok()?;
+        Some(self.conn.get_or_init(|| Conn::Single(manager)).clone())
+    }
+
+    /// Connects to the cluster (slot map, every node), retrying with a backoff until it works;
+    /// run once in the background. Each attempt may take longer than a command.
+    pub(crate) async fn connect(self: Arc<Self>) {
+        if !self.config.is_cluster() {
+            return;
+        }
+        let attempt = self.config.timeout.max(Duration::from_secs(2));
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let client = ClusterClientBuilder::new(self.config.urls.clone())
+                .connection_timeout(attempt)
+                .response_timeout(self.config.timeout)
+                // MOVED and ASK redirections (resharding, a fresh slot map) take a retry
+                // each; the fleet's timeout bounds every command anyway.
+                .retries(3)
+                .min_retry_wait(2)
+                .max_retry_wait(20)
+                .build();
+            let connected = match client {
+                Ok(client) => tokio::time::timeout(attempt, client.get_async_connection())
+                    .await
+                    .map_err(|_| "no answer while connecting".to_owned())
+                    .and_then(|c| c.map_err(|e| error_chain(&e))),
+                Err(e) => Err(error_chain(&e)),
+            };
+            match connected {
+                Ok(conn) => {
+                    let _ = self.conn.set(Conn::Cluster(conn));
+                    return;
+                }
+                Err(error) => {
+                    if self.failures.count().is_some() {
+                        tracing::warn!(error = %error, "Redis Cluster not reached yet: the AS path meanwhile");
+                    }
+                }
+            }
+            if Arc::strong_count(&self) == 1 {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
 }

@@ -148,6 +148,9 @@ pub(crate) struct Introspector {
     max_in_flight: usize,
     /// Unix ms of the AS's last answer (0: none yet), for readiness.
     last_answer_ms: AtomicU64,
+    /// Fleet mode: the lifetime of a shared inactive entry, and of active answers while
+    /// revocations cannot be heard.
+    #[cfg(feature = "redis")]
     negative_ttl: Duration,
     /// The AS call's own timeout (`SMART_GUARD_TIMEOUT_MS`): the fleet lock's lifetime.
     #[cfg(feature = "redis")]
@@ -219,6 +222,7 @@ impl Introspector {
             failure_log: Tally::new(OUTAGE_LOG_INTERVAL),
             max_in_flight: config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
             last_answer_ms: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
             negative_ttl: config.negative_ttl,
             #[cfg(feature = "redis")]
             as_timeout: config.timeout,
@@ -280,9 +284,13 @@ impl Introspector {
     }
 
     async fn lookup_slow(&self, token: &str, key: TokenKey, now_ms: u64) -> Lookup {
+        #[cfg(feature = "redis")]
+        let epoch = self.fleet_epoch();
         if let Some(info) = self.active.get(&key).await {
             self.stats.cache_hit();
             self.front.put(key, Arc::clone(&info));
+            #[cfg(feature = "redis")]
+            self.forget_if_evicted(epoch, &key, &info).await;
             return self.recheck(&key, info, CacheStatus::Hit, now_ms).await;
         }
         if self.inactive.contains_key(&key) {
@@ -323,6 +331,8 @@ impl Introspector {
         match result {
             Ok(info) => {
                 self.front.put(key, Arc::clone(&info));
+                #[cfg(feature = "redis")]
+                self.forget_if_evicted(epoch, &key, &info).await;
                 self.recheck(&key, info, status, unix_now_ms()).await
             }
             Err(miss) => match &*miss {
@@ -526,9 +536,8 @@ impl Introspector {
             stale.remove(&key).await;
         }
         #[cfg(feature = "redis")]
-        if let Some(fleet) = &self.fleet {
-            let shared = fleet.store.key().digest(token.as_bytes());
-            return self.revoke_shared(fleet, shared).await;
+        if let Some(shared) = self.shared_key(token) {
+            return self.invalidate_shared(shared).await;
         }
         true
     }

@@ -22,8 +22,16 @@ enum Waited {
     Entry(Entry),
     /// The lock came free with no entry (the holder failed, or its lock expired): ours now.
     Holder,
-    /// The deadline or the lock's lifetime passed, or Redis failed.
+    /// Half the time to the deadline or the lock's lifetime passed, or Redis failed.
     GaveUp,
+}
+
+/// What to do with the shared entry once the AS has answered.
+enum Write {
+    /// Write it unless an entry is there (a revocation's, say).
+    IfAbsent,
+    /// Replace this unreadable value, and only it.
+    Replace(Vec<u8>),
 }
 
 impl Introspector {
@@ -34,32 +42,59 @@ impl Introspector {
         if !fleet.link.has_pending() {
             return;
         }
-        for eviction in fleet.link.take() {
-            // The front cannot tell one token's slot without the token: it is emptied.
-            self.front.clear();
-            match eviction {
-                Eviction::All => {
-                    self.active.invalidate_all();
-                    if let Some(stale) = &self.stale {
-                        stale.forget_all();
-                    }
-                }
-                Eviction::Key(shared) => {
-                    // Only fails when invalidation closures are off, which fleet mode turns on.
-                    let _ = self
-                        .active
-                        .invalidate_entries_if(move |_, info| info.shared == Some(shared));
-                    if let Some(stale) = &self.stale {
-                        stale.forget_shared(shared);
-                    }
-                }
+        let evictions = fleet.link.take();
+        // The front cannot tell one token's slot without the token: it is emptied, once.
+        self.front.clear();
+        if evictions.contains(&Eviction::All) {
+            self.active.invalidate_all();
+            if let Some(stale) = &self.stale {
+                stale.forget_all();
+            }
+            return;
+        }
+        let keys: Vec<SharedKey> = evictions
+            .into_iter()
+            .filter_map(|eviction| match eviction {
+                Eviction::Key(key) => Some(key),
+                Eviction::All => None,
+            })
+            .collect();
+        let keys: Arc<[SharedKey]> = keys.into();
+        let revoked = Arc::clone(&keys);
+        // One predicate for the batch. Only fails when invalidation closures are off, which
+        // fleet mode turns on.
+        let _ = self.active.invalidate_entries_if(move |_, info| {
+            info.shared.is_some_and(|shared| revoked.contains(&shared))
+        });
+        if let Some(stale) = &self.stale {
+            stale.forget_shared(keys);
+        }
+    }
+
+    /// The link's epoch now (0 without a fleet): [`Introspector::forget_if_evicted`] tells from
+    /// it whether a revocation arrived while a lookup ran.
+    #[inline]
+    pub(super) fn fleet_epoch(&self) -> u64 {
+        self.fleet.as_ref().map_or(0, |fleet| fleet.link.epoch())
+    }
+
+    /// After a lookup that started at `epoch` put `info` in this process's caches: if an
+    /// eviction arrived meanwhile that covers it, take it out again (moka's invalidation only
+    /// reaches entries inserted before it). The answer still serves the request that fetched it.
+    pub(super) async fn forget_if_evicted(&self, epoch: u64, key: &TokenKey, info: &TokenInfo) {
+        let Some(fleet) = &self.fleet else { return };
+        if fleet.link.evicted_since(epoch, info.shared) {
+            self.front.remove(key);
+            self.active.invalidate(key).await;
+            if let Some(stale) = &self.stale {
+                stale.remove(key).await;
             }
         }
     }
 
     /// [`Introspector::call`] in fleet mode: the shared entry if there is one; else the fleet
     /// lock's holder asks the AS and writes the entry, and the others wait for it (never past
-    /// `deadline`) or ask the AS themselves.
+    /// half the time left to `deadline`) or ask the AS themselves.
     pub(super) async fn call_through_fleet(
         &self,
         fleet: &Fleet,
@@ -72,19 +107,17 @@ impl Introspector {
         let shared = fleet.store.key().digest(token.as_bytes());
         let lock_ttl = Fleet::lock_ttl(self.as_timeout);
         let mut holder = false;
-        // An unreadable value is replaced by the AS's answer.
-        let mut replace = false;
+        let mut write = Write::IfAbsent;
         match fleet.store.get(&shared).await {
             Found::Entry(entry) => {
-                if let Some(result) = self.from_entry(fleet, key, shared, entry, epoch).await {
+                if let Some(result) = self.answer_in(fleet, key, shared, entry, epoch).await {
                     return result;
                 }
             }
             Found::Missing => match fleet.store.lock(&shared, lock_ttl).await {
                 Some(true) => match Self::recheck_as_holder(fleet, &shared).await {
                     Some(entry) => {
-                        if let Some(result) =
-                            self.from_entry(fleet, key, shared, entry, epoch).await
+                        if let Some(result) = self.answer_in(fleet, key, shared, entry, epoch).await
                         {
                             return result;
                         }
@@ -99,7 +132,7 @@ impl Introspector {
                     {
                         Waited::Entry(entry) => {
                             if let Some(result) =
-                                self.from_entry(fleet, key, shared, entry, epoch).await
+                                self.answer_in(fleet, key, shared, entry, epoch).await
                             {
                                 return result;
                             }
@@ -110,51 +143,73 @@ impl Introspector {
                 }
                 None => {}
             },
-            Found::Unreadable => replace = true,
+            Found::Unreadable(old) => write = Write::Replace(old),
             Found::Unavailable => {}
         }
         let result = self.ask_as(token, deadline).await;
-        // The entry for the fleet (an unreadable one is replaced; any other left alone: it may
-        // be a revocation's).
-        match &result {
+        self.share(fleet, shared, &result, write, holder);
+        let (answer, _body) = result?;
+        self.settle_shared(fleet, key, shared, answer, None, epoch)
+            .await
+    }
+
+    /// Writes the AS's answer for the fleet and releases the lock, in the background: the
+    /// request does not wait for Redis once it has its answer. Errors and uncacheable answers
+    /// are not written.
+    fn share(
+        &self,
+        fleet: &Fleet,
+        shared: SharedKey,
+        result: &Result<(Answer, bytes::Bytes), Miss>,
+        write: Write,
+        holder: bool,
+    ) {
+        let now_ms = unix_now_ms();
+        let entry = match result {
             Ok((Answer::Active(info), body)) => {
-                let now_ms = unix_now_ms();
                 let until_ms = cached_until_ms(info.exp, now_ms, self.max_ttl);
                 let ttl = Duration::from_millis(until_ms.saturating_sub(now_ms));
-                if !ttl.is_zero() {
+                (!ttl.is_zero()).then(|| {
                     let entry = Entry::Active {
                         answer: body.to_vec(),
                         until_ms,
                     };
-                    fleet.store.put(&shared, &entry, ttl, !replace).await;
-                }
+                    (entry, ttl)
+                })
             }
             Ok((
                 Answer::Inactive {
                     cacheable: true, ..
                 },
                 _,
-            )) => {
-                let ttl = self.negative_ttl;
-                fleet
-                    .store
-                    .put(&shared, &Entry::Inactive, ttl, !replace)
-                    .await;
+            )) => Some((Entry::Inactive, self.negative_ttl)),
+            _ => None,
+        };
+        if entry.is_none() && !holder {
+            return;
+        }
+        let store = Arc::clone(&fleet.store);
+        tokio::spawn(async move {
+            if let Some((entry, ttl)) = entry {
+                match write {
+                    Write::IfAbsent => {
+                        store.put(&shared, &entry, ttl, true).await;
+                    }
+                    Write::Replace(old) => {
+                        store.replace_unreadable(&shared, &old, &entry, ttl).await;
+                    }
+                }
             }
-            _ => {}
-        }
-        if holder {
-            // The others find the entry, or (none written) stop waiting and take their turn.
-            fleet.store.unlock(&shared).await;
-        }
-        let (answer, _body) = result?;
-        self.settle_shared(fleet, key, shared, answer, None, epoch)
-            .await
+            if holder {
+                // The others find the entry, or (none written) stop waiting and take a turn.
+                store.unlock(&shared).await;
+            }
+        });
     }
 
     /// The answer a shared entry holds; `None` when an active one no longer reads as active
     /// (it is checked again like a fresh answer), so the AS is asked.
-    async fn from_entry(
+    async fn answer_in(
         &self,
         fleet: &Fleet,
         key: TokenKey,
@@ -212,7 +267,7 @@ impl Introspector {
             if !fleet.link.is_up() {
                 info.cached_until_ms = info.cached_until_ms.min(now_ms.saturating_add(negative_ms));
             }
-            if fleet.link.epoch() != epoch {
+            if fleet.link.evicted_since(epoch, Some(shared)) {
                 info.cached_until_ms = now_ms;
             }
             info.shared = Some(shared);
@@ -221,7 +276,8 @@ impl Introspector {
     }
 
     /// Waits for the lock holder's entry: polls Redis, backing off from 2 to 25 ms, until the
-    /// entry appears, the lock comes free, or `min(now + lock_ttl, deadline)`.
+    /// entry appears, the lock comes free, or the lock's lifetime passes, and never past half
+    /// the time left to `deadline` (the other half is for asking the AS itself).
     async fn wait_for_entry(
         &self,
         fleet: &Fleet,
@@ -229,7 +285,8 @@ impl Introspector {
         deadline: Instant,
         lock_ttl: Duration,
     ) -> Waited {
-        let until = deadline.min(Instant::now() + lock_ttl);
+        let now = Instant::now();
+        let until = (now + deadline.saturating_duration_since(now) / 2).min(now + lock_ttl);
         let mut pause = Duration::from_millis(2);
         loop {
             if Instant::now() + pause >= until {
@@ -239,7 +296,7 @@ impl Introspector {
             pause = (pause * 2).min(Duration::from_millis(25));
             match fleet.store.get(shared).await {
                 Found::Entry(entry) => return Waited::Entry(entry),
-                Found::Unavailable | Found::Unreadable => return Waited::GaveUp,
+                Found::Unavailable | Found::Unreadable(_) => return Waited::GaveUp,
                 Found::Missing => match fleet.store.lock(shared, lock_ttl).await {
                     Some(true) => {
                         return match Self::recheck_as_holder(fleet, shared).await {
@@ -262,8 +319,15 @@ impl Introspector {
                 fleet.store.unlock(shared).await;
                 Some(entry)
             }
-            Found::Missing | Found::Unreadable | Found::Unavailable => None,
+            Found::Missing | Found::Unreadable(_) | Found::Unavailable => None,
         }
+    }
+
+    /// The token's name in the shared cache, in fleet mode.
+    pub(super) fn shared_key(&self, token: &str) -> Option<SharedKey> {
+        self.fleet
+            .as_ref()
+            .map(|fleet| fleet.store.key().digest(token.as_bytes()))
     }
 
     /// Forgets the token named `shared` here, marks it revoked in the shared cache for the
@@ -273,12 +337,9 @@ impl Introspector {
         let Some(fleet) = &self.fleet else {
             return true;
         };
+        // Queued here too: a fill of this process already under way is caught by it.
         fleet.link.queue(Eviction::Key(shared));
         self.apply_evictions();
-        self.revoke_shared(fleet, shared).await
-    }
-
-    pub(super) async fn revoke_shared(&self, fleet: &Fleet, shared: SharedKey) -> bool {
         fleet.start(&self.stats);
         let told = fleet
             .store

@@ -96,13 +96,13 @@ impl StaleCache {
         self.entries.invalidate_all();
     }
 
-    /// Forgets the entries of the token named `shared` in the fleet (a revocation).
+    /// Forgets the entries of the tokens named `keys` in the fleet (revocations).
     #[cfg(feature = "redis")]
-    pub(crate) fn forget_shared(&self, shared: crate::fleet::SharedKey) {
+    pub(crate) fn forget_shared(&self, keys: std::sync::Arc<[crate::fleet::SharedKey]>) {
         // Only fails when invalidation closures are off, which `new` turns on.
-        let _ = self
-            .entries
-            .invalidate_entries_if(move |_, info| info.shared == Some(shared));
+        let _ = self.entries.invalidate_entries_if(move |_, info| {
+            info.shared.is_some_and(|shared| keys.contains(&shared))
+        });
     }
 
     /// Remembers an active answer just cached.

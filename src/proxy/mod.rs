@@ -209,26 +209,19 @@ impl Proxy {
         let Some((listener, routes)) = self.admin else {
             return server::serve(self.listener, self.service, self.options, shutdown).await;
         };
-        // One shutdown for both listeners: the admin one stops with the FHIR one.
+        // The admin listener is served like the FHIR one (TLS, connection cap, deadlines,
+        // graceful shutdown within the grace period) and stops with it.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let admin = tokio::spawn(async move {
+        let admin = server::serve(listener, routes, self.options.clone(), async move {
             let mut stopped = stopped;
-            let served = axum::serve(listener, routes)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::warn!(error = %error, "admin listener failed");
-            }
+            let _ = stopped.wait_for(|stop| *stop).await;
         });
-        let drained = server::serve(self.listener, self.service, self.options, async move {
+        let fhir = server::serve(self.listener, self.service, self.options, async move {
             shutdown.await;
             let _ = stop.send(true);
-        })
-        .await;
-        let _ = admin.await;
-        drained
+        });
+        let (fhir, admin) = tokio::join!(fhir, admin);
+        fhir && admin
     }
 
     /// The admin listener's address, when `SMART_GUARD_ADMIN_ADDR` is set.

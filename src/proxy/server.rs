@@ -36,6 +36,13 @@ pub(crate) trait ForClient {
     fn for_client(&self, addr: std::net::SocketAddr) -> Self;
 }
 
+/// The admin listener's routes need no client address.
+impl ForClient for axum::Router {
+    fn for_client(&self, _addr: std::net::SocketAddr) -> Self {
+        self.clone()
+    }
+}
+
 /// How connections are served.
 #[derive(Clone)]
 pub(crate) struct ServeOptions {

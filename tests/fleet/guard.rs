@@ -97,14 +97,19 @@ async fn three_replicas(
         let replica = Replica::start(auth, urls, &key).await;
         let warm = auth.issue_token(CLIENT, SCOPE).as_str().to_owned();
         assert_eq!(replica.read(&warm).await, 200);
-        // Revoking a made-up token proves Redis reachable without touching real entries.
-        let reached = within(Duration::from_secs(10), || async {
-            replica.layer.invalidate("warm-up-probe").await.is_ok()
-        })
-        .await;
-        assert!(reached.is_some(), "the replica reaches Redis");
         replicas.push(Arc::new(replica));
     }
+    // Every replica reaches Redis and hears revocations: revoking a made-up token (which
+    // touches no real entry) until each has heard one.
+    let heard = within(Duration::from_secs(10), || async {
+        let _ = replicas[0].layer.invalidate("warm-up-probe").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        replicas
+            .iter()
+            .all(|r| r.layer.stats().revocations_received > 0)
+    })
+    .await;
+    assert!(heard.is_some(), "every replica hears revocations");
     replicas
 }
 
@@ -199,43 +204,82 @@ async fn a_tampered_value_is_refused_and_counted_and_a_foreign_fleet_key_reads_n
     let redis = RedisServer::start();
     let auth = dev_as().await;
     let first = Replica::start(&auth, &[redis.url()], &fleet_key(1)).await;
-    let token = auth
+    let entries = |redis: &RedisServer| -> Vec<(Vec<u8>, Vec<u8>)> {
+        redis
+            .dump()
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(b"smart-guard:t:"))
+            .collect()
+    };
+    // A Patient token's entry, then an Observation-only token's: told apart by order.
+    let patient = auth
+        .issue_token(CLIENT, "system/Patient.rs")
+        .as_str()
+        .to_owned();
+    assert_eq!(first.read(&patient).await, 200);
+    // The entry is written in the background, just after the answer.
+    let written = within(Duration::from_secs(2), || async {
+        entries(&redis).len() == 1
+    })
+    .await;
+    assert!(written.is_some(), "{:?}", entries(&redis));
+    let patient_entry = entries(&redis);
+    let observation = auth
         .issue_token(CLIENT, "system/Observation.rs")
         .as_str()
         .to_owned();
-    assert_eq!(
-        first.read(&token).await,
-        403,
-        "Observation only: the Patient read is refused"
-    );
-    let calls = auth.introspection_count();
-    // Every entry's value gets one byte flipped.
+    assert_eq!(first.read(&observation).await, 403, "Observation only");
+    let written = within(Duration::from_secs(2), || async {
+        entries(&redis).len() == 2
+    })
+    .await;
+    assert!(written.is_some(), "{:?}", entries(&redis));
+    let observation_key = entries(&redis)
+        .into_iter()
+        .map(|(key, _)| key)
+        .find(|key| *key != patient_entry[0].0)
+        .expect("the Observation token's entry");
+
+    // The Patient answer, sealed for its own name, moved under the Observation token's name.
     let mut conn = redis.connection();
-    for (key, mut value) in redis.dump() {
-        if value.is_empty() || !key.starts_with(b"smart-guard:t:") {
-            continue;
-        }
-        let last = value.len() - 1;
-        value[last] ^= 0x01;
-        redis::cmd("SET")
-            .arg(&key)
-            .arg(value)
-            .arg("KEEPTTL")
-            .query::<()>(&mut conn)
-            .expect("tamper");
-    }
+    redis::cmd("SET")
+        .arg(&observation_key)
+        .arg(&patient_entry[0].1)
+        .arg("KEEPTTL")
+        .query::<()>(&mut conn)
+        .expect("move the value");
+    let calls = auth.introspection_count();
     let second = Replica::start(&auth, &[redis.url()], &fleet_key(1)).await;
     assert_eq!(
-        second.read(&token).await,
+        second.read(&observation).await,
         403,
-        "the AS's answer, not the tampered one"
+        "the moved Patient answer is not used: the AS's answer is"
     );
     assert_eq!(second.layer.stats().shared_tampered, 1);
     assert_eq!(second.layer.stats().shared_hits, 0);
-    assert_eq!(
-        auth.introspection_count(),
-        calls + 1,
-        "the tampered value cost one AS call"
+    assert_eq!(auth.introspection_count(), calls + 1, "it cost one AS call");
+
+    // A flipped byte, too; the value is then replaced with the AS's answer.
+    let mut value = patient_entry[0].1.clone();
+    let last = value.len() - 1;
+    value[last] ^= 0x01;
+    redis::cmd("SET")
+        .arg(&patient_entry[0].0)
+        .arg(value)
+        .arg("KEEPTTL")
+        .query::<()>(&mut conn)
+        .expect("flip a byte");
+    let third = Replica::start(&auth, &[redis.url()], &fleet_key(1)).await;
+    assert_eq!(third.read(&patient).await, 200);
+    assert_eq!(third.layer.stats().shared_tampered, 1);
+    let replaced = within(Duration::from_secs(2), || async {
+        let fourth = Replica::start(&auth, &[redis.url()], &fleet_key(1)).await;
+        fourth.read(&patient).await == 200 && fourth.layer.stats().shared_hits == 1
+    })
+    .await;
+    assert!(
+        replaced.is_some(),
+        "the unreadable value was replaced by the AS's answer"
     );
 
     let foreign = Replica::start(&auth, &[redis.url()], &fleet_key(9)).await;
@@ -247,6 +291,18 @@ async fn a_tampered_value_is_refused_and_counted_and_a_foreign_fleet_key_reads_n
         auth.introspection_count(),
         calls + 1,
         "another fleet key: its own AS call"
+    );
+    // A revocation from a replica with another fleet key names nothing here: the others empty
+    // their first level rather than miss it (and read the shared entry again).
+    let hits = first.layer.stats().shared_hits;
+    assert!(foreign.layer.invalidate(&fresh).await.is_ok());
+    let emptied = within(Duration::from_secs(1), || async {
+        first.read(&fresh).await == 200 && first.layer.stats().shared_hits > hits
+    })
+    .await;
+    assert!(
+        emptied.is_some(),
+        "the mismatched revocation emptied the first level"
     );
     let stats = foreign.layer.stats();
     assert_eq!(
@@ -265,8 +321,14 @@ async fn redis_stopped_mid_load_costs_no_5xx_and_no_wrong_allow_and_is_used_agai
     let good: Vec<String> = (0..4)
         .map(|_| auth.issue_token(CLIENT, SCOPE).as_str().to_owned())
         .collect();
+    // A token every replica has cached, then revoked (at the AS and through the fleet) while
+    // Redis is up: it must stay refused while Redis is down.
     let revoked = auth.issue_token(CLIENT, SCOPE).as_str().to_owned();
+    for replica in &replicas {
+        assert_eq!(replica.read(&revoked).await, 200);
+    }
     assert!(auth.revoke_token(&revoked));
+    assert_eq!(replicas[0].revoke(&revoked, ADMIN_SECRET).await, 200);
     let round = |replicas: &[Arc<Replica>]| {
         let replicas = replicas.to_vec();
         let good = good.clone();
@@ -281,6 +343,15 @@ async fn redis_stopped_mid_load_costs_no_5xx_and_no_wrong_allow_and_is_used_agai
             }
         }
     };
+    let heard = within(Duration::from_secs(1), || async {
+        let mut all = true;
+        for replica in &replicas {
+            all &= replica.read(&revoked).await == 401;
+        }
+        all
+    })
+    .await;
+    assert!(heard.is_some(), "the revocation reached every replica");
     round(&replicas).await;
     let calls_before = auth.introspection_count();
     redis.stop();
@@ -292,8 +363,8 @@ async fn redis_stopped_mid_load_costs_no_5xx_and_no_wrong_allow_and_is_used_agai
     }
     let calls_down = auth.introspection_count() - calls_before;
     assert!(
-        calls_down >= good.len() as u64 as usize,
-        "AS calls rise: {calls_down}"
+        calls_down >= good.len() * replicas.len(),
+        "each replica asks the AS for each token again: {calls_down}"
     );
     let errors: u64 = replicas.iter().map(|r| r.layer.stats().shared_errors).sum();
     assert!(errors >= 1, "Redis failures counted");

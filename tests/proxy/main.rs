@@ -24,6 +24,57 @@ async fn started(extra: &[(&str, &str)]) -> (Env, Upstream, support::RunningProx
 }
 
 #[tokio::test]
+async fn the_admin_listener_takes_revocations_and_the_fhir_listener_does_not() {
+    let secret_file = std::env::temp_dir().join(format!("proxy-admin-{}", std::process::id()));
+    std::fs::write(&secret_file, "admin-secret-0123456789\n").expect("write");
+    let (env, upstream, proxy) = started(&[
+        ("SMART_GUARD_ADMIN_ADDR", "127.0.0.1:0"),
+        (
+            "SMART_GUARD_REVOCATION_SECRET_FILE",
+            secret_file.to_str().expect("utf-8 path"),
+        ),
+    ])
+    .await;
+    let admin = proxy.admin.expect("admin listener");
+    let token = env.token("system/Patient.rs");
+    let read = || {
+        http()
+            .get(format!("{}/Patient/1", proxy.public_base))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(read().await.expect("send").status(), 200);
+    assert!(env.server.revoke_token(&token));
+    assert_eq!(read().await.expect("send").status(), 200, "cached");
+    let revoke = |origin: String, secret: &'static str| {
+        http()
+            .post(format!("{origin}/revoke"))
+            .bearer_auth(secret)
+            .form(&[("token", token.as_str())])
+            .send()
+    };
+    let on_fhir = revoke(format!("http://{}", proxy.addr), "admin-secret-0123456789")
+        .await
+        .expect("send");
+    assert_ne!(on_fhir.status(), 200, "the FHIR listener serves no /revoke");
+    let wrong = revoke(format!("http://{admin}"), "admin-secret-wrong-0000")
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+    let revoked = revoke(format!("http://{admin}"), "admin-secret-0123456789")
+        .await
+        .expect("send");
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(read().await.expect("send").status(), 401, "asked again");
+    assert_eq!(
+        upstream.requests().len(),
+        2,
+        "two reads reached the upstream, nothing else"
+    );
+    let _ = std::fs::remove_file(&secret_file);
+}
+
+#[tokio::test]
 async fn an_allowed_read_reaches_the_upstream_with_identity_and_forwarding_headers() {
     let (env, upstream, proxy) = started(&[]).await;
     let token = env.token("system/Patient.rs");

@@ -76,6 +76,8 @@ impl Env {
 pub struct RunningProxy {
     pub addr: SocketAddr,
     pub public_base: String,
+    /// The admin listener, when `SMART_GUARD_ADMIN_ADDR` is set.
+    pub admin: Option<SocketAddr>,
 }
 
 pub async fn spawn_proxy(env: &Env, upstream: &str, extra: &[(&str, &str)]) -> RunningProxy {
@@ -86,8 +88,13 @@ pub async fn spawn_proxy(env: &Env, upstream: &str, extra: &[(&str, &str)]) -> R
     let proxy = Proxy::bind(settings, guard).await.expect("bind");
     let addr = proxy.local_addr().expect("addr");
     let public_base = proxy.public_base().as_str().to_owned();
+    let admin = proxy.admin_addr().map(|addr| addr.expect("admin addr"));
     tokio::spawn(proxy.serve(std::future::pending()));
-    RunningProxy { addr, public_base }
+    RunningProxy {
+        addr,
+        public_base,
+        admin,
+    }
 }
 
 /// The `smart-guard proxy` binary as a process of its own.
