@@ -395,8 +395,8 @@ impl Config {
         c = env.try_set_str(c, ENV_RESOURCE_URL, Self::with_resource_url)?;
         c = env.set(c, ENV_RESOURCE_NAME, text, Self::with_resource_name)?;
         #[cfg(feature = "redis")]
-        if let Some(fleet) = crate::fleet::FleetConfig::from_lookup(&env.0)? {
-            c = c.with_fleet(fleet);
+        {
+            c = c.with_fleet_from(&env.0)?;
         }
         // Never run as a lone replica when a fleet was asked for.
         #[cfg(not(feature = "redis"))]

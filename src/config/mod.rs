@@ -109,7 +109,7 @@ pub struct Config {
     pub(crate) advertised: discovery::Advertised,
     /// Fleet mode: the shared cache on Redis.
     #[cfg(feature = "redis")]
-    pub(crate) fleet: Option<crate::fleet::FleetConfig>,
+    pub(crate) fleet: Option<crate::fleet::config::FleetConfig>,
 }
 
 impl Config {
@@ -629,6 +629,31 @@ fn greater_than_0(var: &'static str) -> ConfigError {
     ConfigError::Invalid {
         var,
         reason: "must be greater than 0".to_owned(),
+    }
+}
+
+/// Fleet mode's settings on a [`Config`].
+#[cfg(feature = "redis")]
+impl Config {
+    /// Fleet mode: a shared cache on Redis, fleet-wide single-flight and revocation (see
+    /// [`crate::fleet`]). [`Config::from_env`] sets it from `SMART_GUARD_REDIS_URL` and
+    /// `SMART_GUARD_FLEET_KEY_FILE`.
+    pub fn with_fleet(mut self, fleet: crate::fleet::config::FleetConfig) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The fleet settings read through `lookup`, when a Redis URL is set.
+    pub(crate) fn with_fleet_from(
+        self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Ok(
+            match crate::fleet::config::FleetConfig::from_lookup(lookup)? {
+                Some(fleet) => self.with_fleet(fleet),
+                None => self,
+            },
+        )
     }
 }
 

@@ -172,16 +172,6 @@ impl FleetConfig {
     }
 }
 
-impl crate::Config {
-    /// Fleet mode: a shared cache on Redis, fleet-wide single-flight and revocation (see
-    /// [`crate::fleet`]). [`Config::from_env`](crate::Config::from_env) sets it from
-    /// `SMART_GUARD_REDIS_URL` and `SMART_GUARD_FLEET_KEY_FILE`.
-    pub fn with_fleet(mut self, fleet: FleetConfig) -> Self {
-        self.fleet = Some(fleet);
-        self
-    }
-}
-
 /// `url` with any password replaced by `***` (the user name is kept).
 fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

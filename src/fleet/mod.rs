@@ -13,8 +13,8 @@
 //! - Redis failing never fails a request: its commands have a timeout and a breaker of their
 //!   own, and a request then takes the AS path.
 
-mod config;
-mod key;
+pub(crate) mod config;
+pub(crate) mod key;
 pub(crate) mod link;
 pub(crate) mod seal;
 pub(crate) mod store;

@@ -42,7 +42,7 @@ pub(crate) struct TokenInfo {
     pub(crate) cached_until_ms: u64,
     /// Fleet mode: the token's name in the shared cache, by which a revocation finds it.
     #[cfg(feature = "redis")]
-    pub(crate) shared: Option<crate::fleet::SharedKey>,
+    pub(crate) shared: Option<crate::fleet::key::SharedKey>,
 }
 
 /// The local checks applied to every answer (and `exp` again on every cache hit).

@@ -98,7 +98,7 @@ impl StaleCache {
 
     /// Forgets the entries of the tokens named `keys` in the fleet (revocations).
     #[cfg(feature = "redis")]
-    pub(crate) fn forget_shared(&self, keys: std::sync::Arc<[crate::fleet::SharedKey]>) {
+    pub(crate) fn forget_shared(&self, keys: std::sync::Arc<[crate::fleet::key::SharedKey]>) {
         // Only fails when invalidation closures are off, which `new` turns on.
         let _ = self.entries.invalidate_entries_if(move |_, info| {
             info.shared.is_some_and(|shared| keys.contains(&shared))
