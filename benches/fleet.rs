@@ -24,10 +24,6 @@ use std::{
 use common::{Body, SCOPES, inner, request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
-use smart_guard::{
-    Config, SmartGuardLayer,
-    fleet::{FleetConfig, FleetKey},
-};
 use support::{MockAs, active};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -42,19 +38,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A replica of the fleet on `redis` (its own first level).
-fn replica(auth: &MockAs, redis: &str) -> SmartGuardLayer {
-    let fleet = FleetConfig::new([redis], FleetKey::new(&[7; 32]).expect("key"))
-        .expect("fleet")
-        .with_timeout(Duration::from_millis(500));
-    let config = Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    )
-    .with_max_ttl(Duration::from_secs(3600))
-    .with_fleet(fleet);
-    SmartGuardLayer::new(config).expect("layer")
+fn replica(auth: &MockAs, redis: &str) -> smart_guard::SmartGuardLayer {
+    common::fleet_replica(auth, redis, Duration::from_millis(500))
 }
 
 async fn send<S>(service: &S, token: &str) -> u16
@@ -72,9 +57,7 @@ where
 }
 
 fn tokens() -> Vec<String> {
-    (0..TOKENS)
-        .map(|i| format!("fleet-bench-token-{i:06}-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi"))
-        .collect()
+    common::fleet_tokens(TOKENS)
 }
 
 fn fleet(c: &mut Criterion) {

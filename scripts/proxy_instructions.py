@@ -7,11 +7,11 @@ Each server runs under `valgrind --tool=callgrind`; after a warm-up its counters
 wrk runs for --seconds, the counters are dumped, and their total is divided by the requests wrk
 completed. See scripts/proxy_instructions.sh. Not part of CI.
 """
-import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, re, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import proxy_load  # noqa: E402
-from proxy_load import BARE_FORWARD, SECRET, SMART_GUARD, Servers, free_port, nginx_conf, wait_http  # noqa: E402
+from proxy_load import BARE_FORWARD, SECRET, SMART_GUARD, free_port, wait_http  # noqa: E402
 
 
 def main():
@@ -21,30 +21,12 @@ def main():
     ap.add_argument("--annotate", action="store_true", help="print callgrind_annotate's top functions")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (callgrind files, logs)")
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="proxy_instructions.")
-    servers = Servers(tmp)
-    try:
-        run(args, tmp, servers)
-    finally:
-        servers.stop_all()
-        if args.keep:
-            print(f"kept {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    proxy_load.in_temp_dir("proxy_instructions.", args.keep, lambda tmp, servers: run(args, tmp, servers))
 
 
 def run(args, tmp, servers):
     port = {k: free_port() for k in ["upstream", "as", "guard", "bare"]}
-    upstream_conf = nginx_conf(tmp, "upstream", f"""
-    server {{
-        listen 127.0.0.1:{port['upstream']} backlog=4096;
-        location = /fhir/Patient/1 {{
-            default_type application/fhir+json;
-            return 200 '{proxy_load.PATIENT}';
-        }}
-        location / {{ return 404; }}
-    }}""")
-    servers.start("upstream", ["nginx", "-c", upstream_conf, "-p", os.path.dirname(upstream_conf)])
+    proxy_load.start_upstream(servers, tmp, port["upstream"])
     keys = os.path.join(tmp, "keys")
     subprocess.run([SMART_GUARD, "keygen", "--alg", "ES384", "--out", keys], check=True, capture_output=True)
     clients = {"token_lifetime_secs": 86400,

@@ -218,22 +218,42 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="proxy_load.")
-    os.chmod(tmp, 0o755)
-    servers = Servers(tmp)
-
     def on_signal(signum, _frame):
         raise SystemExit(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    in_temp_dir("proxy_load.", args.keep, lambda tmp, servers: run(args, tmp, servers))
+
+
+def in_temp_dir(prefix, keep, body):
+    """Runs body(tmp, servers) in a fresh temp dir, then stops every server and removes the dir
+    (unless keep)."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)
+    servers = Servers(tmp)
     try:
-        run(args, tmp, servers)
+        body(tmp, servers)
     finally:
         servers.stop_all()
-        if args.keep:
+        if keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_upstream(servers, tmp, port):
+    """The upstream: nginx answering a fixed Patient at /fhir/Patient/1 on `port`; the same for
+    every mode."""
+    conf = nginx_conf(tmp, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /fhir/Patient/1 {{
+            default_type application/fhir+json;
+            return 200 '{PATIENT}';
+        }}
+        location / {{ return 404; }}
+    }}""")
+    servers.start("upstream", ["nginx", "-c", conf, "-p", os.path.dirname(conf)])
 
 
 def run(args, tmp, servers):
@@ -241,17 +261,7 @@ def run(args, tmp, servers):
                                       "guard_short", "apache_short", "bare"]}
     log = lambda *a: print(*a, file=sys.stderr, flush=True)
 
-    # The upstream: nginx answering a fixed Patient; the same for every mode.
-    upstream_conf = nginx_conf(tmp, "upstream", f"""
-    server {{
-        listen 127.0.0.1:{port['upstream']} backlog=4096;
-        location = /fhir/Patient/1 {{
-            default_type application/fhir+json;
-            return 200 '{PATIENT}';
-        }}
-        location / {{ return 404; }}
-    }}""")
-    servers.start("upstream", ["nginx", "-c", upstream_conf, "-p", os.path.dirname(upstream_conf)])
+    start_upstream(servers, tmp, port["upstream"])
 
     # nginx as a plain reverse proxy, with keep-alive connections to the upstream.
     nginx_proxy_conf = nginx_conf(tmp, "nginx_proxy", f"""

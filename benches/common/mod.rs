@@ -73,3 +73,28 @@ pub fn guard_layer(auth: &MockAs) -> SmartGuardLayer {
     .with_max_ttl(Duration::from_secs(3600));
     SmartGuardLayer::new(config).expect("layer")
 }
+
+/// A replica of a fleet on the Redis at `redis` (its own first level), against `auth`.
+#[cfg(feature = "redis")]
+pub fn fleet_replica(auth: &MockAs, redis: &str, timeout: Duration) -> SmartGuardLayer {
+    use smart_guard::fleet::{FleetConfig, FleetKey};
+    let fleet = FleetConfig::new([redis], FleetKey::new(&[7; 32]).expect("key"))
+        .expect("fleet")
+        .with_timeout(timeout);
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    )
+    .with_max_ttl(Duration::from_secs(3600))
+    .with_fleet(fleet);
+    SmartGuardLayer::new(config).expect("layer")
+}
+
+/// `n` distinct opaque tokens for the fleet benches.
+#[cfg(feature = "redis")]
+pub fn fleet_tokens(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("fleet-bench-token-{i:06}-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi"))
+        .collect()
+}

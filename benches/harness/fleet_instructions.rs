@@ -19,27 +19,13 @@ mod common;
 use std::time::Duration;
 
 use common::{SCOPES, inner, request};
-use smart_guard::{
-    Config, SmartGuardLayer,
-    fleet::{FleetConfig, FleetKey},
-};
 use support::{MockAs, active};
 use tower::{Layer, ServiceExt, service_fn};
 
 const FILLED: usize = 3_000;
 
-fn replica(auth: &MockAs, redis: &str) -> SmartGuardLayer {
-    let fleet = FleetConfig::new([redis], FleetKey::new(&[7; 32]).expect("key"))
-        .expect("fleet")
-        .with_timeout(Duration::from_secs(5));
-    let config = Config::new(
-        auth.url().parse().expect("url"),
-        support::RS_CLIENT_ID,
-        support::RS_SECRET,
-    )
-    .with_max_ttl(Duration::from_secs(3600))
-    .with_fleet(fleet);
-    SmartGuardLayer::new(config).expect("layer")
+fn replica(auth: &MockAs, redis: &str) -> smart_guard::SmartGuardLayer {
+    common::fleet_replica(auth, redis, Duration::from_secs(5))
 }
 
 fn main() {
@@ -55,9 +41,7 @@ fn main() {
     rt.block_on(async {
         let auth = MockAs::start().await;
         auth.answer_unknown(active(SCOPES));
-        let tokens: Vec<String> = (0..FILLED)
-            .map(|i| format!("fleet-bench-token-{i:06}-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi"))
-            .collect();
+        let tokens = common::fleet_tokens(FILLED);
         let writer = replica(&auth, &redis.url()).layer(service_fn(inner));
         for token in &tokens {
             let response = writer.clone().oneshot(request(token)).await.expect("send");
