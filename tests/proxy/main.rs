@@ -540,6 +540,77 @@ async fn tls_on_both_sides_and_http2_from_the_client() {
     );
 }
 
+/// Over HTTP/1.1 upstream hyper writes only the trailers a `Trailer` field declares, and the proxy
+/// drops that field as hop-by-hop; over HTTP/2 (the TLS upstream, by ALPN) nothing but the
+/// proxy's own trailer filter stands between them and the upstream.
+#[tokio::test]
+async fn request_trailers_never_reach_the_upstream_over_http1_or_http2() {
+    let env = Env::start().await;
+    for upstream in [Upstream::start().await, Upstream::start_tls().await] {
+        let proxy = spawn_proxy(
+            &env,
+            &upstream.base(),
+            &[("SMART_GUARD_UPSTREAM_CA_FILE", upstream::TEST_CERT)],
+        )
+        .await;
+        let token = env.token("system/Binary.cruds");
+        // Chunked, with trailers a client could hope the upstream reads as fields.
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        let request = format!(
+            "POST /fhir/Binary HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nTrailer: X-Smart-Client-Id, X-Evil\r\nTE: trailers\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Smart-Client-Id: forged-admin\r\nX-Evil: 1\r\n\r\n",
+            proxy.addr
+        );
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("answer");
+        let answer = String::from_utf8_lossy(&answer);
+        let base = upstream.base();
+        assert!(answer.starts_with("HTTP/1.1 201"), "{base}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+        let receipt: Value = serde_json::from_str(body.trim()).expect("JSON receipt");
+        assert_eq!(receipt["size"], 5, "{base}: {receipt}");
+        assert_eq!(
+            receipt["trailers"],
+            serde_json::json!([]),
+            "{base}: {receipt}"
+        );
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), 1, "{base}");
+        assert_eq!(
+            seen[0].count("trailer"),
+            0,
+            "{base}: the Trailer field is hop-by-hop"
+        );
+        assert_eq!(seen[0].count("x-evil"), 0, "{base}");
+    }
+}
+
+#[tokio::test]
+async fn http2_clients_are_told_at_most_128_streams_per_connection() {
+    let (_env, _upstream, proxy) = started(&[]).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    // The HTTP/2 connection preface, then an empty SETTINGS frame (RFC 9113 §3.4, §6.5).
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.expect("frame header");
+    assert_eq!(header[3], 0x4, "the server's first frame is SETTINGS");
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.expect("settings");
+    let max_streams = payload.chunks_exact(6).find_map(|setting| {
+        (u16::from_be_bytes([setting[0], setting[1]]) == 0x3)
+            .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
+    });
+    assert_eq!(max_streams, Some(128), "SETTINGS_MAX_CONCURRENT_STREAMS");
+}
+
 #[tokio::test]
 async fn http2_without_tls_and_expect_100_continue_are_served() {
     let (env, upstream, proxy) = started(&[]).await;

@@ -279,16 +279,25 @@ async fn answer(
         let mut body = request.into_body();
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
+        let mut trailers = Vec::new();
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                size += data.len() as u64;
-                hasher.update(&data);
+            match frame.into_data() {
+                Ok(data) => {
+                    size += data.len() as u64;
+                    hasher.update(&data);
+                }
+                Err(frame) => {
+                    if let Ok(fields) = frame.into_trailers() {
+                        trailers.extend(fields.keys().map(|name| name.as_str().to_owned()));
+                    }
+                }
             }
         }
         let receipt = serde_json::json!({
             "resourceType": "Binary", "id": "big", "size": size,
-            "blake3": hasher.finalize().to_hex().as_str()
+            "blake3": hasher.finalize().to_hex().as_str(),
+            "trailers": trailers,
         });
         return Ok(json(StatusCode::CREATED, receipt.to_string()));
     }
