@@ -28,7 +28,7 @@ mod server;
 mod stall;
 mod tls;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Json, Router, http::StatusCode, routing::get};
 use reqwest::Url;
@@ -272,8 +272,10 @@ fn invalid_public_base(reason: String) -> ConfigError {
 /// in by [`Proxy::bind`]).
 fn side_routes(guard: &SmartGuardLayer, proxy: &ProxyConfig) -> Router {
     let ready_guard = guard.clone();
-    let upstream = upstream_socket(proxy);
-    let connect_timeout = proxy.connect_timeout;
+    let probe = Arc::new(UpstreamProbe::new(
+        upstream_socket(proxy),
+        proxy.connect_timeout,
+    ));
     Router::new()
         .route(
             "/healthz",
@@ -283,9 +285,9 @@ fn side_routes(guard: &SmartGuardLayer, proxy: &ProxyConfig) -> Router {
             "/readyz",
             get(move || {
                 let readiness = ready_guard.readiness();
-                let upstream = upstream.clone();
+                let probe = Arc::clone(&probe);
                 async move {
-                    let upstream_up = accepts(&upstream, connect_timeout).await;
+                    let upstream_up = probe.accepts().await;
                     let ready = readiness.is_ready() && upstream_up;
                     let status = if ready {
                         StatusCode::OK
@@ -301,6 +303,57 @@ fn side_routes(guard: &SmartGuardLayer, proxy: &ProxyConfig) -> Router {
                 }
             }),
         )
+}
+
+/// Whether the upstream accepts TCP connections, probed at most once a second whatever the rate
+/// of `/readyz` requests (an unauthenticated endpoint must not turn into connections to the
+/// upstream), and by one probe at a time.
+struct UpstreamProbe {
+    upstream: String,
+    timeout: Duration,
+    last: std::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+    probing: tokio::sync::Mutex<()>,
+}
+
+/// How long a probe's result answers `/readyz`.
+const PROBE_FOR: Duration = Duration::from_secs(1);
+
+impl UpstreamProbe {
+    fn new(upstream: String, timeout: Duration) -> Self {
+        Self {
+            upstream,
+            timeout,
+            last: std::sync::Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn recent(&self) -> Option<bool> {
+        let last = *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.filter(|(at, _)| at.elapsed() < PROBE_FOR)
+            .map(|(_, up)| up)
+    }
+
+    async fn accepts(&self) -> bool {
+        if let Some(up) = self.recent() {
+            return up;
+        }
+        let _one_at_a_time = self.probing.lock().await;
+        // Another request may have probed while this one waited.
+        if let Some(up) = self.recent() {
+            return up;
+        }
+        let up = accepts(&self.upstream, self.timeout).await;
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((tokio::time::Instant::now(), up));
+        up
+    }
 }
 
 /// `host:port` of the upstream, for the readiness connect.

@@ -588,6 +588,54 @@ async fn request_trailers_never_reach_the_upstream_over_http1_or_http2() {
 }
 
 #[tokio::test]
+async fn readiness_probes_the_upstream_at_most_once_a_second_however_often_it_is_asked() {
+    let env = Env::start().await;
+    // An "upstream" that only counts the TCP connections it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}/fhir", listener.local_addr().expect("addr"));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let proxy = spawn_proxy(&env, &upstream, &[]).await;
+    let origin = format!("http://{}", proxy.addr);
+    let mut probes = Vec::new();
+    for _ in 0..50 {
+        let url = format!("{origin}/readyz");
+        probes.push(tokio::spawn(async move {
+            http().get(url).send().await.expect("send").status()
+        }));
+    }
+    for probe in probes {
+        assert_eq!(probe.await.expect("probe"), 200);
+    }
+    let after_burst = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        after_burst, 1,
+        "50 concurrent probes, one connection to the upstream"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let status = http()
+        .get(format!("{origin}/readyz"))
+        .send()
+        .await
+        .expect("send")
+        .status();
+    assert_eq!(status, 200);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "probed again after a second"
+    );
+}
+
+#[tokio::test]
 async fn http2_clients_are_told_at_most_128_streams_per_connection() {
     let (_env, _upstream, proxy) = started(&[]).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr)
