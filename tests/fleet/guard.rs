@@ -393,3 +393,36 @@ async fn redis_stopped_mid_load_costs_no_5xx_and_no_wrong_allow_and_is_used_agai
         "the shared level is used again after Redis restarts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server and redis-cli (.ci/run installs them)"]
+async fn a_password_in_the_redis_url_works_and_is_never_shown() {
+    let redis = RedisServer::start_with_password("fleet-pa55word-0xC0FFEE");
+    let auth = dev_as().await;
+    let replica = Replica::start(&auth, &[redis.url()], &fleet_key(3)).await;
+    let token = auth.issue_token(CLIENT, SCOPE).as_str().to_owned();
+    assert_eq!(replica.read(&token).await, 200);
+    let written = within(Duration::from_secs(2), || async {
+        !redis.dump().is_empty()
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "the replica wrote its entry through the password"
+    );
+    let config = smart_guard::Config::new(
+        auth.introspection_url().parse().expect("url"),
+        crate::replicas::RS,
+        crate::replicas::RS_SECRET,
+    )
+    .with_fleet(
+        smart_guard::fleet::FleetConfig::new(
+            [redis.url()],
+            smart_guard::fleet::FleetKey::new(&fleet_key(3)).expect("key"),
+        )
+        .expect("fleet"),
+    );
+    let shown = format!("{} {:?} {config:?}", config.settings(), replica.layer);
+    assert!(shown.contains("SMART_GUARD_REDIS_URL"), "{shown}");
+    assert!(!shown.contains("pa55word"), "{shown}");
+}
