@@ -616,6 +616,27 @@ async fn stale_if_error_serves_the_last_active_answer_during_an_outage_only() {
 }
 
 #[tokio::test]
+async fn stale_if_error_keeps_its_answer_when_nothing_is_cached() {
+    // A TTL of 0 (every request asks the AS) with stale-if-error: the last active answer is
+    // still there for an outage.
+    let auth = MockAs::start().await;
+    auth.answer(TOKEN, active("system/Patient.rs"));
+    let fhir = Fhir::start(
+        config(&auth)
+            .with_max_ttl(Duration::ZERO)
+            .with_stale_if_error(Duration::from_secs(30))
+            .with_breaker(100, Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(fhir.status(TOKEN).await, 200);
+    assert_eq!(fhir.status(TOKEN).await, 200);
+    assert_eq!(auth.calls(), 2, "nothing cached");
+    auth.behave(Behaviour::Status(503));
+    assert_eq!(fhir.status(TOKEN).await, 200, "stale during the outage");
+    assert_eq!(fhir.stats().stale_served, 1);
+}
+
+#[tokio::test]
 async fn stale_if_error_is_off_by_default() {
     let auth = MockAs::start().await;
     auth.answer(TOKEN, active("system/Patient.rs"));

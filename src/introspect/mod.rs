@@ -493,8 +493,7 @@ impl Introspector {
     }
 
     /// A checked answer as this process caches it: an active one until min(`exp`, now + max
-    /// TTL) as `adjust` leaves it (and for stale-if-error, if it is cached at all), an inactive
-    /// one as a miss.
+    /// TTL) as `adjust` leaves it (and for stale-if-error), an inactive one as a miss.
     async fn settle(
         &self,
         key: TokenKey,
@@ -503,13 +502,12 @@ impl Introspector {
     ) -> Result<Arc<TokenInfo>, Miss> {
         match answer {
             Answer::Active(mut info) => {
-                let now_ms = unix_now_ms();
-                info.cached_until_ms = cached_until_ms(info.exp, now_ms, self.max_ttl);
+                info.cached_until_ms = cached_until_ms(info.exp, unix_now_ms(), self.max_ttl);
                 adjust(&mut info);
                 let info: Arc<TokenInfo> = Arc::from(info);
-                if let Some(stale) = &self.stale
-                    && info.cached_until_ms > now_ms
-                {
+                // Also with nothing cached (a TTL of 0): stale-if-error keeps its own window. A
+                // fleet fill that crossed a revocation leaves it again (`forget_if_evicted`).
+                if let Some(stale) = &self.stale {
                     stale.put(key, Arc::clone(&info)).await;
                 }
                 Ok(info)
