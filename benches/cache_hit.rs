@@ -19,7 +19,7 @@ use std::{
 };
 
 use common::{
-    Body, SCOPES, fhir_router, guard_layer, inner, long_token, request, short_token, start_as,
+    Body, SCOPES, fhir_router, guard_layer, inner, long_token, request, send, short_token, start_as,
 };
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Request, header::AUTHORIZATION};
@@ -33,19 +33,6 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-/// One request through a clone of `service` (as a server clones its service per request).
-async fn send<S>(service: &S, token: &str) -> S::Response
-where
-    S: tower::Service<Request<Body>> + Clone,
-    S::Error: std::fmt::Debug,
-{
-    service
-        .clone()
-        .oneshot(request(token))
-        .await
-        .expect("infallible")
 }
 
 /// Whether the CPU caches are cooled before each timed request.

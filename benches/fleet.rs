@@ -21,11 +21,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Body, SCOPES, inner, request};
+use common::{Body, SCOPES, inner};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use support::{MockAs, active};
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 
 /// Distinct tokens written to the shared cache before timing; each is read once per fresh
 /// replica, so every timed read is a first-level miss.
@@ -42,18 +42,13 @@ fn replica(auth: &MockAs, redis: &str) -> smart_guard::SmartGuardLayer {
     common::fleet_replica(auth, redis, Duration::from_millis(500))
 }
 
-async fn send<S>(service: &S, token: &str) -> u16
+/// The status of one request through `service`.
+async fn status<S>(service: &S, token: &str) -> u16
 where
     S: tower::Service<Request<Body>, Response = http::Response<Body>> + Clone,
     S::Error: std::fmt::Debug,
 {
-    service
-        .clone()
-        .oneshot(request(token))
-        .await
-        .expect("infallible")
-        .status()
-        .as_u16()
+    common::send(service, token).await.status().as_u16()
 }
 
 fn tokens() -> Vec<String> {
@@ -73,7 +68,7 @@ fn fleet(c: &mut Criterion) {
     rt.block_on(async {
         let writer = replica(&auth, &redis.url()).layer(service_fn(inner));
         for token in tokens.iter() {
-            assert_eq!(send(&writer, token).await, 200);
+            assert_eq!(status(&writer, token).await, 200);
         }
         // The entries are written in the background just after each answer.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -92,7 +87,7 @@ fn fleet(c: &mut Criterion) {
                     let n = (iters - done).min(TOKENS as u64) as usize;
                     let start = Instant::now();
                     for token in &tokens[..n] {
-                        std::hint::black_box(send(&reader, token).await);
+                        std::hint::black_box(status(&reader, token).await);
                     }
                     total += start.elapsed();
                     done += n as u64;
@@ -104,8 +99,8 @@ fn fleet(c: &mut Criterion) {
     group.bench_function("first-level hit", |b| {
         let reader = replica(&auth, &redis.url()).layer(service_fn(inner));
         let token = tokens[0].clone();
-        rt.block_on(async { assert_eq!(send(&reader, &token).await, 200) });
-        b.iter(|| rt.block_on(send(&reader, &token)));
+        rt.block_on(async { assert_eq!(status(&reader, &token).await, 200) });
+        b.iter(|| rt.block_on(status(&reader, &token)));
     });
     group.finish();
     assert_eq!(

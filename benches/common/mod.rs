@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Request, Response, header::AUTHORIZATION};
 use http_body_util::Full;
 use smart_guard::SmartGuardLayer;
+use tower::ServiceExt;
 
 use crate::support::{self, MockAs, active};
 
@@ -72,6 +73,19 @@ pub fn guard_layer(auth: &MockAs) -> SmartGuardLayer {
     )
     .with_max_ttl(Duration::from_secs(3600));
     SmartGuardLayer::new(config).expect("layer")
+}
+
+/// One request through a clone of `service` (as a server clones its service per request).
+pub async fn send<S>(service: &S, token: &str) -> S::Response
+where
+    S: tower::Service<Request<Body>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    service
+        .clone()
+        .oneshot(request(token))
+        .await
+        .expect("infallible")
 }
 
 /// A replica of a fleet on the Redis at `redis` (its own first level), against `auth`.

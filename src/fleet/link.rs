@@ -20,6 +20,7 @@ use super::key::SharedKey;
 use crate::{
     error::error_chain,
     stats::{FleetEvent, Stats},
+    throttle::LogEvery,
 };
 
 /// What the first level must forget.
@@ -35,24 +36,38 @@ pub(crate) enum Eviction {
 #[derive(Debug, Default)]
 pub(crate) struct Link {
     up: AtomicBool,
-    /// Bumped with each eviction queued; `applied` catches up when they are taken.
+    /// The epoch: bumped with each eviction queued. `applied` catches up when they are taken.
     queued: AtomicU64,
     applied: AtomicU64,
-    pending: Mutex<Vec<Eviction>>,
-    /// The last evictions with the epoch each made, for fills that ran across them.
-    recent: Mutex<Recent>,
-    mismatch_log: std::sync::OnceLock<crate::throttle::LogEvery>,
+    /// The last evictions with the epoch each made: what [`Link::take`] hands out, and what a
+    /// fill that ran across them checks ([`Link::evicted_since`]).
+    log: Mutex<Log>,
 }
 
-/// The last [`RECENT`] evictions, oldest first.
+/// The last [`KEPT`] evictions, oldest first.
 #[derive(Debug, Default)]
-struct Recent {
+struct Log {
     list: std::collections::VecDeque<(u64, Eviction)>,
     /// The epoch of the newest eviction that fell off the list.
     dropped: u64,
 }
 
-const RECENT: usize = 256;
+/// Evictions kept; past them, forgetting everything is cheaper than forgetting each.
+const KEPT: usize = 256;
+
+impl Log {
+    /// The evictions after `epoch`, or `All` alone when some of them fell off the list.
+    fn since(&self, epoch: u64) -> Vec<Eviction> {
+        if epoch < self.dropped {
+            return vec![Eviction::All];
+        }
+        self.list
+            .iter()
+            .filter(|(e, _)| *e > epoch)
+            .map(|(_, eviction)| *eviction)
+            .collect()
+    }
+}
 
 impl Link {
     /// Whether revocations are heard now.
@@ -73,48 +88,38 @@ impl Link {
     }
 
     pub(crate) fn queue(&self, eviction: Eviction) {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        // Past a few hundred, forgetting everything is cheaper than forgetting each.
-        if pending.len() >= RECENT {
-            pending.clear();
-            pending.push(Eviction::All);
-        } else {
-            pending.push(eviction);
-        }
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        // Under the lock, so the list is in epoch order.
         let epoch = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if recent.list.len() >= RECENT
-            && let Some((dropped, _)) = recent.list.pop_front()
+        if log.list.len() >= KEPT
+            && let Some((dropped, _)) = log.list.pop_front()
         {
-            recent.dropped = dropped;
+            log.dropped = dropped;
         }
-        recent.list.push_back((epoch, eviction));
+        log.list.push_back((epoch, eviction));
     }
 
-    /// Whether an eviction queued after `epoch` covers `shared` (or may have: the list only
+    /// Whether an eviction queued after `epoch` covers `shared` (or may have: the log only
     /// keeps the last few hundred). For a fill that ran while evictions arrived: what it put in
     /// the caches may predate a revocation.
     pub(crate) fn evicted_since(&self, epoch: u64, shared: Option<SharedKey>) -> bool {
         if self.epoch() == epoch {
             return false;
         }
-        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        epoch < recent.dropped
-            || recent.list.iter().any(|(e, eviction)| {
-                *e > epoch
-                    && match eviction {
-                        Eviction::All => true,
-                        Eviction::Key(key) => Some(*key) == shared,
-                    }
-            })
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.since(epoch).into_iter().any(|eviction| match eviction {
+            Eviction::All => true,
+            Eviction::Key(key) => Some(key) == shared,
+        })
     }
 
-    /// The evictions queued so far.
+    /// The evictions queued since the last call.
     pub(crate) fn take(&self) -> Vec<Eviction> {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        self.applied
-            .store(self.queued.load(Ordering::Acquire), Ordering::Release);
-        std::mem::take(&mut *pending)
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = self
+            .applied
+            .swap(self.queued.load(Ordering::Acquire), Ordering::AcqRel);
+        log.since(from)
     }
 
     fn set_up(&self, up: bool) {
@@ -133,6 +138,8 @@ pub(crate) struct Subscriber {
     pub(crate) fingerprint: [u8; 8],
     pub(crate) timeout: Duration,
     pub(crate) stats: Arc<Stats>,
+    /// A revocation from another fleet key is logged at most once a minute.
+    pub(crate) mismatch_log: LogEvery,
 }
 
 /// How often the subscriber pings Redis (a dead link is noticed within about this, plus the
@@ -221,7 +228,7 @@ impl Subscriber {
                         // Another fleet key (a replica misconfigured, a rotation half done) or
                         // not ours to read: forget everything rather than miss a revocation.
                         None => {
-                            if live.mismatch_log.get_or_init(|| crate::throttle::LogEvery::new(Duration::from_secs(60))).due() {
+                            if self.mismatch_log.due() {
                                 tracing::warn!(
                                     "a revocation came from a replica with another SMART_GUARD_FLEET_KEY_FILE (or is unreadable): first-level cache emptied; check the fleet key on every replica (logged once a minute)"
                                 );

@@ -62,6 +62,7 @@ impl Fleet {
                 fingerprint: self.store.key().fingerprint(),
                 timeout: config.timeout,
                 stats: Arc::clone(stats),
+                mismatch_log: crate::throttle::LogEvery::new(Duration::from_secs(60)),
             };
             tokio::spawn(subscriber.run(Arc::downgrade(&self.link)));
             tokio::spawn(Arc::clone(&self.store).connect());

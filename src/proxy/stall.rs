@@ -48,6 +48,12 @@ enum State {
     Cut,
 }
 
+impl Watched {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The body the client receives.
 #[derive(Debug)]
 pub(crate) struct WatchedBody {
@@ -108,7 +114,7 @@ impl Sweeper {
             let Some(body) = weak.upgrade() else {
                 return false;
             };
-            let mut state = body.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = body.state();
             if !matches!(*state, State::Flowing { .. }) {
                 return false;
             }
@@ -147,11 +153,7 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let mut state = this
-            .watched
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = this.watched.state();
         let State::Flowing { body, .. } = &mut *state else {
             return Poll::Ready(match *state {
                 State::Cut => Some(Err("the response body stalled and was cut".into())),
@@ -179,12 +181,7 @@ impl http_body::Body for WatchedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &*self
-            .watched
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
+        match &*self.watched.state() {
             State::Flowing { body, .. } => body.is_end_stream(),
             State::Ended => true,
             State::Cut => false,
@@ -192,12 +189,7 @@ impl http_body::Body for WatchedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &*self
-            .watched
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
+        match &*self.watched.state() {
             State::Flowing { body, .. } => body.size_hint(),
             _ => SizeHint::default(),
         }

@@ -5,6 +5,9 @@
 #![cfg(all(feature = "proxy", feature = "dev-server"))]
 
 mod fhir;
+/// The scripted AS's support module, for its raw HTTP helper.
+#[path = "../support/mod.rs"]
+mod scripted;
 mod support;
 mod upstream;
 
@@ -555,19 +558,14 @@ async fn request_trailers_never_reach_the_upstream_over_http1_or_http2() {
         .await;
         let token = env.token("system/Binary.cruds");
         // Chunked, with trailers a client could hope the upstream reads as fields.
-        let mut stream = tokio::net::TcpStream::connect(proxy.addr)
-            .await
-            .expect("connect");
         let request = format!(
             "POST /fhir/Binary HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nTrailer: X-Smart-Client-Id, X-Evil\r\nTE: trailers\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Smart-Client-Id: forged-admin\r\nX-Evil: 1\r\n\r\n",
             proxy.addr
         );
-        stream.write_all(request.as_bytes()).await.expect("request");
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.expect("answer");
-        let answer = String::from_utf8_lossy(&answer);
+        let (status, answer) =
+            scripted::raw_request(&format!("http://{}", proxy.addr), request.as_bytes()).await;
         let base = upstream.base();
-        assert!(answer.starts_with("HTTP/1.1 201"), "{base}: {answer}");
+        assert_eq!(status, 201, "{base}: {answer}");
         let body = answer.split("\r\n\r\n").nth(1).expect("a body");
         let receipt: Value = serde_json::from_str(body.trim()).expect("JSON receipt");
         assert_eq!(receipt["size"], 5, "{base}: {receipt}");
