@@ -46,6 +46,12 @@ impl VerifiedClaims {
         &self.token
     }
 
+    /// The introspection answer as shared by every request with the same cached token.
+    #[cfg(feature = "proxy")]
+    pub(crate) fn shared_token(&self) -> &Arc<TokenInfo> {
+        &self.token
+    }
+
     /// The classified FHIR request (interaction, type, needs).
     #[must_use]
     pub fn request(&self) -> &FhirRequest {

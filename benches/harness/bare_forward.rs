@@ -1,21 +1,32 @@
 //! Benchmark harness, not a user example: the least a reverse proxy on hyper and hyper-util
-//! does, with the same server builder, connection pool and runtime choice as `smart-guard
-//! proxy`, and nothing else (no guard, no header work but the URI and `Host`). It measures the
-//! HTTP stack's own cost, the floor under the proxy's (`scripts/proxy_load.sh`, BENCHMARKS.md).
+//! does, with the same server builder, upstream connections (hyper's HTTP/1.1 connection API,
+//! kept alive in a last-in first-out pool, as `src/proxy/upstream.rs`) and runtime choice as
+//! `smart-guard proxy`, and nothing else (no guard, no header work but the URI and `Host`). It
+//! measures the HTTP stack's own cost, the floor under the proxy's (`scripts/proxy_load.sh`,
+//! BENCHMARKS.md).
 //!
 //! ```text
 //! bare_forward LISTEN_ADDR UPSTREAM_ADDR     # prints {"listening": "…"} when ready
 //! ```
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
 
-use http::{Request, Uri, header};
-use hyper::body::Incoming;
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
+
+type Sender = http1::SendRequest<Incoming>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -37,47 +48,121 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(listen: SocketAddr, upstream: String) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("{{\"listening\": \"{}\"}}", listener.local_addr()?);
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(256)
-        .build(http);
+    let host = HeaderValue::from_str(&upstream)?;
+    let pool: Arc<Mutex<Vec<Sender>>> = Arc::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let (client, upstream, builder) = (client.clone(), upstream.clone(), builder.clone());
+        let (pool, upstream, host, builder) = (
+            pool.clone(),
+            upstream.clone(),
+            host.clone(),
+            builder.clone(),
+        );
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                let client = client.clone();
-                let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-                let uri = format!("http://{upstream}{target}").parse::<Uri>();
-                async move {
-                    let Ok(uri) = uri else {
-                        return Ok::<_, Infallible>(http::Response::new(
-                            http_body_util::Either::Right(http_body_util::Empty::new()),
-                        ));
-                    };
-                    *request.uri_mut() = uri;
-                    request.headers_mut().remove(header::HOST);
-                    Ok(match client.request(request).await {
-                        Ok(response) => response.map(http_body_util::Either::Left),
-                        Err(_) => {
-                            let mut response = http::Response::new(http_body_util::Either::Right(
-                                http_body_util::Empty::new(),
-                            ));
-                            *response.status_mut() = http::StatusCode::BAD_GATEWAY;
-                            response
-                        }
-                    })
-                }
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let (pool, upstream, host) = (pool.clone(), upstream.clone(), host.clone());
+                async move { Ok::<_, Infallible>(forward(request, &pool, &upstream, host).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+async fn forward(
+    mut request: Request<Incoming>,
+    pool: &Arc<Mutex<Vec<Sender>>>,
+    upstream: &str,
+    host: HeaderValue,
+) -> Response<Either<GiveBack, Empty<bytes::Bytes>>> {
+    let bad_gateway = || {
+        let mut response = Response::new(Either::Right(Empty::new()));
+        *response.status_mut() = http::StatusCode::BAD_GATEWAY;
+        response
+    };
+    let taken = pool.lock().map(|mut idle| idle.pop()).ok().flatten();
+    let mut sender = match taken {
+        Some(sender) => sender,
+        None => match connect(upstream).await {
+            Some(sender) => sender,
+            None => return bad_gateway(),
+        },
+    };
+    let target = request.uri().path_and_query().cloned();
+    *request.uri_mut() = target.map_or_else(|| Uri::from_static("/"), Uri::from);
+    request.headers_mut().insert(header::HOST, host);
+    if sender.ready().await.is_err() {
+        return bad_gateway();
+    }
+    let Ok(response) = sender.send_request(request).await else {
+        return bad_gateway();
+    };
+    response.map(|body| {
+        Either::Left(GiveBack {
+            body,
+            sender: Some(sender),
+            pool: Arc::clone(pool),
+        })
+    })
+}
+
+/// The upstream body, which gives its connection back to the pool when it has been read to its
+/// end (as the proxy's `Lease`).
+struct GiveBack {
+    body: Incoming,
+    sender: Option<Sender>,
+    pool: Arc<Mutex<Vec<Sender>>>,
+}
+
+impl GiveBack {
+    fn give_back_if_done(&mut self) {
+        if self.body.is_end_stream()
+            && let Some(sender) = self.sender.take()
+            && let Ok(mut idle) = self.pool.lock()
+        {
+            idle.push(sender);
+        }
+    }
+}
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        self.give_back_if_done();
+    }
+}
+
+impl http_body::Body for GiveBack {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.give_back_if_done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn connect(upstream: &str) -> Option<Sender> {
+    let tcp = tokio::net::TcpStream::connect(upstream).await.ok()?;
+    let _ = tcp.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await.ok()?;
+    tokio::spawn(connection);
+    Some(sender)
 }

@@ -1,5 +1,6 @@
 //! [`Forward`]: the tower service that sends an authorized request to the upstream FHIR server
-//! and its answer back, on hyper-util's pooled client. Put [`SmartGuardLayer`] in front of it.
+//! and its answer back, on the upstream's kept-alive connections (`upstream.rs`). Put
+//! [`SmartGuardLayer`] in front of it.
 //!
 //! What crosses is in `headers.rs` (hop-by-hop fields, method overrides, identity, forwarding)
 //! and `rewrite.rs` (the upstream base in `Location`, `Content-Location` and Bundles).
@@ -12,7 +13,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -21,14 +22,9 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, Version, header, uri::Authority, uri::Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
 use reqwest::Url;
 use tokio::sync::Semaphore;
 use tower_service::Service;
@@ -36,14 +32,15 @@ use tower_service::Service;
 use super::{
     config::ProxyConfig,
     failure::ProxyFailure,
-    headers::{self, Forwarding, Identity, IdentityPrefix, PeerFields, RequestFields},
+    headers::{
+        self, Forwarding, Identity, IdentityPrefix, IdentityValues, PeerFields, RequestFields,
+    },
     rewrite::Bases,
     stall::Sweeper,
+    upstream::{SendError, Upstream},
 };
 use crate::{
-    VerifiedClaims,
-    error::{ConfigError, error_chain},
-    guard::original_path,
+    VerifiedClaims, error::ConfigError, guard::original_path, introspect::response::TokenInfo,
 };
 
 /// The address of the client a request came from, put into its extensions by the proxy's
@@ -97,16 +94,40 @@ struct Counters {
 #[derive(Clone, Debug)]
 pub struct Forward {
     inner: Arc<Inner>,
-    /// The forwarding fields of one client connection ([`Forward::for_client`]); without them,
-    /// each request's [`ClientAddr`] is read.
-    client: Option<Arc<PeerFields>>,
+    /// What the requests of one client connection share ([`Forward::for_client`]); without
+    /// it, each request's [`ClientAddr`] is read.
+    client: Option<Arc<ClientFields>>,
+}
+
+/// The fields of one client connection: its forwarding fields, and the identity values of the
+/// last token it sent (a client sends the same token request after request: they are encoded
+/// once, not per request).
+#[derive(Debug)]
+struct ClientFields {
+    peer: PeerFields,
+    last: Mutex<Option<(Arc<TokenInfo>, Arc<IdentityValues>)>>,
+}
+
+impl ClientFields {
+    /// The identity values of `claims`' token: the last ones when the token is the same cached
+    /// answer (held here, so its address cannot be reused by another).
+    fn identity_values(&self, claims: &VerifiedClaims) -> Arc<IdentityValues> {
+        let token = claims.shared_token();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, values)) = &*last
+            && Arc::ptr_eq(seen, token)
+        {
+            return Arc::clone(values);
+        }
+        let values = Arc::new(IdentityValues::new(claims.client_id(), claims.scope()));
+        *last = Some((Arc::clone(token), Arc::clone(&values)));
+        values
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    scheme: Scheme,
-    authority: Authority,
+    upstream: Arc<Upstream>,
     /// The upstream base's path, without a trailing `/` (empty for a root base).
     upstream_path: String,
     /// The public base's path: the guard's base path.
@@ -127,39 +148,27 @@ impl Forward {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] when the upstream CA file cannot be read or holds no
-    /// certificate.
+    /// certificate, or the upstream's host is not a TLS server name.
     pub fn new(config: &ProxyConfig, public_base: Url) -> Result<Self, ConfigError> {
         let upstream = &config.upstream;
-        let authority =
-            Authority::try_from(upstream_authority(upstream).as_str()).map_err(|_| {
-                ConfigError::Invalid {
-                    var: crate::config::env::ENV_UPSTREAM_URL,
-                    reason: "its host and port are not a valid authority".to_owned(),
-                }
-            })?;
-        let scheme = if upstream.scheme() == "https" {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
+        let https = upstream.scheme() == "https";
+        // A CA file is read (and refused when unreadable) even for an http upstream.
+        let tls = super::tls::client_config(https, config.ca_file.as_deref())?;
+        let invalid_upstream = |reason: String| ConfigError::Invalid {
+            var: crate::config::env::ENV_UPSTREAM_URL,
+            reason,
         };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        let tls =
-            super::tls::client_config(upstream.scheme() == "https", config.ca_file.as_deref())?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(config.max_connections)
-            .build(connector);
+        let port = upstream
+            .port_or_known_default()
+            .ok_or_else(|| invalid_upstream("it has no port".to_owned()))?;
+        let connections = Upstream::new(
+            upstream.host_str().unwrap_or_default(),
+            port,
+            https.then_some(tls),
+            config.connect_timeout,
+            config.max_connections,
+        )
+        .map_err(invalid_upstream)?;
         let bases = Bases::new(upstream.as_str(), public_base.as_str()).map_err(|e| {
             ConfigError::Invalid {
                 var: crate::config::env::ENV_PUBLIC_BASE_URL,
@@ -180,9 +189,8 @@ impl Forward {
         let fields = RequestFields::new(
             prefix,
             config.forward_authorization,
-            // An http upstream speaks HTTP/1.1 (no h2c), so its `Host` is set here, once; an
-            // https one may choose HTTP/2 by ALPN, where the client writes `:authority`.
-            (scheme == Scheme::HTTP).then_some(upstream_host.as_str()),
+            // The upstream speaks HTTP/1.1 (`upstream.rs`): its `Host` is set here, once.
+            Some(upstream_host.as_str()),
             &Forwarding {
                 proto: public_proto,
                 // The public base's host, never the client's `Host`: an upstream that trusts
@@ -192,9 +200,7 @@ impl Forward {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
-                scheme,
-                authority,
+                upstream: Arc::new(connections),
                 upstream_path: upstream.path().trim_end_matches('/').to_owned(),
                 public_path: public_base.path().trim_end_matches('/').to_owned(),
                 bases,
@@ -216,7 +222,10 @@ impl Forward {
     pub fn for_client(&self, addr: SocketAddr) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            client: Some(Arc::new(self.inner.fields.peer(addr.ip()))),
+            client: Some(Arc::new(ClientFields {
+                peer: self.inner.fields.peer(addr.ip()),
+                last: Mutex::new(None),
+            })),
         }
     }
 
@@ -270,7 +279,7 @@ impl Inner {
     async fn forward(
         &self,
         request: Request<Body>,
-        client: Option<&PeerFields>,
+        client: Option<&ClientFields>,
     ) -> Result<Response<Body>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
         // Only an answer that can be a Bundle is read whole to be rewritten; the rest streams.
@@ -299,28 +308,30 @@ impl Inner {
             .map_err(|_| ProxyFailure::Busy)?,
         };
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-        let sent = self.client.request(Request::from_parts(parts, body));
-        let response = match tokio::time::timeout(self.upstream_timeout, sent).await {
-            Err(_elapsed) => {
+        // Watched from here: the answer must come within the upstream timeout (`stall.rs`).
+        let watch = self.sweeper.start();
+        let sent = self.upstream.send(Request::from_parts(parts, body), slot);
+        let (response, lease) = match watch.answer(sent).await {
+            None => {
                 tracing::warn!("upstream did not answer within SMART_GUARD_UPSTREAM_TIMEOUT_MS");
                 return Err(ProxyFailure::Timeout);
             }
-            Ok(Err(error)) if error.is_connect() => {
-                tracing::warn!(error = %error_chain(&error), "upstream connection failed");
+            Some(Err(error @ SendError::Connect(_))) => {
+                tracing::warn!(error = %error, "upstream connection failed");
                 return Err(ProxyFailure::Unreachable);
             }
-            Ok(Err(error)) => {
-                tracing::warn!(error = %error_chain(&error), "upstream request failed");
+            Some(Err(error @ SendError::Broken(_))) => {
+                tracing::warn!(error = %error, "upstream request failed");
                 return Err(ProxyFailure::Broken);
             }
-            Ok(Ok(response)) => response,
+            Some(Ok(sent)) => sent,
         };
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop_response(&mut parts.headers);
         self.bases.rewrite_headers(&mut parts.headers);
-        // The slot is held until the response body ends, the client goes away, or the body
-        // stalls for the upstream timeout (`stall.rs`).
-        let body = Body::new(self.sweeper.watch(body, slot));
+        // The connection and the slot are held until the response body ends, the client goes
+        // away, or the body stalls for the upstream timeout.
+        let body = Body::new(watch.body(body, lease));
         let body = if may_be_bundle && is_plain_json(&parts.headers) {
             self.rewrite_body(&mut parts.headers, body).await?
         } else {
@@ -329,8 +340,8 @@ impl Inner {
         Ok(Response::from_parts(parts, body))
     }
 
-    /// The upstream URI: the upstream base, then the path below the public base and the query,
-    /// byte for byte as the guard read them.
+    /// The upstream request target (origin-form): the upstream base's path, then the path below
+    /// the public base and the query, byte for byte as the guard read them.
     fn upstream_uri(&self, uri: &Uri, extensions: &http::Extensions) -> Result<Uri, ProxyFailure> {
         let path = original_path(uri, extensions);
         let below = path
@@ -349,11 +360,7 @@ impl Inner {
             && !path.is_empty()
             && let Some(path_and_query) = uri.path_and_query()
         {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(self.scheme.clone());
-            parts.authority = Some(self.authority.clone());
-            parts.path_and_query = Some(path_and_query.clone());
-            return Uri::from_parts(parts).map_err(|_| ProxyFailure::Unforwardable);
+            return Ok(Uri::from(path_and_query.clone()));
         }
         let mut target = String::with_capacity(self.upstream_path.len() + path.len() + 64);
         target.push_str(&self.upstream_path);
@@ -365,12 +372,7 @@ impl Inner {
             target.push('?');
             target.push_str(query);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-            .map_err(|_| ProxyFailure::Unforwardable)
+        Uri::try_from(target).map_err(|_| ProxyFailure::Unforwardable)
     }
 
     /// What crosses (`headers.rs`): hop-by-hop fields, method overrides and forged identity
@@ -378,19 +380,22 @@ impl Inner {
     fn prepare_headers(
         &self,
         parts: &mut http::request::Parts,
-        client: Option<&PeerFields>,
+        client: Option<&ClientFields>,
     ) -> Result<(), ProxyFailure> {
-        let identity = parts
-            .extensions
-            .get::<VerifiedClaims>()
-            .map(|claims| Identity {
-                client_id: claims.client_id(),
-                scopes: claims.scope(),
+        let claims = parts.extensions.get::<VerifiedClaims>();
+        let values = claims.map(|claims| match client {
+            Some(client) => client.identity_values(claims),
+            None => Arc::new(IdentityValues::new(claims.client_id(), claims.scope())),
+        });
+        let identity = claims
+            .zip(values.as_deref())
+            .map(|(claims, values)| Identity {
+                values,
                 interaction: claims.request().interaction().as_str(),
             });
         let per_request;
         let client = match client {
-            Some(client) => client,
+            Some(client) => &client.peer,
             None => {
                 let peer = parts
                     .extensions

@@ -266,19 +266,34 @@ impl IdentityPrefix {
 
 /// Who the guard found the caller to be, and what it allowed: sent to the upstream as
 /// `{prefix}client-id`, `{prefix}scopes` and `{prefix}interaction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity<'a> {
+    /// The token's client id and scopes, encoded.
+    pub(crate) values: &'a IdentityValues,
+    /// The FHIR interaction the guard authorized (such as `read` or `search-type`).
+    pub(crate) interaction: &'static str,
+}
+
+/// A token's `client_id` (when the introspection answer had one) and granted scopes as field
+/// values, encoded once per token and client connection.
 ///
 /// A value is sent as is when it is visible ASCII with inner spaces; otherwise the bytes that
 /// would not be (controls, non-ASCII UTF-8, a leading or trailing space) and every `%` are
 /// percent-encoded (`%XX`), so the value is always a valid field value and percent-decoding
 /// it gives back the original.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Identity<'a> {
-    /// The token's `client_id`, when the introspection answer had one.
-    pub(crate) client_id: Option<&'a str>,
-    /// The granted scopes, space-separated.
-    pub(crate) scopes: &'a str,
-    /// The FHIR interaction the guard authorized (such as `read` or `search-type`).
-    pub(crate) interaction: &'static str,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IdentityValues {
+    client_id: Option<HeaderValue>,
+    scopes: HeaderValue,
+}
+
+impl IdentityValues {
+    pub(crate) fn new(client_id: Option<&str>, scopes: &str) -> Self {
+        Self {
+            client_id: client_id.map(field_value),
+            scopes: field_value(scopes),
+        }
+    }
 }
 
 /// Where the clients reach the proxy, for the forwarding fields: what [`RequestFields`] writes
@@ -419,10 +434,10 @@ impl RequestFields {
         // Up to eight fields are set: one growth of the map at most.
         headers.reserve(8);
         if let Some(identity) = identity {
-            if let Some(client_id) = identity.client_id {
-                headers.insert(self.prefix.client_id.clone(), field_value(client_id));
+            if let Some(client_id) = &identity.values.client_id {
+                headers.insert(self.prefix.client_id.clone(), client_id.clone());
             }
-            headers.insert(self.prefix.scopes.clone(), field_value(identity.scopes));
+            headers.insert(self.prefix.scopes.clone(), identity.values.scopes.clone());
             if let Ok(value) =
                 HeaderValue::from_maybe_shared(Bytes::from_static(identity.interaction.as_bytes()))
             {
@@ -930,9 +945,9 @@ mod tests {
             ("x-smart-scopes", b"system/*.*"),
             ("X-Smart-Tenant", b"forged"),
         ]);
+        let values = IdentityValues::new(Some("app-1"), "system/Patient.rs system/Observation.r");
         let identity = Identity {
-            client_id: Some("app-1"),
-            scopes: "system/Patient.rs system/Observation.r",
+            values: &values,
             interaction: "search-type",
         };
         let fields = plan("x-smart-");
@@ -951,8 +966,9 @@ mod tests {
         );
         assert_eq!(headers["x-smart-interaction"], "search-type");
 
+        let no_client = IdentityValues::new(None, "system/Patient.rs system/Observation.r");
         let anonymous = Identity {
-            client_id: None,
+            values: &no_client,
             ..identity
         };
         fields
@@ -996,9 +1012,9 @@ mod tests {
         let fields = plan("x-smart-");
         for (value, sent) in cases {
             let mut headers = HeaderMap::new();
+            let values = IdentityValues::new(Some(value), value);
             let identity = Identity {
-                client_id: Some(value),
-                scopes: value,
+                values: &values,
                 interaction: "read",
             };
             let peer = fields.peer(IpAddr::from([192, 0, 2, 1]));

@@ -27,6 +27,7 @@ mod rewrite;
 mod server;
 mod stall;
 mod tls;
+mod upstream;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -1,48 +1,67 @@
-//! Response bodies that stop moving. A client that stops reading (or an HTTP/2 client that
-//! never opens its flow-control window, which keeps hyper from polling the body at all) would
-//! hold an upstream slot and an upstream connection for ever. Every upstream response body is
-//! watched; a sweeper cuts the ones that made no progress for the stall timeout, which frees
-//! the slot and closes the upstream connection (nginx's `send_timeout` does the same).
+//! Upstream exchanges that stop moving. An upstream that never answers would hold a client,
+//! and a client that stops reading (or an HTTP/2 client that never opens its flow-control
+//! window, which keeps hyper from polling the body at all) would hold an upstream slot and an
+//! upstream connection for ever. Every exchange is watched from the moment its request is sent:
+//! a sweeper gives up on an answer that has not come within the upstream timeout (504), and
+//! cuts a response body that made no progress for as long, which frees the slot and closes the
+//! upstream connection (nginx's `proxy_read_timeout` and `send_timeout` do the same). A body
+//! read to its end gives its connection back to the pool at once ([`Lease::finish`]).
+//!
+//! Time here is the sweeper's tick count, a quarter of the timeout apart (20 ms to 1 s), not a
+//! clock read per request or per frame: an exchange is given up after at least the timeout and
+//! at most two ticks more, and no timer is registered per request.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::{
         Arc, Mutex, OnceLock, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
-    time::{Duration, Instant},
+    task::{Context, Poll, Waker},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::OwnedSemaphorePermit;
 
-/// Watches the response bodies of one forwarder.
+use super::upstream::Lease;
+
+/// Watches the upstream exchanges of one forwarder.
 #[derive(Debug)]
 pub(crate) struct Sweeper {
-    stall: Duration,
-    epoch: Instant,
+    /// How often the sweeper looks.
+    every: Duration,
+    /// Ticks without progress after which an exchange is given up: more than this many.
+    limit: u64,
+    /// Ticks since the sweeper started.
+    ticks: AtomicU64,
     watched: Mutex<Vec<Weak<Watched>>>,
     running: OnceLock<()>,
     cut: AtomicU64,
 }
 
-/// One response body and the upstream slot it holds, until it ends or is cut.
+/// One exchange: waiting for its answer, then its body and the upstream connection and slot it
+/// holds, until it ends, expires or is cut.
 #[derive(Debug)]
 struct Watched {
     state: Mutex<State>,
-    /// Milliseconds after the sweeper's epoch of the last frame.
-    last_ms: AtomicU64,
+    /// The tick of the request or of the body's last frame.
+    last: AtomicU64,
 }
 
 #[derive(Debug)]
 enum State {
-    /// The body, and the upstream slot it holds (released when the state changes).
+    /// The request is on its way; no answer yet. The waker of the task that waits for it.
+    Waiting(Option<Waker>),
+    /// No answer came within the timeout.
+    Expired,
+    /// The body, and the upstream connection and slot it holds (given back when it ends,
+    /// closed and freed when it is cut).
     Flowing {
         body: Incoming,
-        _slot: OwnedSemaphorePermit,
+        lease: Lease,
     },
     Ended,
     Cut,
@@ -54,6 +73,25 @@ impl Watched {
     }
 }
 
+impl State {
+    /// Ends a body that has nothing more to read: its connection goes back to the pool.
+    fn end_if_done(&mut self) {
+        if let Self::Flowing { body, .. } = self
+            && http_body::Body::is_end_stream(body)
+            && let Self::Flowing { lease, .. } = std::mem::replace(self, Self::Ended)
+        {
+            lease.finish();
+        }
+    }
+}
+
+/// One exchange being watched, from [`Sweeper::start`] until its body is handed over.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    watched: Arc<Watched>,
+    sweeper: Arc<Sweeper>,
+}
+
 /// The body the client receives.
 #[derive(Debug)]
 pub(crate) struct WatchedBody {
@@ -62,18 +100,21 @@ pub(crate) struct WatchedBody {
 }
 
 impl Sweeper {
-    pub(crate) fn new(stall: Duration) -> Arc<Self> {
+    pub(crate) fn new(timeout: Duration) -> Arc<Self> {
+        let every = (timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let limit = timeout.as_nanos().div_ceil(every.as_nanos().max(1));
         Arc::new(Self {
-            stall,
-            epoch: Instant::now(),
+            every,
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            ticks: AtomicU64::new(0),
             watched: Mutex::new(Vec::new()),
             running: OnceLock::new(),
             cut: AtomicU64::new(0),
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
     }
 
     /// Bodies cut so far.
@@ -81,59 +122,66 @@ impl Sweeper {
         self.cut.load(Ordering::Relaxed)
     }
 
-    /// Watches `body`, which holds `slot` until it ends or is cut.
-    pub(crate) fn watch(
-        self: &Arc<Self>,
-        body: Incoming,
-        slot: OwnedSemaphorePermit,
-    ) -> WatchedBody {
+    /// Starts watching an exchange whose request is about to be sent.
+    pub(crate) fn start(self: &Arc<Self>) -> Watch {
         self.running.get_or_init(|| {
             // Started on first use, inside the runtime; it ends with the forwarder.
             tokio::spawn(sweep(Arc::downgrade(self)));
         });
         let watched = Arc::new(Watched {
-            state: Mutex::new(State::Flowing { body, _slot: slot }),
-            last_ms: AtomicU64::new(self.now_ms()),
+            state: Mutex::new(State::Waiting(None)),
+            last: AtomicU64::new(self.now()),
         });
         self.watched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(&watched));
-        WatchedBody {
+        Watch {
             watched,
             sweeper: Arc::clone(self),
         }
     }
 
-    /// Cuts the bodies that have not moved for the stall timeout; forgets the finished ones.
+    /// Expires the answers and cuts the bodies that have not moved for the timeout; forgets the
+    /// finished ones.
     fn sweep_once(&self) {
-        let now = self.now_ms();
-        let stall = u64::try_from(self.stall.as_millis()).unwrap_or(u64::MAX);
+        let now = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
         watched.retain(|weak| {
-            let Some(body) = weak.upgrade() else {
+            let Some(exchange) = weak.upgrade() else {
                 return false;
             };
-            let mut state = body.state();
-            if !matches!(*state, State::Flowing { .. }) {
+            let mut state = exchange.state();
+            if !matches!(*state, State::Waiting(_) | State::Flowing { .. }) {
                 return false;
             }
-            if now.saturating_sub(body.last_ms.load(Ordering::Relaxed)) < stall {
+            if now.saturating_sub(exchange.last.load(Ordering::Relaxed)) <= self.limit {
                 return true;
             }
-            // Dropping the upstream body closes its connection; dropping the permit frees the slot.
-            *state = State::Cut;
-            self.cut.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("a response body made no progress for the upstream timeout: cut");
+            match std::mem::replace(&mut *state, State::Cut) {
+                State::Waiting(waker) => {
+                    *state = State::Expired;
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                }
+                // Dropping the upstream body closes its connection; dropping the lease's
+                // permit frees the slot.
+                _ => {
+                    self.cut.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        "a response body made no progress for the upstream timeout: cut"
+                    );
+                }
+            }
             false
         });
     }
 }
 
 async fn sweep(sweeper: Weak<Sweeper>) {
-    let every = match sweeper.upgrade() {
-        Some(s) => (s.stall / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
-        None => return,
+    let Some(every) = sweeper.upgrade().map(|s| s.every) else {
+        return;
     };
     loop {
         tokio::time::sleep(every).await;
@@ -141,6 +189,68 @@ async fn sweep(sweeper: Weak<Sweeper>) {
             return;
         };
         sweeper.sweep_once();
+    }
+}
+
+impl Watch {
+    /// `answer`, or `None` when it has not come within the timeout.
+    pub(crate) fn answer<F: Future>(&self, answer: F) -> Answer<'_, F> {
+        Answer {
+            watched: &self.watched,
+            answer,
+        }
+    }
+
+    /// The answer's body, watched until it ends; it holds `lease` until then.
+    pub(crate) fn body(self, body: Incoming, lease: Lease) -> WatchedBody {
+        let mut state = State::Flowing { body, lease };
+        // An answer without a body (HEAD, 204, 304, `Content-Length: 0`) is over already.
+        state.end_if_done();
+        *self.watched.state() = state;
+        self.watched
+            .last
+            .store(self.sweeper.now(), Ordering::Relaxed);
+        WatchedBody {
+            watched: self.watched,
+            sweeper: self.sweeper,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Watch::answer`].
+    pub(crate) struct Answer<'a, F> {
+        watched: &'a Watched,
+        #[pin]
+        answer: F,
+    }
+}
+
+impl<F: Future> Future for Answer<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.answer.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let mut state = this.watched.state();
+        match &mut *state {
+            State::Waiting(waker) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        // Read to the end but not polled past it: the connection can still be reused.
+        self.watched.state().end_if_done();
     }
 }
 
@@ -164,17 +274,23 @@ impl http_body::Body for WatchedBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
                 this.watched
-                    .last_ms
-                    .store(this.sweeper.now_ms(), Ordering::Relaxed);
+                    .last
+                    .store(this.sweeper.now(), Ordering::Relaxed);
+                // The last bytes of a body of known length: hyper may not poll for its end.
+                state.end_if_done();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
+                // The connection is broken: closed, not given back.
                 *state = State::Ended;
                 Poll::Ready(Some(Err(error.into())))
             }
             Poll::Ready(None) => {
-                // The end: the slot is free at once, not when the client drops the body.
-                *state = State::Ended;
+                // The end: the connection and the slot are free at once, not when the client
+                // drops the body.
+                if let State::Flowing { lease, .. } = std::mem::replace(&mut *state, State::Ended) {
+                    lease.finish();
+                }
                 Poll::Ready(None)
             }
         }
@@ -184,7 +300,7 @@ impl http_body::Body for WatchedBody {
         match &*self.watched.state() {
             State::Flowing { body, .. } => body.is_end_stream(),
             State::Ended => true,
-            State::Cut => false,
+            _ => false,
         }
     }
 
@@ -193,5 +309,44 @@ impl http_body::Body for WatchedBody {
             State::Flowing { body, .. } => body.size_hint(),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exchange_is_given_up_no_sooner_than_the_timeout() {
+        for (timeout_ms, every_ms, limit) in
+            [(700, 175, 4), (30_000, 1_000, 30), (10, 20, 1), (90, 22, 4)]
+        {
+            let sweeper = Sweeper::new(Duration::from_millis(timeout_ms));
+            assert_eq!(sweeper.every.as_millis(), every_ms, "{timeout_ms} ms");
+            assert_eq!(sweeper.limit, limit, "{timeout_ms} ms");
+            // Started just before a tick, given up `limit + 1` ticks later: at least the
+            // timeout has passed.
+            let earliest = u128::from(limit) * sweeper.every.as_nanos();
+            assert!(earliest >= Duration::from_millis(timeout_ms).as_nanos());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_does_not_come_expires_and_one_that_comes_is_kept() {
+        let sweeper = Sweeper::new(Duration::from_millis(100));
+        let never = sweeper.start();
+        let started = tokio::time::Instant::now();
+        assert_eq!(never.answer(std::future::pending::<()>()).await, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited <= Duration::from_millis(150),
+            "{waited:?}"
+        );
+        let soon = sweeper.start();
+        let answer = soon.answer(async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            7
+        });
+        assert_eq!(answer.await, Some(7));
     }
 }

@@ -543,11 +543,11 @@ async fn tls_on_both_sides_and_http2_from_the_client() {
     );
 }
 
-/// Over HTTP/1.1 upstream hyper writes only the trailers a `Trailer` field declares, and the proxy
-/// drops that field as hop-by-hop; over HTTP/2 (the TLS upstream, by ALPN) nothing but the
-/// proxy's own trailer filter stands between them and the upstream.
+/// The proxy speaks HTTP/1.1 to its upstream, also over TLS where the upstream offers HTTP/2 by
+/// ALPN. hyper writes only the trailers a `Trailer` field declares, the proxy drops that field
+/// as hop-by-hop, and its own trailer filter drops them anyway.
 #[tokio::test]
-async fn request_trailers_never_reach_the_upstream_over_http1_or_http2() {
+async fn request_trailers_never_reach_the_upstream_over_plain_or_tls_connections() {
     let env = Env::start().await;
     for upstream in [Upstream::start().await, Upstream::start_tls().await] {
         let proxy = spawn_proxy(
@@ -576,12 +576,73 @@ async fn request_trailers_never_reach_the_upstream_over_http1_or_http2() {
         );
         let seen = upstream.requests();
         assert_eq!(seen.len(), 1, "{base}");
+        assert_eq!(seen[0].version, http::Version::HTTP_11, "{base}");
         assert_eq!(
             seen[0].count("trailer"),
             0,
             "{base}: the Trailer field is hop-by-hop"
         );
         assert_eq!(seen[0].count("x-evil"), 0, "{base}");
+    }
+}
+
+/// One upstream connection serves request after request, from one client connection and from
+/// many; when the upstream closes its idle connections, the next request opens a new one and
+/// is answered, not refused. Over TLS as in the clear.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_them() {
+    let env = Env::start().await;
+    for upstream in [Upstream::start().await, Upstream::start_tls().await] {
+        let base = upstream.base();
+        let proxy = spawn_proxy(
+            &env,
+            &base,
+            &[("SMART_GUARD_UPSTREAM_CA_FILE", upstream::TEST_CERT)],
+        )
+        .await;
+        let token = env.token("system/Patient.rs");
+        let url = format!("{}/Patient/1", proxy.public_base);
+        let kept = http();
+        let fresh = || {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client")
+        };
+        for i in 0..20 {
+            let client = if i % 2 == 0 { kept.clone() } else { fresh() };
+            let response = client
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.status(), 200, "{base}: request {i}");
+            response.bytes().await.expect("body");
+        }
+        assert_eq!(upstream.requests().len(), 20, "{base}");
+        assert_eq!(
+            upstream.connections(),
+            1,
+            "{base}: one connection for 20 requests"
+        );
+
+        upstream.drop_connections().await;
+        for i in 0..3 {
+            let response = kept
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(
+                response.status(),
+                200,
+                "{base}: after the upstream closed, {i}"
+            );
+            response.bytes().await.expect("body");
+        }
+        assert_eq!(upstream.connections(), 2, "{base}: one new connection");
     }
 }
 

@@ -1,12 +1,16 @@
 //! An upstream HTTP server on loopback (hyper) that records every request it receives and
 #![allow(unreachable_pub)]
 //! answers in a few FHIR-shaped ways. `stop()` closes its listener and every open connection,
-//! so a pooled connection in the proxy dies too.
+//! so a pooled connection in the proxy dies too; `drop_connections()` closes the connections
+//! only, as an upstream's keep-alive timeout does.
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,6 +25,7 @@ use tokio::{net::TcpListener, sync::watch};
 /// One request as the upstream received it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub version: http::Version,
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
@@ -44,6 +49,9 @@ pub struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: watch::Sender<bool>,
+    /// Bumped to close every open connection (the listener stays).
+    kick: watch::Sender<u64>,
+    accepted: Arc<AtomicUsize>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -64,8 +72,11 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (stop, stopped) = watch::channel(false);
+        let (kick, kicked) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicUsize::new(0));
         let base = format!("{scheme}://{addr}/fhir");
         let log = Arc::clone(&seen);
+        let count = Arc::clone(&accepted);
         tokio::spawn(async move {
             let mut stopped_accept = stopped.clone();
             loop {
@@ -73,7 +84,11 @@ impl Upstream {
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
                     _ = stopped_accept.changed() => return,
                 };
-                let (log, base, mut stopped) = (Arc::clone(&log), base.clone(), stopped.clone());
+                count.fetch_add(1, Ordering::SeqCst);
+                let (log, base) = (Arc::clone(&log), base.clone());
+                let (mut stopped, mut kicked) = (stopped.clone(), kicked.clone());
+                // Only a kick after this connection opened closes it.
+                kicked.borrow_and_update();
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
@@ -88,6 +103,7 @@ impl Upstream {
                             tokio::select! {
                                 _ = connection => {}
                                 _ = stopped.changed() => {}
+                                _ = kicked.changed() => {}
                             }
                         }
                         Some(acceptor) => {
@@ -99,6 +115,7 @@ impl Upstream {
                             tokio::select! {
                                 _ = connection => {}
                                 _ = stopped.changed() => {}
+                                _ = kicked.changed() => {}
                             }
                         }
                     }
@@ -110,6 +127,8 @@ impl Upstream {
             addr,
             seen,
             stop,
+            kick,
+            accepted,
         }
     }
 
@@ -124,6 +143,17 @@ impl Upstream {
 
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
+    }
+
+    /// The TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection; the listener stays.
+    pub async fn drop_connections(&self) {
+        self.kick.send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     /// Closes the listener and every connection.
@@ -231,6 +261,7 @@ async fn answer(
         .path_and_query()
         .map_or_else(String::new, |pq| pq.as_str().to_owned());
     let seen = Seen {
+        version: request.version(),
         method: request.method().to_string(),
         target: target.clone(),
         headers: request

@@ -1,0 +1,254 @@
+//! [`Upstream`]: the connections to the upstream FHIR server. HTTP/1.1 on hyper's connection API
+//! (over rustls for an https upstream), kept alive and reused, the most recently used first.
+//!
+//! A connection carries one request at a time: a request takes an idle one (or opens one), and
+//! its response body gives it back when it ends ([`Lease::finish`], called by `stall.rs`). This
+//! is the whole pool: no pool key, no waiter queue, no task spawned per request, which is what
+//! hyper-util's general-purpose pooled client costs on every request (BENCHMARKS.md,
+//! 2026-11-30). How many connections may be busy is the forwarder's slot count; an idle
+//! connection is closed after [`IDLE_TIMEOUT`], so a connection a firewall forgot is not reused.
+
+use std::{
+    io,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use axum::body::Body;
+use http::{Request, Response};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::{net::TcpStream, sync::OwnedSemaphorePermit};
+
+/// How long a connection may stay idle in the pool before it is closed instead of reused
+/// (hyper-util's pooled client and nginx's `keepalive_timeout` use 60 and 75 s; a shorter idle
+/// limit upstream only costs a retry on a fresh connection).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upstream's address and its idle connections.
+pub(crate) struct Upstream {
+    /// Host (a DNS name or an IP address, without brackets) and port, to connect to.
+    host: String,
+    port: u16,
+    /// The TLS connector and the name the certificate must carry, for an https upstream.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    max_idle: usize,
+    /// Idle connections, the most recently used last.
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_idle", &self.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// Why a request did not get an answer from the upstream.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection: refused, unresolvable, timed out or a failed TLS handshake.
+    Connect(io::Error),
+    /// The connection failed while the request was sent or its answer read.
+    Broken(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(error) => write!(f, "connecting to the upstream: {error}"),
+            Self::Broken(error) => write!(f, "{}", crate::error::error_chain(error)),
+        }
+    }
+}
+
+/// A connection in use by one request, and the slot that request holds: given back to the pool
+/// by [`Lease::finish`] when the response body has ended. Dropped unfinished (a body cut or
+/// abandoned half-way), the connection closes, since the rest of its answer is unread.
+pub(crate) struct Lease {
+    sender: http1::SendRequest<Body>,
+    upstream: Arc<Upstream>,
+    slot: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// The response has been read to its end: the connection goes back to the pool, then the
+    /// slot is freed (in that order, so a request that takes the slot finds the connection).
+    pub(crate) fn finish(self) {
+        let Self {
+            sender,
+            upstream,
+            slot,
+        } = self;
+        upstream.give_back(sender);
+        drop(slot);
+    }
+}
+
+impl Upstream {
+    /// The upstream at `host:port`; `tls` for an https upstream (its ALPN is set to HTTP/1.1
+    /// here). At most `max_idle` connections are kept idle.
+    pub(crate) fn new(
+        host: &str,
+        port: u16,
+        tls: Option<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Self, String> {
+        // `Url::host_str` brackets an IPv6 address; the resolver and the TLS name take it bare.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = match tls {
+            None => None,
+            Some(mut config) => {
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        Ok(Self {
+            host,
+            port,
+            tls,
+            connect_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one, and
+    /// returns the response head with the connection it holds. A request that an idle
+    /// connection could not take (closed by the upstream meanwhile) is sent again on another
+    /// one; once it may have reached the upstream it never is.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Body>,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        loop {
+            let (mut sender, reused) = match self.take_idle() {
+                Some(sender) => (sender, true),
+                // Boxed: a TLS handshake's state is large, and this future is moved on every
+                // request while a new connection is rare.
+                None => (Box::pin(self.connect()).await?, false),
+            };
+            if let Err(error) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Broken(error));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        sender,
+                        upstream: Arc::clone(self),
+                        slot,
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Broken(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection still open. One idle past [`IDLE_TIMEOUT`] means
+    /// all below it are too: they are all closed.
+    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(Idle { sender, since }) = idle.pop() {
+            if since.elapsed() > IDLE_TIMEOUT {
+                idle.clear();
+                return None;
+            }
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new connection, its HTTP/1.1 driver running in its own task until the connection
+    /// closes.
+    async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        let opened = tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Connect(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no connection within SMART_GUARD_UPSTREAM_CONNECT_TIMEOUT_MS",
+                )))
+            })?;
+        Ok(opened)
+    }
+
+    async fn open(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(SendError::Connect)?;
+        // Requests and answers are written whole: Nagle would only delay them.
+        tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        match &self.tls {
+            None => handshake(tcp).await,
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(SendError::Connect)?;
+                handshake(tls).await
+            }
+        }
+    }
+}
+
+async fn handshake<T>(io: T) -> Result<http1::SendRequest<Body>, SendError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(SendError::Broken)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %crate::error::error_chain(&error), "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
