@@ -28,6 +28,7 @@ mod server;
 mod stall;
 mod tls;
 mod upstream;
+mod watchdog;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

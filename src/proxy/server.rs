@@ -12,10 +12,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -25,10 +22,12 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use tokio::net::TcpListener;
 use tower_service::Service;
+
+use super::watchdog::{self, Obeying, Watched, Working};
 
 /// A service made for each client connection, knowing the client's address.
 pub(crate) trait ForClient {
@@ -93,8 +92,10 @@ where
         .max_concurrent_streams(128)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_client_connections));
+    let (down, shutting_down) = tokio::sync::watch::channel(false);
+    // One permit per open connection: all of them back means every connection has ended.
+    let max = u32::try_from(options.max_client_connections).unwrap_or(u32::MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     tokio::pin!(shutdown);
     loop {
         // A slot first, then a connection: past the cap, clients wait in the backlog.
@@ -118,13 +119,13 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
+        let watched = Arc::new(Watched::default());
         let app = app.for_client(peer);
-        let tracked = Arc::clone(&activity);
+        let tracked = Arc::clone(&watched);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let request = request.map(Body::new);
             let mut app = app.clone();
-            let working = Working::start(Arc::clone(&tracked));
+            let working = Working::start(&tracked);
             async move {
                 let response = app.call(request).await.unwrap_or_else(|e| match e {});
                 // The request is in progress until its response body has been sent (hyper
@@ -136,121 +137,47 @@ where
             }
         });
         let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
         let tls = options.tls.clone();
         let (first, idle) = (options.header_read_timeout, options.client_idle_timeout);
+        let shutting_down = shutting_down.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let serve = async {
-                match tls {
-                    None => {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        let Ok(stream) = acceptor.accept(stream).await else {
-                            tracing::debug!("TLS handshake failed");
-                            return Ok(());
-                        };
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
-                    }
+            let _watchdog = watchdog::watch(&watched, first, idle, shutting_down);
+            let result = match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    Obeying::new(connection, &watched).await
+                }
+                Some(acceptor) => {
+                    // The TLS handshake is under the first deadline too.
+                    let stream = tokio::select! {
+                        accepted = acceptor.accept(stream) => match accepted {
+                            Ok(stream) => stream,
+                            Err(_) => {
+                                tracing::debug!("TLS handshake failed");
+                                return;
+                            }
+                        },
+                        () = watchdog::closing(&watched) => return,
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    Obeying::new(connection, &watched).await
                 }
             };
-            tokio::select! {
-                result = serve => {
-                    if let Err(error) = result {
-                        tracing::debug!(error = %error, "connection ended with an error");
-                    }
-                }
-                () = idle_out(&activity, first, idle) => {
-                    tracing::debug!("connection closed: no request started in time, or idle");
-                }
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "connection ended with an error");
             }
         });
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    down.send_replace(true);
     tokio::select! {
-        () = graceful.shutdown() => true,
+        all = slots.acquire_many(max) => all.is_ok(),
         () = tokio::time::sleep(options.shutdown_grace) => {
             tracing::warn!("requests still in flight at the end of SMART_GUARD_SHUTDOWN_GRACE_MS");
             false
         }
-    }
-}
-
-/// When a connection's requests start and end, for its deadlines.
-#[derive(Debug)]
-struct Activity {
-    opened: tokio::time::Instant,
-    /// Requests in progress: from the service call until the response body is dropped.
-    in_flight: AtomicUsize,
-    /// Requests started so far.
-    started: AtomicUsize,
-    /// Milliseconds after `opened` of the last start or end of a request.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            opened: tokio::time::Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            started: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-}
-
-/// One request in progress on a connection.
-#[derive(Debug)]
-struct Working(Arc<Activity>);
-
-impl Working {
-    fn start(activity: Arc<Activity>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.started.fetch_add(1, Ordering::Relaxed);
-        activity.touch();
-        Self(activity)
-    }
-}
-
-impl Drop for Working {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
-    }
-}
-
-/// Resolves when the connection should close: no request started within `first` of opening,
-/// or none in progress for `idle`. Never while a request is in progress. It looks again at least
-/// every `min(first, idle)`, so that neither deadline is overslept by the other.
-async fn idle_out(activity: &Activity, first: Duration, idle: Duration) {
-    let tick = first.min(idle);
-    loop {
-        if activity.in_flight.load(Ordering::Relaxed) > 0 {
-            tokio::time::sleep(tick).await;
-            continue;
-        }
-        let limit = if activity.started.load(Ordering::Relaxed) == 0 {
-            first
-        } else {
-            idle
-        };
-        let last =
-            activity.opened + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-        let deadline = last + limit;
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline.min(now + tick)).await;
     }
 }
 
