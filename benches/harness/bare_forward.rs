@@ -1,7 +1,7 @@
 //! Benchmark harness, not a user example: the least a reverse proxy on hyper and hyper-util
 //! does, with the same server builder, upstream connections (hyper's HTTP/1.1 connection API,
-//! kept alive in a last-in first-out pool, as `src/proxy/upstream.rs`) and runtime choice as
-//! `smart-guard proxy`, and nothing else (no guard, no header work but the URI and `Host`). It
+//! kept alive in a last-in first-out pool, as `src/proxy/upstream.rs`), runtime choice and
+//! allocator as `smart-guard proxy`, and nothing else (no guard, no header work but the URI and `Host`). It
 //! measures the HTTP stack's own cost, the floor under the proxy's (`scripts/proxy_load.sh`,
 //! BENCHMARKS.md).
 //!
@@ -27,6 +27,10 @@ use hyper_util::{
 };
 
 type Sender = http1::SendRequest<Incoming>;
+
+/// The allocator of the `smart-guard` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

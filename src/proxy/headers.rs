@@ -125,13 +125,18 @@ fn connection_named(headers: &HeaderMap) -> Result<Vec<HeaderName>, HopByHopErro
 /// Removes a response's hop-by-hop fields: those of [`HOP_BY_HOP`] and every field a
 /// `Connection` header names. Nothing is refused; an unreadable token names no field.
 pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| list_elements(value.as_bytes()))
-        .filter(|token| !names_hop_by_hop(token))
-        .filter_map(|token| HeaderName::from_bytes(token).ok())
-        .collect();
+    // `Connection` goes first, with the names it holds (`keep-alive` and `close`, the usual
+    // ones, make none).
+    let mut named: Vec<HeaderName> = Vec::new();
+    if let http::header::Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
+        for value in connection.remove_entry_mult().1 {
+            named.extend(
+                list_elements(value.as_bytes())
+                    .filter(|token| !names_hop_by_hop(token))
+                    .filter_map(|token| HeaderName::from_bytes(token).ok()),
+            );
+        }
+    }
     // One pass over the names; a `Vec` is allocated only when a field goes.
     let dropped: Vec<HeaderName> = headers
         .keys()
@@ -144,11 +149,17 @@ pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
 }
 
 /// Whether a `Connection` token names a field of [`HOP_BY_HOP`] (removed anyway, so not
-/// made into a name: `Connection: keep-alive` costs no allocation).
+/// made into a name: `Connection: keep-alive` costs no allocation), in any case.
 fn names_hop_by_hop(token: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
+    // The longest of them, `proxy-authorization`, has 19 bytes.
+    let mut lower = [0u8; 19];
+    let Some(lower) = lower.get_mut(..token.len()) else {
+        return false;
+    };
+    for (to, from) in lower.iter_mut().zip(token) {
+        *to = from.to_ascii_lowercase();
+    }
+    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
 }
 
 /// Whether `name` (lowercase) is one of [`HOP_BY_HOP`] (a test checks they agree), matched by

@@ -98,6 +98,10 @@ impl Bases {
     /// UTF-8, or not under the upstream base, is left alone.
     pub(crate) fn rewrite_headers(&self, headers: &mut HeaderMap) {
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            // Most answers have neither: one lookup each, nothing built.
+            if !headers.contains_key(&name) {
+                continue;
+            }
             let mut changed = false;
             let values: Vec<HeaderValue> = headers
                 .get_all(&name)
