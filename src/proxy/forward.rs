@@ -14,7 +14,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -102,10 +102,18 @@ pub struct Forward {
 /// The fields of one client connection: its forwarding fields, and the identity values of the
 /// last token it sent (a client sends the same token request after request: they are encoded
 /// once, not per request).
-#[derive(Debug)]
 struct ClientFields {
     peer: PeerFields,
     last: Mutex<Option<(Arc<TokenInfo>, Arc<IdentityValues>)>>,
+}
+
+/// Without the last token's introspection answer (its claims are nobody's business in a log).
+impl std::fmt::Debug for ClientFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFields")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientFields {
@@ -169,6 +177,7 @@ impl Forward {
             config.max_connections,
         )
         .map_err(invalid_upstream)?;
+        let connections = Arc::new(connections);
         let bases = Bases::new(upstream.as_str(), public_base.as_str()).map_err(|e| {
             ConfigError::Invalid {
                 var: crate::config::env::ENV_PUBLIC_BASE_URL,
@@ -200,7 +209,7 @@ impl Forward {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                upstream: Arc::new(connections),
+                upstream: Arc::clone(&connections),
                 upstream_path: upstream.path().trim_end_matches('/').to_owned(),
                 public_path: public_base.path().trim_end_matches('/').to_owned(),
                 bases,
@@ -209,7 +218,7 @@ impl Forward {
                 slots: Arc::new(Semaphore::new(config.max_connections)),
                 max_rewrite_bytes: config.max_rewrite_bytes,
                 counters: Counters::default(),
-                sweeper: Sweeper::new(config.upstream_timeout),
+                sweeper: Sweeper::for_upstream(config.upstream_timeout, Arc::clone(&connections)),
             }),
             client: None,
         })
@@ -289,11 +298,17 @@ impl Inner {
             .is_some_and(|claims| answers_with_bundle(claims.request()));
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
         self.prepare_headers(&mut parts, client)?;
-        // Request trailers would reach an HTTP/2 upstream unfiltered: none cross.
-        let body = if http_body::Body::is_end_stream(&body) {
-            body
+        // Request trailers never cross; and the connection learns when the body has been sent
+        // whole (`upstream.rs`).
+        let (body, request_sent) = if http_body::Body::is_end_stream(&body) {
+            (body, None)
         } else {
-            Body::new(NoTrailers { body })
+            let sent = Arc::new(AtomicBool::new(false));
+            let body = Body::new(NoTrailers {
+                body,
+                sent: Arc::clone(&sent),
+            });
+            (body, Some(sent))
         };
         parts.version = Version::HTTP_11;
         // A free slot is taken at once; only a wait for one needs a timer.
@@ -310,7 +325,9 @@ impl Inner {
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         // Watched from here: the answer must come within the upstream timeout (`stall.rs`).
         let watch = self.sweeper.start();
-        let sent = self.upstream.send(Request::from_parts(parts, body), slot);
+        let sent = self
+            .upstream
+            .send(Request::from_parts(parts, body), slot, request_sent);
         let (response, lease) = match watch.answer(sent).await {
             None => {
                 tracing::warn!("upstream did not answer within SMART_GUARD_UPSTREAM_TIMEOUT_MS");
@@ -520,10 +537,11 @@ fn is_plain_json(headers: &http::HeaderMap) -> bool {
 }
 
 pin_project_lite::pin_project! {
-    /// A request body without its trailers.
+    /// A request body without its trailers, which tells when it has been read whole.
     struct NoTrailers<B> {
         #[pin]
         body: B,
+        sent: Arc<AtomicBool>,
     }
 }
 
@@ -536,8 +554,20 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for NoTrailers<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         loop {
-            match self.as_mut().project().body.poll_frame(cx) {
+            let mut this = self.as_mut().project();
+            match this.body.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if !frame.is_data() => continue,
+                Poll::Ready(None) => {
+                    this.sent.store(true, Ordering::Release);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // A body of known length may not be polled past its last bytes.
+                    if this.body.is_end_stream() {
+                        this.sent.store(true, Ordering::Release);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 other => return other,
             }
         }

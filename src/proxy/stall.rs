@@ -15,8 +15,8 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, Mutex, OnceLock, PoisonError, Weak,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::upstream::Lease;
+use super::upstream::{Lease, Upstream};
 
 /// Watches the upstream exchanges of one forwarder.
 #[derive(Debug)]
@@ -37,9 +37,39 @@ pub(crate) struct Sweeper {
     limit: u64,
     /// Ticks since the sweeper started.
     ticks: AtomicU64,
-    watched: Mutex<Vec<Weak<Watched>>>,
-    running: OnceLock<()>,
+    watched: Mutex<Registry>,
+    /// Whether the sweeping task runs.
+    running: AtomicBool,
+    /// The upstream whose idle connections each sweep expires.
+    upstream: Option<Arc<Upstream>>,
     cut: AtomicU64,
+}
+
+/// The exchanges being watched. A finished one leaves a dead `Weak` behind, which holds its
+/// allocation until it is dropped: the list is compacted whenever it has doubled since the last
+/// compaction (amortized a few instructions per exchange), not only at each sweep, so at tens of
+/// thousands of requests a second it stays near the number of exchanges in flight.
+#[derive(Debug)]
+struct Registry {
+    list: Vec<Weak<Watched>>,
+    compact_at: usize,
+}
+
+/// The smallest list worth compacting.
+const COMPACT_FROM: usize = 256;
+
+impl Registry {
+    fn push(&mut self, watched: Weak<Watched>) {
+        self.list.push(watched);
+        if self.list.len() >= self.compact_at {
+            self.list.retain(|weak| weak.strong_count() > 0);
+            self.compacted();
+        }
+    }
+
+    fn compacted(&mut self) {
+        self.compact_at = (self.list.len() * 2).max(COMPACT_FROM);
+    }
 }
 
 /// One exchange: waiting for its answer, then its body and the upstream connection and slot it
@@ -58,10 +88,12 @@ enum State {
     /// No answer came within the timeout.
     Expired,
     /// The body, and the upstream connection and slot it holds (given back when it ends,
-    /// closed and freed when it is cut).
+    /// closed and freed when it is cut); the waker of its reader, woken by a cut (dropping the
+    /// upstream body wakes only hyper's connection task).
     Flowing {
         body: Incoming,
         lease: Lease,
+        reader: Option<Waker>,
     },
     Ended,
     Cut,
@@ -100,15 +132,30 @@ pub(crate) struct WatchedBody {
 }
 
 impl Sweeper {
+    /// A sweeper for the exchanges with `upstream`, which also closes its expired idle
+    /// connections.
+    pub(crate) fn for_upstream(timeout: Duration, upstream: Arc<Upstream>) -> Arc<Self> {
+        Self::with(timeout, Some(upstream))
+    }
+
+    #[cfg(test)]
     pub(crate) fn new(timeout: Duration) -> Arc<Self> {
+        Self::with(timeout, None)
+    }
+
+    fn with(timeout: Duration, upstream: Option<Arc<Upstream>>) -> Arc<Self> {
         let every = (timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         let limit = timeout.as_nanos().div_ceil(every.as_nanos().max(1));
         Arc::new(Self {
             every,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             ticks: AtomicU64::new(0),
-            watched: Mutex::new(Vec::new()),
-            running: OnceLock::new(),
+            watched: Mutex::new(Registry {
+                list: Vec::new(),
+                compact_at: COMPACT_FROM,
+            }),
+            running: AtomicBool::new(false),
+            upstream,
             cut: AtomicU64::new(0),
         })
     }
@@ -124,22 +171,32 @@ impl Sweeper {
 
     /// Starts watching an exchange whose request is about to be sent.
     pub(crate) fn start(self: &Arc<Self>) -> Watch {
-        self.running.get_or_init(|| {
-            // Started on first use, inside the runtime; it ends with the forwarder.
+        // Started on first use, inside the runtime; started again if it ended with a runtime
+        // that went away (the forwarder is a library type: it may outlive one).
+        if !self.running.load(Ordering::Acquire)
+            && self
+                .running
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             tokio::spawn(sweep(Arc::downgrade(self)));
-        });
+        }
         let watched = Arc::new(Watched {
             state: Mutex::new(State::Waiting(None)),
             last: AtomicU64::new(self.now()),
         });
-        self.watched
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&watched));
+        self.register(&watched);
         Watch {
             watched,
             sweeper: Arc::clone(self),
         }
+    }
+
+    fn register(&self, watched: &Arc<Watched>) {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(watched));
     }
 
     /// Expires the answers and cuts the bodies that have not moved for the timeout; forgets the
@@ -147,7 +204,7 @@ impl Sweeper {
     fn sweep_once(&self) {
         let now = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        watched.retain(|weak| {
+        watched.list.retain(|weak| {
             let Some(exchange) = weak.upgrade() else {
                 return false;
             };
@@ -166,7 +223,17 @@ impl Sweeper {
                     }
                 }
                 // Dropping the upstream body closes its connection; dropping the lease's
-                // permit frees the slot.
+                // permit frees the slot; the reader learns of the cut.
+                State::Flowing {
+                    reader: Some(reader),
+                    ..
+                } => {
+                    reader.wake();
+                    self.cut.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        "a response body made no progress for the upstream timeout: cut"
+                    );
+                }
                 _ => {
                     self.cut.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
@@ -176,6 +243,11 @@ impl Sweeper {
             }
             false
         });
+        watched.compacted();
+        drop(watched);
+        if let Some(upstream) = &self.upstream {
+            upstream.close_expired();
+        }
     }
 }
 
@@ -183,12 +255,25 @@ async fn sweep(sweeper: Weak<Sweeper>) {
     let Some(every) = sweeper.upgrade().map(|s| s.every) else {
         return;
     };
+    // Dropped with the task, also when its runtime goes away.
+    let _running = Running(Weak::clone(&sweeper));
     loop {
         tokio::time::sleep(every).await;
         let Some(sweeper) = sweeper.upgrade() else {
             return;
         };
         sweeper.sweep_once();
+    }
+}
+
+/// Marks the sweeper stopped when its task ends.
+struct Running(Weak<Sweeper>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.0.upgrade() {
+            sweeper.running.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -203,13 +288,26 @@ impl Watch {
 
     /// The answer's body, watched until it ends; it holds `lease` until then.
     pub(crate) fn body(self, body: Incoming, lease: Lease) -> WatchedBody {
-        let mut state = State::Flowing { body, lease };
+        let mut state = State::Flowing {
+            body,
+            lease,
+            reader: None,
+        };
         // An answer without a body (HEAD, 204, 304, `Content-Length: 0`) is over already.
         state.end_if_done();
-        *self.watched.state() = state;
         self.watched
             .last
             .store(self.sweeper.now(), Ordering::Relaxed);
+        let given_up = {
+            let mut current = self.watched.state();
+            let given_up = matches!(*current, State::Expired);
+            *current = state;
+            given_up
+        };
+        if given_up {
+            // The answer came as the sweeper gave up on it (and forgot it): watched again.
+            self.sweeper.register(&self.watched);
+        }
         WatchedBody {
             watched: self.watched,
             sweeper: self.sweeper,
@@ -231,19 +329,17 @@ impl<F: Future> Future for Answer<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Poll::Ready(output) = this.answer.poll(cx) {
-            return Poll::Ready(Some(output));
-        }
-        let mut state = this.watched.state();
-        match &mut *state {
-            State::Waiting(waker) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
+        // Given up first: an answer that comes after the sweeper expired it is not taken.
+        {
+            let mut state = this.watched.state();
+            let State::Waiting(waker) = &mut *state else {
+                return Poll::Ready(None);
+            };
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
             }
-            _ => Poll::Ready(None),
         }
+        this.answer.poll(cx).map(Some)
     }
 }
 
@@ -264,14 +360,19 @@ impl http_body::Body for WatchedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let mut state = this.watched.state();
-        let State::Flowing { body, .. } = &mut *state else {
+        let State::Flowing { body, reader, .. } = &mut *state else {
             return Poll::Ready(match *state {
                 State::Cut => Some(Err("the response body stalled and was cut".into())),
                 _ => None,
             });
         };
         match Pin::new(body).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 this.watched
                     .last
@@ -329,6 +430,23 @@ mod tests {
             let earliest = u128::from(limit) * sweeper.every.as_nanos();
             assert!(earliest >= Duration::from_millis(timeout_ms).as_nanos());
         }
+    }
+
+    #[tokio::test]
+    async fn finished_exchanges_do_not_pile_up_between_sweeps() {
+        let sweeper = Sweeper::new(Duration::from_secs(60));
+        let live: Vec<Watch> = (0..300).map(|_| sweeper.start()).collect();
+        for _ in 0..10_000 {
+            drop(sweeper.start());
+        }
+        let len = sweeper
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .list
+            .len();
+        assert!((300..300 * 2 + COMPACT_FROM).contains(&len), "{len}");
+        drop(live);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,10 +7,14 @@
 //! hyper-util's general-purpose pooled client costs on every request (BENCHMARKS.md,
 //! 2026-11-30). How many connections may be busy is the forwarder's slot count; an idle
 //! connection is closed after [`IDLE_TIMEOUT`], so a connection a firewall forgot is not reused.
+//! A response that ends before its request body was sent whole closes its connection.
 
 use std::{
     io,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -81,6 +85,8 @@ pub(crate) struct Lease {
     sender: http1::SendRequest<Body>,
     upstream: Arc<Upstream>,
     slot: OwnedSemaphorePermit,
+    /// Set when the request body has been sent whole (`None`: it had none).
+    request_sent: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -92,13 +98,19 @@ impl std::fmt::Debug for Lease {
 impl Lease {
     /// The response has been read to its end: the connection goes back to the pool, then the
     /// slot is freed (in that order, so a request that takes the slot finds the connection).
+    /// An upstream that answered before the request body was sent whole (an early 413, say)
+    /// still has it to read: that connection is closed instead, or the next request would wait
+    /// for another client's upload.
     pub(crate) fn finish(self) {
         let Self {
             sender,
             upstream,
             slot,
+            request_sent,
         } = self;
-        upstream.give_back(sender);
+        if request_sent.is_none_or(|sent| sent.load(Ordering::Acquire)) {
+            upstream.give_back(sender);
+        }
         drop(slot);
     }
 }
@@ -140,11 +152,13 @@ impl Upstream {
     /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one, and
     /// returns the response head with the connection it holds. A request that an idle
     /// connection could not take (closed by the upstream meanwhile) is sent again on another
-    /// one; once it may have reached the upstream it never is.
+    /// one; once it may have reached the upstream it never is. `request_sent` is set by the
+    /// request's body when it has been read whole (`None`: no body).
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<Body>,
         slot: OwnedSemaphorePermit,
+        request_sent: Option<Arc<AtomicBool>>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle() {
@@ -165,6 +179,7 @@ impl Upstream {
                         sender,
                         upstream: Arc::clone(self),
                         slot,
+                        request_sent,
                     };
                     return Ok((response, lease));
                 }
@@ -196,13 +211,28 @@ impl Upstream {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+        // The oldest idle connection is the first: past its timeout, it and its likes go.
+        if idle
+            .first()
+            .is_some_and(|oldest| now.duration_since(oldest.since) > IDLE_TIMEOUT)
+        {
+            idle.retain(|conn| now.duration_since(conn.since) <= IDLE_TIMEOUT);
         }
+        if idle.len() < self.max_idle {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+
+    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`] (the forwarder's sweeper
+    /// calls this, so they go also when no request comes).
+    pub(crate) fn close_expired(&self) {
+        let now = Instant::now();
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|conn| now.duration_since(conn.since) <= IDLE_TIMEOUT);
     }
 
     /// A new connection, its HTTP/1.1 driver running in its own task until the connection

@@ -100,9 +100,14 @@ pub(crate) fn watch(
             () = idle_out(&connection, first, idle) => {
                 tracing::debug!("connection closed: no request started in time, or idle");
                 connection.give(CLOSE);
+                return;
             }
             Ok(_) = shutdown.wait_for(|down| *down) => connection.give(DRAIN),
         }
+        // Draining: the deadlines still hold (a TLS handshake or an idle connection left
+        // behind would otherwise keep shutdown waiting for the whole grace period).
+        idle_out(&connection, first, idle).await;
+        connection.give(CLOSE);
     });
     Watchdog(task.abort_handle())
 }
@@ -140,12 +145,12 @@ async fn idle_out(connection: &Watched, first: Duration, idle: Duration) {
     }
 }
 
-/// Resolves when the watchdog orders the connection closed (for what comes before serving it,
-/// such as a TLS handshake).
+/// Resolves when the watchdog orders the connection closed or drained (for what comes before
+/// serving it, such as a TLS handshake: at shutdown it is abandoned).
 pub(crate) fn closing(watched: &Watched) -> impl Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| {
         *watched.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-        if watched.order.load(Ordering::Acquire) == CLOSE {
+        if watched.order.load(Ordering::Acquire) != SERVE {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -266,6 +271,9 @@ mod tests {
         down.send_replace(true);
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(connection.order.load(Ordering::Relaxed), DRAIN);
+        // A connection left idle while draining is still closed at its deadline.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(connection.order.load(Ordering::Relaxed), CLOSE);
         drop(dog);
 
         let other = Arc::new(Watched::default());

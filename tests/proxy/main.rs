@@ -646,6 +646,130 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
     }
 }
 
+/// An upstream that stops in the middle of a body: the client's answer ends (cut) soon after
+/// the upstream timeout instead of hanging, and its connection is not held.
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_has_its_answer_cut_at_the_timeout() {
+    let env = Env::start().await;
+    let upstream = Upstream::start().await;
+    let proxy = spawn_proxy(
+        &env,
+        &upstream.base(),
+        &[("SMART_GUARD_UPSTREAM_TIMEOUT_MS", "600")],
+    )
+    .await;
+    let token = env.token("system/Patient.rs");
+    let started = std::time::Instant::now();
+    let response = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .header("x-upstream-stall-body", "1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200, "the head came in time");
+    let body = tokio::time::timeout(Duration::from_secs(5), response.bytes()).await;
+    let waited = started.elapsed();
+    assert!(body.is_ok(), "the body ended (cut) instead of hanging");
+    assert!(
+        body.expect("in time").is_err(),
+        "a cut body is an error, not a short answer"
+    );
+    assert!(waited >= Duration::from_millis(550), "{waited:?}");
+    // The proxy still answers: the slot and the connection were freed.
+    let after = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(after.status(), 200);
+}
+
+/// A request that may have reached the upstream is never sent twice: an upstream that reads a
+/// POST on a kept-alive connection and closes it without answering gets that POST once, and the
+/// client a 502.
+#[tokio::test]
+async fn a_request_the_upstream_may_have_read_is_not_sent_again() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let env = Env::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}/fhir", listener.local_addr().expect("addr"));
+    let (connections, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, p) = (Arc::clone(&connections), Arc::clone(&posts));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buffer).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&seen).into_owned();
+                    if text.starts_with("POST") && text.contains("hello") {
+                        // Read whole, then the connection goes without an answer.
+                        p.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    if text.starts_with("GET") && text.contains("\r\n\r\n") {
+                        seen.clear();
+                        let body = r#"{"resourceType":"Patient","id":"1"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let proxy = spawn_proxy(&env, &upstream, &[]).await;
+    let token = env.token("system/Patient.cruds system/Binary.cruds");
+    let read = http()
+        .get(format!("{}/Patient/1", proxy.public_base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(read.status(), 200);
+    read.bytes().await.expect("body");
+    let post = http()
+        .post(format!("{}/Binary", proxy.public_base))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body("hello")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(post.status(), 502);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "the POST reached the upstream once"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "and was not sent on a new connection"
+    );
+}
+
 #[tokio::test]
 async fn readiness_probes_the_upstream_at_most_once_a_second_however_often_it_is_asked() {
     let env = Env::start().await;

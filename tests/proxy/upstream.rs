@@ -294,6 +294,20 @@ async fn answer(
             .body(full(body))
             .expect("response")
     };
+    // Headers and a first part of the body, then nothing more, for ever.
+    if seen.header("x-upstream-stall-body").as_deref() == Some("1") {
+        let first = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(
+            Bytes::from_static(b"{\"resourceType\":"),
+        ))]);
+        let body = BodyExt::boxed(StreamBody::new(
+            first.chain(futures_util::stream::pending()),
+        ));
+        return Ok(Response::builder()
+            .header("content-type", "application/fhir+json")
+            .header("content-length", "1000")
+            .body(body)
+            .expect("response"));
+    }
     if let Some(n) = path
         .strip_prefix("/fhir/Binary/huge-")
         .and_then(|n| n.parse::<u64>().ok())
