@@ -1,5 +1,6 @@
 """Instructions per forwarded request, counted by callgrind: the smart-guard proxy (cache hit)
-beside the bare hyper-util forwarder (benches/harness/bare_forward.rs), in front of the same
+beside the bare forwarder (benches/harness/bare_forward.rs: the proxy's hyper server, upstream
+pool and allocator, nothing else), in front of the same
 nginx upstream. Repeatable where time is not (BENCHMARKS.md); user-space instructions only, so
 the kernel's share (the same for both: the same sockets and syscalls) is left out.
 
@@ -83,7 +84,7 @@ def run(args, tmp, servers):
                 m = re.search(r"^summary: (\d+)", open(os.path.join(tmp, f)).read(), re.M)
                 total += int(m.group(1)) if m else 0
                 if args.annotate:
-                    a = subprocess.run(["callgrind_annotate", "--inclusive=no", os.path.join(tmp, f)],
+                    a = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", os.path.join(tmp, f)],
                                        capture_output=True, text=True).stdout
                     print("\n".join(a.splitlines()[:60]), file=sys.stderr)
         per[mode] = total / max(requests, 1)

@@ -471,7 +471,7 @@ def report(args, results, ratios, p99_ratios, cpu_ratios, hit_calls, expiry, loa
     print("|---|---|---|---|---|---|---|---|---|---|")
     names = {"upstream": "upstream alone (nginx, fixed Patient)", "nginx": "nginx reverse proxy",
              "smart-guard": "**smart-guard proxy, cache hit**", "apache": "Apache + mod_auth_openidc, cache hit",
-             "hyper-forward": "hyper-util forwarder alone (no guard; benches/harness/bare_forward.rs)"}
+             "hyper-forward": "bare forwarder alone (the proxy's hyper server, upstream pool and allocator; no guard; benches/harness/bare_forward.rs)"}
     for m, rs in results.items():
         rps = [x["rps"] for x in rs]
         cpu = med(x["cpu_us"] for x in rs)
