@@ -650,14 +650,7 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
 /// the upstream timeout instead of hanging, and its connection is not held.
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_has_its_answer_cut_at_the_timeout() {
-    let env = Env::start().await;
-    let upstream = Upstream::start().await;
-    let proxy = spawn_proxy(
-        &env,
-        &upstream.base(),
-        &[("SMART_GUARD_UPSTREAM_TIMEOUT_MS", "600")],
-    )
-    .await;
+    let (env, _upstream, proxy) = started(&[("SMART_GUARD_UPSTREAM_TIMEOUT_MS", "600")]).await;
     let token = env.token("system/Patient.rs");
     let started = std::time::Instant::now();
     let response = http()
