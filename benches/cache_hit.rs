@@ -1,6 +1,7 @@
 //! The cache-hit path: the whole layer on a hit next to the inner service alone (a trivial
-//! service, and an axum router with a FHIR read route), the parts of the hit path alone, the
-//! miss path against a loopback AS, and a burst of concurrent first requests.
+//! service, and an axum router with a FHIR read route), the parts of the hit path alone, a
+//! batch of 20 000 reads, the miss path against a loopback AS, and a burst of concurrent first
+//! requests.
 //!
 //! `cargo bench --bench cache_hit --features fuzzing` (the internal feature gives it the guard's
 //! token digest, `smart_guard::__fuzz`); see BENCHMARKS.md for figures.
@@ -231,6 +232,51 @@ fn parts(c: &mut Criterion) {
     group.finish();
 }
 
+/// A batch Bundle of 20 000 reads through the layer (the body read, parsed and every entry
+/// classified and checked): linear in the entries, which `tests/hostile.rs` no longer times.
+fn batch_bundle(c: &mut Criterion) {
+    let rt = runtime();
+    let (auth, short, _) = rt.block_on(start_as());
+    let config = smart_guard::Config::new(
+        auth.url().parse().expect("url"),
+        support::RS_CLIENT_ID,
+        support::RS_SECRET,
+    )
+    .with_max_ttl(Duration::from_secs(3600))
+    .with_max_body_bytes(4 * 1024 * 1024)
+    .with_analysis_limits(smart_guard::AnalysisLimits::default().with_max_bundle_entries(20_001));
+    let guarded = smart_guard::SmartGuardLayer::new(config)
+        .expect("layer")
+        .layer(service_fn(inner));
+    let entries: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| serde_json::json!({ "request": { "method": "GET", "url": format!("Patient/{i}") } }))
+        .collect();
+    let body = bytes::Bytes::from(
+        serde_json::json!({ "resourceType": "Bundle", "type": "batch", "entry": entries })
+            .to_string(),
+    );
+    let batch = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(AUTHORIZATION, format!("Bearer {short}"))
+            .header("content-type", "application/fhir+json")
+            .body(Body::new(body.clone()))
+            .expect("request")
+    };
+    let status = rt
+        .block_on(guarded.clone().oneshot(batch()))
+        .expect("infallible")
+        .status();
+    assert_eq!(status, 200, "the batch is allowed");
+    c.bench_function("batch_bundle_20000_reads", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(guarded.clone().oneshot(batch()).await.expect("infallible"))
+        });
+    });
+    assert_eq!(auth.calls(), 1, "no AS call while timing");
+}
+
 fn miss_path(c: &mut Criterion) {
     let rt = runtime();
     let auth = rt.block_on(MockAs::start());
@@ -301,5 +347,13 @@ fn burst(c: &mut Criterion) {
     assert_eq!(auth.calls() as u64, counter + 1, "one call per burst");
 }
 
-criterion_group!(benches, hit_path, hit_path_axum, parts, miss_path, burst);
+criterion_group!(
+    benches,
+    hit_path,
+    hit_path_axum,
+    parts,
+    batch_bundle,
+    miss_path,
+    burst
+);
 criterion_main!(benches);

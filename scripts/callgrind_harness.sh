@@ -4,6 +4,6 @@
 # Sets: bin (the harness), out (the scratch folder, removed on exit).
 command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 cargo build --quiet --release --example hit_instructions
-bin=target/release/examples/hit_instructions
+bin="${CARGO_TARGET_DIR:-target}/release/examples/hit_instructions"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

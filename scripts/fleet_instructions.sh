@@ -11,7 +11,7 @@ n=${1:-500}
 command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 cargo build --quiet --release --features redis --example fleet_instructions
-bin=target/release/examples/fleet_instructions
+bin="${CARGO_TARGET_DIR:-target}/release/examples/fleet_instructions"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() { # mode reads -> total instructions

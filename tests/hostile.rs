@@ -402,7 +402,7 @@ async fn deeply_nested_and_malformed_bundles_are_400_after_one_introspection() {
 }
 
 #[tokio::test]
-async fn a_bundle_of_many_entries_is_checked_quickly() {
+async fn a_bundle_of_twenty_thousand_entries_is_checked_whole() {
     let (auth, base) = setup(|c| {
         c.with_max_body_bytes(4 * 1024 * 1024)
             .with_analysis_limits(AnalysisLimits::default().with_max_bundle_entries(20_001))
@@ -423,7 +423,8 @@ async fn a_bundle_of_many_entries_is_checked_quickly() {
             .body(body.to_string())
             .send()
     };
-    let started = Instant::now();
+    // Its speed is measured where speed belongs: `batch_bundle_20000_reads` in
+    // benches/cache_hit.rs (BENCHMARKS.md), not by a clock in a test.
     assert_eq!(send(entries).await.expect("send").status(), 200);
     let bad = send(last).await.expect("send");
     assert!(
@@ -431,7 +432,6 @@ async fn a_bundle_of_many_entries_is_checked_quickly() {
         "{}",
         bad.status()
     );
-    assert!(started.elapsed() < 2 * QUICK, "{:?}", started.elapsed());
     assert!(auth.calls() <= 1, "one introspection at most");
 }
 

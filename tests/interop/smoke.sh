@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cargo build --quiet --features cli --bin smart-guard
-bin=target/debug/smart-guard
+# Where cargo put it: CARGO_TARGET_DIR when set.
+bin="${CARGO_TARGET_DIR:-target}/debug/smart-guard"
 scratch=$(mktemp -d)
 as_pid=""
 cleanup() {
