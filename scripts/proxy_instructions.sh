@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 for tool in valgrind nginx wrk; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
 done
-cargo build --release --features cli --example bare_forward --quiet
+cargo build --release --features cli --bin smart-guard --example bare_forward --quiet
 exec python3 scripts/proxy_instructions.py "$@"

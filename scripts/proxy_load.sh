@@ -8,13 +8,15 @@
 # nginx/smart-guard, smart-guard/apache), rotated each round; then an expiry case (cache TTL 2 s
 # for both guards, 10 s under the same connections) counts the AS calls per expiry.
 # About rounds x 20 x seconds + 40 s: ~6 min with the defaults (--rounds 5 --seconds 3). A fifth
-# mode, a bare hyper-util forwarder (benches/harness/bare_forward.rs), is the floor of the stack.
+# mode, a bare forwarder on the same hyper server, upstream pool and allocator
+# (benches/harness/bare_forward.rs), is the floor of the stack.
 #
 #   scripts/proxy_load.sh [--rounds N] [--seconds S] [--connections C] [--expiry-ttl S]
 #                         [--expiry-seconds S] [--keep]
 #
 # Installs nginx, apache2, libapache2-mod-auth-openidc and wrk (Debian packages) if missing, and
-# builds `cargo build --release --features cli` once. Needs root (Apache switches to www-data).
+# builds the `smart-guard` binary and the bare forwarder (release, `--features cli`) once. Needs
+# root (Apache switches to www-data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -28,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The packages' own services are not wanted: nothing here uses the system's sites.
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release --features cli --example bare_forward --quiet
+cargo build --release --features cli --bin smart-guard --example bare_forward --quiet
 {
   echo "versions: $(nginx -v 2>&1); $(apache2 -v | head -1);" \
     "mod_auth_openidc $(dpkg-query -W -f '${Version}' libapache2-mod-auth-openidc);" \
