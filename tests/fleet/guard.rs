@@ -110,6 +110,27 @@ async fn three_replicas(
     })
     .await;
     assert!(heard.is_some(), "every replica hears revocations");
+    // And every replica's commands reach Redis: a cluster is connected in the background, and a
+    // command that failed meanwhile may have opened the Redis breaker (for 1 s), which would
+    // send the next requests to the AS. Each round, a new token read on the first replica and
+    // then on the others, until the others find it in Redis.
+    let shared = within(Duration::from_secs(10), || async {
+        let token = auth.issue_token(CLIENT, SCOPE).as_str().to_owned();
+        let before: Vec<u64> = replicas
+            .iter()
+            .map(|r| r.layer.stats().shared_hits)
+            .collect();
+        assert_eq!(replicas[0].read(&token).await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut all = true;
+        for (replica, before) in replicas.iter().zip(&before).skip(1) {
+            assert_eq!(replica.read(&token).await, 200);
+            all &= replica.layer.stats().shared_hits > *before;
+        }
+        all
+    })
+    .await;
+    assert!(shared.is_some(), "every replica reads Redis");
     replicas
 }
 
