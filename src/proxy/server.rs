@@ -27,7 +27,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use super::watchdog::{self, Obeying, Watched, Working};
+use super::watchdog::{self, ClientConnection, Obeying, Working};
 
 /// A service made for each client connection, knowing the client's address.
 pub(crate) trait ForClient {
@@ -119,7 +119,7 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let watched = Arc::new(Watched::default());
+        let watched = Arc::new(ClientConnection::default());
         let app = app.for_client(peer);
         let tracked = Arc::clone(&watched);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {

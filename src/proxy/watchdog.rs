@@ -29,10 +29,9 @@ const CLOSE: u8 = 2;
 
 /// One client connection, as its requests, its watchdog and the connection itself see it.
 #[derive(Debug)]
-pub(crate) struct Watched {
-    /// Requests in progress: from the service call until the response body is dropped.
-    in_flight: AtomicUsize,
-    /// Requests started and ended so far: a change between two looks means activity.
+pub(crate) struct ClientConnection {
+    /// Requests started and ended so far (ended when the response body is dropped): in progress
+    /// while they differ, and a change between two looks means activity.
     started: AtomicUsize,
     ended: AtomicUsize,
     order: AtomicU8,
@@ -40,10 +39,9 @@ pub(crate) struct Watched {
     waker: Mutex<Option<Waker>>,
 }
 
-impl Default for Watched {
+impl Default for ClientConnection {
     fn default() -> Self {
         Self {
-            in_flight: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             order: AtomicU8::new(SERVE),
@@ -52,7 +50,7 @@ impl Default for Watched {
     }
 }
 
-impl Watched {
+impl ClientConnection {
     fn give(&self, order: u8) {
         self.order.store(order, Ordering::Release);
         let waker = self
@@ -68,20 +66,18 @@ impl Watched {
 
 /// One request in progress on a connection, until it is dropped (with its response body).
 #[derive(Debug)]
-pub(crate) struct Working(Arc<Watched>);
+pub(crate) struct Working(Arc<ClientConnection>);
 
 impl Working {
-    pub(crate) fn start(connection: &Arc<Watched>) -> Self {
-        connection.in_flight.fetch_add(1, Ordering::Relaxed);
-        connection.started.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn start(connection: &Arc<ClientConnection>) -> Self {
+        connection.started.fetch_add(1, Ordering::Release);
         Self(Arc::clone(connection))
     }
 }
 
 impl Drop for Working {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.ended.fetch_add(1, Ordering::Relaxed);
+        self.0.ended.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -89,7 +85,7 @@ impl Drop for Working {
 /// connection's end). `first`: the deadline for the first request; `idle`: for a connection
 /// with nothing in progress; `shutdown` turns `true` at shutdown.
 pub(crate) fn watch(
-    connection: &Arc<Watched>,
+    connection: &Arc<ClientConnection>,
     first: Duration,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -126,16 +122,18 @@ impl Drop for Watchdog {
 /// or none in progress for `idle`, never while a request is in progress. A request's start or
 /// end is seen at the next look, at least every `min(first, idle)`: the idle timeout is met
 /// between `idle` and one look later, the first deadline exactly.
-async fn idle_out(connection: &Watched, first: Duration, idle: Duration) {
+async fn idle_out(connection: &ClientConnection, first: Duration, idle: Duration) {
     let every = first.min(idle);
     let mut seen = 0;
     let mut quiet_since = Instant::now();
     loop {
         let now = Instant::now();
-        let started = connection.started.load(Ordering::Relaxed);
-        let changes = started + connection.ended.load(Ordering::Relaxed);
+        // `ended` first: every request it counts is counted in `started` read after it.
+        let ended = connection.ended.load(Ordering::Acquire);
+        let started = connection.started.load(Ordering::Acquire);
+        let changes = started + ended;
         let limit = if started == 0 { first } else { idle };
-        if connection.in_flight.load(Ordering::Relaxed) > 0 || changes != seen {
+        if started != ended || changes != seen {
             seen = changes;
             quiet_since = now;
         } else if now >= quiet_since + limit {
@@ -147,7 +145,7 @@ async fn idle_out(connection: &Watched, first: Duration, idle: Duration) {
 
 /// Resolves when the watchdog orders the connection closed or drained (for what comes before
 /// serving it, such as a TLS handshake: at shutdown it is abandoned).
-pub(crate) fn closing(watched: &Watched) -> impl Future<Output = ()> + '_ {
+pub(crate) fn closing(watched: &ClientConnection) -> impl Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| {
         *watched.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
         if watched.order.load(Ordering::Acquire) != SERVE {
@@ -163,14 +161,14 @@ pin_project_lite::pin_project! {
     pub(crate) struct Obeying<'a, C> {
         #[pin]
         connection: C,
-        watched: &'a Watched,
+        watched: &'a ClientConnection,
         registered: bool,
         draining: bool,
     }
 }
 
 impl<'a, C> Obeying<'a, C> {
-    pub(crate) fn new(connection: C, watched: &'a Watched) -> Self {
+    pub(crate) fn new(connection: C, watched: &'a ClientConnection) -> Self {
         Self {
             connection,
             watched,
@@ -213,7 +211,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_closed_after_the_idle_timeout_and_not_before() {
-        let connection = Arc::new(Watched::default());
+        let connection = Arc::new(ClientConnection::default());
         let (_down, shutdown) = watch::channel(false);
         let first = Duration::from_millis(400);
         let idle = Duration::from_millis(1_000);
@@ -238,7 +236,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_with_no_request_is_closed_at_the_first_deadline() {
-        let connection = Arc::new(Watched::default());
+        let connection = Arc::new(ClientConnection::default());
         let (_down, shutdown) = watch::channel(false);
         let started = Instant::now();
         let _dog = watch(
@@ -259,7 +257,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_orders_a_drain_and_a_dropped_watchdog_orders_nothing() {
-        let connection = Arc::new(Watched::default());
+        let connection = Arc::new(ClientConnection::default());
         let (down, shutdown) = watch::channel(false);
         let dog = watch(
             &connection,
@@ -276,7 +274,7 @@ mod tests {
         assert_eq!(connection.order.load(Ordering::Relaxed), CLOSE);
         drop(dog);
 
-        let other = Arc::new(Watched::default());
+        let other = Arc::new(ClientConnection::default());
         let dog = watch(
             &other,
             Duration::from_millis(10),
