@@ -55,7 +55,12 @@ async fn serve(listen: SocketAddr, upstream: String) -> Result<(), Box<dyn std::
     let host = HeaderValue::from_str(&upstream)?;
     let pool: Arc<Mutex<Vec<Sender>>> = Arc::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    // As the proxy: no hyper header timer (its watchdog keeps the deadlines, off this path).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

@@ -215,8 +215,9 @@ impl ProxyConfig {
         self
     }
 
-    /// Longest a client may take to send its request headers (default 10 s): a client that
-    /// sends them a byte at a time is cut off without holding anyone else up.
+    /// Longest a client may take to send its request headers (default 10 s): its first request
+    /// from the connection's opening, each later one (HTTP/1) from its first bytes. A client
+    /// that sends them a byte at a time is cut off without holding anyone else up.
     pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
@@ -230,8 +231,9 @@ impl ProxyConfig {
     }
 
     /// A client connection with no request in progress for this long is closed (default
-    /// 60 s). Before its first request, a connection has `with_header_read_timeout` instead:
-    /// one that never completes a request head (HTTP/1 or the HTTP/2 preface) is cut off then.
+    /// 60 s), whatever the header deadline. Before its first request, a connection has
+    /// `with_header_read_timeout` instead: one that never completes a request head (HTTP/1 or
+    /// the HTTP/2 preface) is cut off then.
     pub fn with_client_idle_timeout(mut self, timeout: Duration) -> Self {
         self.client_idle_timeout = timeout;
         self

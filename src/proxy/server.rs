@@ -6,7 +6,9 @@
 //! `max_client_connections` are open (more wait in the backlog), one that has not started a
 //! request within the header deadline is closed (this covers the TLS handshake and the bytes
 //! hyper reads to tell HTTP/1 from the HTTP/2 preface, which no hyper timer covers), and so is
-//! one with no request in progress for the idle timeout (HTTP/1 keep-alive and HTTP/2 alike).
+//! one with no request in progress for the idle timeout (HTTP/1 keep-alive and HTTP/2 alike),
+//! or one whose later request head is not complete within the header deadline: the watchdog's
+//! work (`watchdog.rs`), not a hyper timer armed anew on every request.
 
 use std::{
     convert::Infallible,
@@ -18,7 +20,7 @@ use std::{
 };
 
 use axum::body::Body;
-use http::Request;
+use http::{Request, Version};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -27,7 +29,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use super::watchdog::{self, ClientConnection, Obeying, Working};
+use super::watchdog::{self, ClientConnection, Obeying, Observed, Working};
 
 /// A service made for each client connection, knowing the client's address.
 pub(crate) trait ForClient {
@@ -84,7 +86,9 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        // The watchdog keeps the header deadline: hyper's timer would cost a timer entry, and
+        // an allocation, on every request.
+        .header_read_timeout(None)
         .keep_alive(true);
     builder
         .http2()
@@ -125,7 +129,7 @@ where
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let request = request.map(Body::new);
             let mut app = app.clone();
-            let working = Working::start(&tracked);
+            let working = Working::start(&tracked, request.version() == Version::HTTP_2);
             async move {
                 let response = app.call(request).await.unwrap_or_else(|e| match e {});
                 // The request is in progress until its response body has been sent (hyper
@@ -145,6 +149,7 @@ where
             let _watchdog = watchdog::watch(&watched, first, idle, shutting_down);
             let result = match tls {
                 None => {
+                    let stream = Observed::new(stream, &watched);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     Obeying::new(connection, &watched).await
                 }
@@ -160,6 +165,7 @@ where
                         },
                         () = watchdog::closing(&watched) => return,
                     };
+                    let stream = Observed::new(stream, &watched);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     Obeying::new(connection, &watched).await
                 }

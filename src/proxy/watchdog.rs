@@ -1,24 +1,32 @@
 //! The watchdog of one client connection: a task of its own that closes the connection when no
-//! request starts within the header deadline, when none is in progress for the idle timeout,
-//! and that asks it to drain at shutdown.
+//! request starts within the header deadline, when a later request head takes longer than that
+//! once its first bytes came, when no request is in progress for the idle timeout, and that
+//! asks it to drain at shutdown.
 //!
 //! It runs beside the connection, not inside it, so the connection's task polls no timer and no
-//! shutdown signal on each of its wake-ups: the requests only count themselves in and out
-//! ([`Working`]), and the connection reads one atomic order per poll ([`Obeying`]).
+//! shutdown signal on each of its wake-ups (hyper's own header timer, a new one for every
+//! request, is not used): the requests only count themselves in and out ([`Working`]), the
+//! stream counts its reads ([`Observed`]), and the connection reads one atomic order per poll
+//! ([`Obeying`]).
 
 use std::{
     future::Future,
+    io,
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::watch,
+    time::Instant,
+};
 
 /// What a connection's watchdog may order it to do.
 const SERVE: u8 = 0;
@@ -34,6 +42,11 @@ pub(crate) struct ClientConnection {
     /// while they differ, and a change between two looks means activity.
     started: AtomicUsize,
     ended: AtomicUsize,
+    /// Reads that brought bytes: a change while no request is in progress means a request
+    /// head is on its way.
+    reads: AtomicUsize,
+    /// An HTTP/2 connection: its frames between requests (pings, settings) are no request head.
+    http2: AtomicBool,
     order: AtomicU8,
     /// The connection task's waker, for an order.
     waker: Mutex<Option<Waker>>,
@@ -44,6 +57,8 @@ impl Default for ClientConnection {
         Self {
             started: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
             order: AtomicU8::new(SERVE),
             waker: Mutex::new(None),
         }
@@ -69,7 +84,11 @@ impl ClientConnection {
 pub(crate) struct Working(Arc<ClientConnection>);
 
 impl Working {
-    pub(crate) fn start(connection: &Arc<ClientConnection>) -> Self {
+    /// A request starts on `connection`, over HTTP/2 when `http2`.
+    pub(crate) fn start(connection: &Arc<ClientConnection>, http2: bool) -> Self {
+        if http2 {
+            connection.http2.store(true, Ordering::Relaxed);
+        }
         connection.started.fetch_add(1, Ordering::Release);
         Self(Arc::clone(connection))
     }
@@ -78,6 +97,74 @@ impl Working {
 impl Drop for Working {
     fn drop(&mut self) {
         self.0.ended.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A client connection's stream (TCP, or TLS after its handshake), its reads counted for the
+/// watchdog.
+#[derive(Debug)]
+pub(crate) struct Observed<T> {
+    io: T,
+    connection: Arc<ClientConnection>,
+}
+
+impl<T> Observed<T> {
+    pub(crate) fn new(io: T, connection: &Arc<ClientConnection>) -> Self {
+        Self {
+            io,
+            connection: Arc::clone(connection),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Observed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            // Only the connection's task reads: a load and a store, no locked add.
+            let reads = &this.connection.reads;
+            reads.store(
+                reads.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        }
+        read
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Observed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -118,28 +205,49 @@ impl Drop for Watchdog {
     }
 }
 
-/// Resolves when the connection should close: no request started within `first` of opening,
-/// or none in progress for `idle`, never while a request is in progress. A request's start or
-/// end is seen at the next look, at least every `min(first, idle)`: the idle timeout is met
-/// between `idle` and one look later, the first deadline exactly.
+/// Resolves when the connection should close:
+/// - no request started within `first` of opening (exactly);
+/// - on HTTP/1, a request head not started within `first` of the look that saw its first
+///   bytes;
+/// - no request in progress for `idle`;
+///
+/// never while a request is in progress. The watchdog looks at least every quarter of the
+/// shorter of the two, so a later head's deadline and the idle timeout are met up to that much
+/// late.
 async fn idle_out(connection: &ClientConnection, first: Duration, idle: Duration) {
-    let every = first.min(idle);
+    let every = (first.min(idle) / 4).max(Duration::from_millis(1));
     let mut seen = 0;
     let mut quiet_since = Instant::now();
+    let mut reads_then = connection.reads.load(Ordering::Relaxed);
+    let mut head_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         // `ended` first: every request it counts is counted in `started` read after it.
         let ended = connection.ended.load(Ordering::Acquire);
         let started = connection.started.load(Ordering::Acquire);
+        let reads = connection.reads.load(Ordering::Relaxed);
         let changes = started + ended;
-        let limit = if started == 0 { first } else { idle };
         if started != ended || changes != seen {
             seen = changes;
             quiet_since = now;
-        } else if now >= quiet_since + limit {
+            reads_then = reads;
+            head_since = None;
+        }
+        let deadline = if started != ended {
+            None
+        } else if started == 0 {
+            Some(quiet_since + first)
+        } else if reads != reads_then && !connection.http2.load(Ordering::Relaxed) {
+            let head = *head_since.get_or_insert(now) + first;
+            Some(head.min(quiet_since + idle))
+        } else {
+            Some(quiet_since + idle)
+        };
+        if deadline.is_some_and(|deadline| now >= deadline) {
             return;
         }
-        tokio::time::sleep_until((quiet_since + limit).min(now + every)).await;
+        let next = now + every;
+        tokio::time::sleep_until(deadline.map_or(next, |deadline| deadline.min(next))).await;
     }
 }
 
@@ -217,7 +325,7 @@ mod tests {
         let idle = Duration::from_millis(1_000);
         let started = Instant::now();
         let _dog = watch(&connection, first, idle, shutdown.clone());
-        let working = Working::start(&connection);
+        let working = Working::start(&connection, false);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(connection.order.load(Ordering::Relaxed), SERVE, "busy");
         drop(working);
@@ -252,6 +360,56 @@ mod tests {
         assert!(
             waited >= Duration::from_millis(400) && waited <= Duration::from_millis(402),
             "{waited:?}"
+        );
+    }
+
+    /// Waits until the watchdog gives an order; returns how long that took.
+    async fn until_ordered(connection: &ClientConnection) -> Duration {
+        let from = Instant::now();
+        while connection.order.load(Ordering::Relaxed) == SERVE {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        from.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_head_has_the_header_deadline_from_its_first_bytes_and_idle_time_does_not_count()
+     {
+        let connection = Arc::new(ClientConnection::default());
+        let (_down, shutdown) = watch::channel(false);
+        let first = Duration::from_millis(400);
+        let _dog = watch(&connection, first, Duration::from_secs(10), shutdown);
+        drop(Working::start(&connection, false));
+        // Idle for five header deadlines: still open (hyper's header timer, armed when the
+        // connection goes idle, would have closed it).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(connection.order.load(Ordering::Relaxed), SERVE);
+        // The first bytes of the next head, and no more.
+        connection.reads.fetch_add(1, Ordering::Relaxed);
+        let waited = until_ordered(&connection).await;
+        assert!(
+            waited >= first && waited <= first + first / 4 + Duration::from_millis(2),
+            "{waited:?}"
+        );
+        assert_eq!(connection.order.load(Ordering::Relaxed), CLOSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_frames_between_requests_are_no_head_and_only_the_idle_timeout_holds() {
+        let connection = Arc::new(ClientConnection::default());
+        let (_down, shutdown) = watch::channel(false);
+        let idle = Duration::from_secs(3);
+        let _dog = watch(&connection, Duration::from_millis(400), idle, shutdown);
+        drop(Working::start(&connection, true));
+        let ended = Instant::now();
+        // A ping's answer arrives.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        connection.reads.fetch_add(1, Ordering::Relaxed);
+        until_ordered(&connection).await;
+        let idle_for = ended.elapsed();
+        assert!(
+            idle_for >= idle && idle_for <= idle + Duration::from_millis(102),
+            "{idle_for:?}"
         );
     }
 

@@ -1021,6 +1021,81 @@ async fn a_client_that_stops_reading_loses_its_upstream_slot_at_the_timeout() {
     drop(stalled);
 }
 
+/// Reads one HTTP/1.1 response with a `Content-Length` from `stream`; returns its status line.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("a Content-Length");
+            if got.len() >= end + 4 + length {
+                return head.lines().next().unwrap_or_default().to_owned();
+            }
+        }
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed mid-response");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// On a kept-alive connection the wait for the next request counts against the idle timeout,
+/// not the header deadline; a later request head has the header deadline from its first bytes.
+#[tokio::test]
+async fn a_later_request_head_has_the_header_deadline_and_the_wait_for_it_the_idle_timeout() {
+    let (env, upstream, proxy) = started(&[
+        ("SMART_GUARD_HEADER_READ_TIMEOUT_MS", "400"),
+        ("SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS", "20000"),
+    ])
+    .await;
+    let token = env.token("system/Patient.rs");
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let head =
+        format!("GET /fhir/Patient/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("first request");
+    assert_eq!(read_response(&mut stream).await, "http/1.1 200 ok");
+    // Three header deadlines of quiet: the connection is still there for the next request.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("second request");
+    assert_eq!(read_response(&mut stream).await, "http/1.1 200 ok");
+    // A third head, a byte every 100 ms: cut at the header deadline (plus a look).
+    let (mut reader, mut writer) = stream.into_split();
+    let first_byte = std::time::Instant::now();
+    let slow = tokio::spawn(async move {
+        for byte in head.as_bytes() {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest)).await;
+    let after = first_byte.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the slow head's connection is closed by the proxy"
+    );
+    assert!(
+        after >= Duration::from_millis(350),
+        "not before the deadline: {after:?}"
+    );
+    slow.abort();
+    assert_eq!(upstream.requests().len(), 2, "the slow head never crossed");
+}
+
 /// After its request, a keep-alive connection with nothing in progress is closed at the idle
 /// timeout; and the forwarding fields name the public base's host, not the `Host` the client
 /// sent (an upstream that trusts `X-Forwarded-Host` writes it into its URLs).
