@@ -62,7 +62,7 @@ def run(args, tmp, servers):
     per = {}
     for mode, (cmd, menv, listen) in modes.items():
         out = os.path.join(tmp, f"{mode}.cg")
-        p = servers.start(mode, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd, env=menv, stdout=subprocess.PIPE)
+        p = servers.start(mode, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + (["--dump-instr=yes"] if os.environ.get("CG_INSTR") else []) + cmd, env=menv, stdout=subprocess.PIPE)
         p.stdout.readline()
         url = f"http://127.0.0.1:{listen}/fhir/Patient/1"
         status, body = wait_http(url, headers=auth, timeout=60)

@@ -344,8 +344,9 @@ impl Inner {
             Some(Ok(sent)) => sent,
         };
         let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop_response(&mut parts.headers);
-        self.bases.rewrite_headers(&mut parts.headers);
+        if headers::strip_hop_by_hop_response(&mut parts.headers).urls {
+            self.bases.rewrite_headers(&mut parts.headers);
+        }
         // The connection and the slot are held until the response body ends, the client goes
         // away, or the body stalls for the upstream timeout.
         let body = Body::new(watch.body(body, lease));

@@ -122,11 +122,46 @@ fn connection_named(headers: &HeaderMap) -> Result<Vec<HeaderName>, HopByHopErro
     Ok(named)
 }
 
+/// What [`strip_hop_by_hop_response`] saw of a response's fields besides hop-by-hop ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ResponseFields {
+    /// A `Location` or `Content-Location` field: URLs that may need rewriting.
+    pub(crate) urls: bool,
+}
+
 /// Removes a response's hop-by-hop fields: those of [`HOP_BY_HOP`] and every field a
-/// `Connection` header names. Nothing is refused; an unreadable token names no field.
-pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
-    // `Connection` goes first, with the names it holds (`keep-alive` and `close`, the usual
-    // ones, make none).
+/// `Connection` header names. Nothing is refused; an unreadable token names no field. One look
+/// at each name; the usual case, a `Connection: keep-alive` and nothing else, costs one removal.
+pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) -> ResponseFields {
+    let (mut hop_by_hop, mut connection_only, mut urls) = (false, true, false);
+    for name in headers.keys() {
+        if name == header::LOCATION || name == header::CONTENT_LOCATION {
+            urls = true;
+        } else if is_hop_by_hop(name.as_str().as_bytes()) {
+            hop_by_hop = true;
+            connection_only &= name == header::CONNECTION;
+        }
+    }
+    if hop_by_hop {
+        let names_fields = headers.get_all(header::CONNECTION).iter().any(|value| {
+            let value = value.as_bytes();
+            // The usual values, without splitting a list.
+            !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
+                && list_elements(value).any(|token| !names_hop_by_hop(token))
+        });
+        if connection_only && !names_fields {
+            headers.remove(header::CONNECTION);
+        } else {
+            strip_named(headers);
+        }
+    }
+    ResponseFields { urls }
+}
+
+/// [`strip_hop_by_hop_response`]'s general case: `Connection` names fields, or other
+/// hop-by-hop fields are there.
+fn strip_named(headers: &mut HeaderMap) {
+    // `Connection` goes first, with the names it holds.
     let mut named: Vec<HeaderName> = Vec::new();
     if let http::header::Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
         for value in connection.remove_entry_mult().1 {
@@ -137,10 +172,9 @@ pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
             );
         }
     }
-    // One pass over the names; a `Vec` is allocated only when a field goes.
     let dropped: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_hop_by_hop(name.as_str()) || named.contains(name))
+        .filter(|name| is_hop_by_hop(name.as_str().as_bytes()) || named.contains(name))
         .cloned()
         .collect();
     for name in &dropped {
@@ -159,23 +193,23 @@ fn names_hop_by_hop(token: &[u8]) -> bool {
     for (to, from) in lower.iter_mut().zip(token) {
         *to = from.to_ascii_lowercase();
     }
-    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
+    is_hop_by_hop(lower)
 }
 
 /// Whether `name` (lowercase) is one of [`HOP_BY_HOP`] (a test checks they agree), matched by
 /// length and bytes: several times cheaper than comparing with each `HeaderName`.
-fn is_hop_by_hop(name: &str) -> bool {
+fn is_hop_by_hop(name: &[u8]) -> bool {
     matches!(
         name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
+        b"connection"
+            | b"keep-alive"
+            | b"proxy-connection"
+            | b"proxy-authenticate"
+            | b"proxy-authorization"
+            | b"te"
+            | b"trailer"
+            | b"transfer-encoding"
+            | b"upgrade"
     )
 }
 
@@ -481,7 +515,7 @@ impl RequestFields {
         let text = name.as_str();
         // The names of `METHOD_OVERRIDES`, `FORWARDING_SET` and `FORWARDING_REMOVED` (a test
         // checks that they are all here), matched as `is_hop_by_hop` does.
-        let fixed = is_hop_by_hop(text)
+        let fixed = is_hop_by_hop(text.as_bytes())
             || matches!(
                 text,
                 "x-http-method-override"
@@ -771,6 +805,40 @@ mod tests {
             let mut headers = map(fields);
             strip_hop_by_hop_response(&mut headers);
             assert_eq!(names(&headers), *left, "response: {case}");
+        }
+    }
+
+    #[test]
+    fn a_stripped_response_tells_whether_it_has_urls_to_rewrite() {
+        let cases: &[(Fields<'_>, bool)] = &[
+            (
+                &[("connection", b"keep-alive"), ("content-type", b"x")],
+                false,
+            ),
+            (&[("Connection", b"Close"), ("keep-alive", b"5")], false),
+            (
+                &[
+                    ("location", b"http://u/fhir/Patient/1"),
+                    ("connection", b"close"),
+                ],
+                true,
+            ),
+            (
+                &[("content-location", b"http://u/fhir/Patient/1/_history/2")],
+                true,
+            ),
+        ];
+        for (fields, urls) in cases {
+            let mut headers = map(fields);
+            assert_eq!(
+                strip_hop_by_hop_response(&mut headers).urls,
+                *urls,
+                "{fields:?}"
+            );
+            assert!(
+                !headers.contains_key("connection") && !headers.contains_key("keep-alive"),
+                "{fields:?}"
+            );
         }
     }
 
@@ -1246,7 +1314,7 @@ mod tests {
     #[test]
     fn the_fast_matches_cover_every_listed_field() {
         for name in &HOP_BY_HOP {
-            assert!(is_hop_by_hop(name.as_str()), "{name}");
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
             assert!(
                 names_hop_by_hop(name.as_str().to_uppercase().as_bytes()),
                 "{name}"
@@ -1271,7 +1339,7 @@ mod tests {
         ] {
             let name = HeaderName::from_static(kept);
             assert!(
-                !is_hop_by_hop(kept) && !names_hop_by_hop(kept.as_bytes()),
+                !is_hop_by_hop(kept.as_bytes()) && !names_hop_by_hop(kept.as_bytes()),
                 "{kept}"
             );
             assert_eq!(fields.drops(&name, &[]), kept == "host", "{kept}");
