@@ -50,6 +50,12 @@ impl SmartGuardLayer {
         })
     }
 
+    /// What the layer's services share: the guard itself (the proxy checks requests with it).
+    #[cfg(feature = "proxy")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A layer configured from the `SMART_GUARD_*` environment variables (see the crate docs).
     ///
     /// # Errors

@@ -1,6 +1,8 @@
 //! The guard as a tower `Service`: tower plumbing only; the decisions live in `guard`.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -11,6 +13,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::{
+    VerifiedClaims,
     audit::AuditEvent,
     future::ResponseFuture,
     guard::{Decision, Pending, Shared, Step, original_path},
@@ -65,74 +68,100 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // Every request takes the same first step, whatever the log level: the cache-hit path
-        // decides here, without a future of its own, and calls the readied inner service.
-        let declared_body_len = request.body().size_hint().lower();
-        let step = self.shared.begin(
-            request.method(),
-            request.uri(),
-            request.extensions(),
-            request.headers(),
-            declared_body_len,
-        );
-        let pending = match step {
-            Step::Decided(Ok(decision)) => {
-                admit(&self.shared, decision, &mut request);
-                return ResponseFuture::inner(self.inner.call(request));
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match check(&self.shared, request) {
+            Checked::Admitted(mut request, claims) => {
+                if let Some(claims) = claims {
+                    request.extensions_mut().insert(claims);
+                }
+                ResponseFuture::inner(self.inner.call(request))
             }
-            Step::Decided(Err(rejection)) => {
-                let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
-                return ResponseFuture::denied(deny(&self.shared, rejection, method, uri, ext));
+            Checked::Denied(response) => ResponseFuture::denied(response),
+            Checked::Pending(request, pending) => {
+                // The decision waits: take the readied service along, leave a fresh clone in
+                // its place.
+                let fresh = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, fresh);
+                let method = request.method().clone();
+                let future = wait(
+                    Arc::clone(&self.shared),
+                    request,
+                    pending,
+                    move |mut request: Request<ReqBody>, claims| {
+                        if let Some(claims) = claims {
+                            request.extensions_mut().insert(claims);
+                        }
+                        ready.call(request)
+                    },
+                );
+                ResponseFuture::waiting(boxed(&method, future))
             }
-            Step::Pending(pending) => pending,
-        };
-        // The decision waits: take the readied service along, leave a fresh clone in its place.
-        let fresh = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, fresh);
-        let shared = Arc::clone(&self.shared);
-        // Build the span only when a subscriber wants DEBUG: a disabled span still costs field
-        // formatting and a log-crate check on every poll.
-        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!(
-                "smart_guard",
-                method = %request.method(),
-                decision = tracing::field::Empty,
-                client_id = tracing::field::Empty,
-                cache = tracing::field::Empty,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        let future = wait(shared, ready, request, pending);
-        if span.is_disabled() {
-            ResponseFuture::waiting(Box::pin(future))
-        } else {
-            ResponseFuture::waiting(Box::pin(future.instrument(span)))
         }
     }
 }
 
-/// A request that waits for its token's answer (and its body, when the guard reads one).
-async fn wait<S, ReqBody, ResBody>(
-    shared: Arc<Shared>,
-    mut ready: S,
-    request: Request<ReqBody>,
-    pending: Pending,
-) -> Result<Response<ResBody>, S::Error>
+/// What the guard says of a request before the service behind it sees it.
+pub(crate) enum Checked<B, R> {
+    /// Allowed at once: the request (its `Authorization` marked sensitive) and, for a token,
+    /// the verified claims.
+    Admitted(Request<B>, Option<VerifiedClaims>),
+    /// Denied at once.
+    Denied(Response<R>),
+    /// The decision waits for the token's answer or the body: [`wait`].
+    Pending(Request<B>, Pending),
+}
+
+/// The guard's first step on `request`, whatever the log level: the cache-hit path decides
+/// here, without a future of its own. The proxy acts on it directly (no extension map to
+/// allocate for the claims); [`SmartGuard`] puts the claims into the extensions.
+pub(crate) fn check<B, R>(shared: &Shared, mut request: Request<B>) -> Checked<B, R>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
-    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    ResBody: From<String>,
+    B: http_body::Body,
+    R: From<String>,
+{
+    let declared_body_len = request.body().size_hint().lower();
+    let step = shared.begin(
+        request.method(),
+        request.uri(),
+        request.extensions(),
+        request.headers(),
+        declared_body_len,
+    );
+    match step {
+        Step::Decided(Ok(decision)) => {
+            let claims = admit(shared, decision, &mut request);
+            Checked::Admitted(request, claims)
+        }
+        Step::Decided(Err(rejection)) => {
+            let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
+            Checked::Denied(deny(shared, rejection, method, uri, ext))
+        }
+        Step::Pending(pending) => Checked::Pending(request, pending),
+    }
+}
+
+/// A request that waits for its token's answer (and its body, when the guard reads one); once
+/// allowed, `call` gets it with the claims.
+pub(crate) async fn wait<B, R, E, F, Fut>(
+    shared: Arc<Shared>,
+    request: Request<B>,
+    pending: Pending,
+    call: F,
+) -> Result<Response<R>, E>
+where
+    B: http_body::Body<Data = Bytes> + From<Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: From<String>,
+    F: FnOnce(Request<B>, Option<VerifiedClaims>) -> Fut,
+    Fut: Future<Output = Result<Response<R>, E>>,
 {
     let (parts, body) = request.into_parts();
     let (decision, body) = shared.finish(pending, &parts, body).await;
     match decision {
         Ok(decision) => {
             let mut request = Request::from_parts(parts, body);
-            admit(&shared, decision, &mut request);
-            ready.call(request).await
+            let claims = admit(&shared, decision, &mut request);
+            call(request, claims).await
         }
         Err(rejection) => Ok(deny(
             &shared,
@@ -144,9 +173,37 @@ where
     }
 }
 
+/// `future` boxed, in a span when a subscriber wants DEBUG (a disabled span still costs field
+/// formatting and a log-crate check on every poll, so none is built otherwise).
+pub(crate) fn boxed<T>(
+    method: &Method,
+    future: impl Future<Output = T> + Send + 'static,
+) -> Pin<Box<dyn Future<Output = T> + Send + 'static>> {
+    let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+        tracing::debug_span!(
+            "smart_guard",
+            method = %method,
+            decision = tracing::field::Empty,
+            client_id = tracing::field::Empty,
+            cache = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    if span.is_disabled() {
+        Box::pin(future)
+    } else {
+        Box::pin(future.instrument(span))
+    }
+}
+
 /// Lets an allowed request through: counts the decision and, for a token, marks the
-/// `Authorization` header sensitive and puts the claims into the extensions.
-fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
+/// `Authorization` header sensitive and returns the claims.
+fn admit<B>(
+    shared: &Shared,
+    decision: Decision,
+    request: &mut Request<B>,
+) -> Option<VerifiedClaims> {
     match decision {
         Decision::Public => {
             shared.stats.decision(Ok(true));
@@ -156,6 +213,7 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
                 let path = original_path(request.uri(), request.extensions());
                 auditor.record(&AuditEvent::public(request.method(), path));
             }
+            None
         }
         Decision::Allow(claims) => {
             shared.stats.decision(Ok(false));
@@ -168,7 +226,7 @@ fn admit<B>(shared: &Shared, decision: Decision, request: &mut Request<B>) {
             if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
                 value.set_sensitive(true);
             }
-            request.extensions_mut().insert(claims);
+            Some(claims)
         }
     }
 }

@@ -1,6 +1,10 @@
 //! The proxy's service: the side routes (`/healthz`, `/readyz`, the discovery documents) by
 //! exact path, everything else through the guard to the forwarder. One comparison per side
 //! path instead of two axum routers on every request.
+//!
+//! The guard is the layer's own (`service::check`, `service::wait`), acted on directly: the
+//! claims go to the forwarder as they are, not through an extension map allocated for each
+//! request, and a request needs no clone of the service.
 
 use std::{
     convert::Infallible,
@@ -13,49 +17,48 @@ use std::{
 
 use axum::{Router, body::Body};
 use http::{Request, Response};
-use tower_service::Service;
+use tower_service::Service as _;
 
 use super::{forward::Forward, server::ForClient};
-use crate::{ResponseFuture, SmartGuard};
+use crate::{
+    guard::Shared,
+    service::{self, Checked},
+};
 
-/// Side routes by exact path, the rest to the guarded forwarder.
+/// Side routes by exact path, the rest through the guard to the forwarder.
 #[derive(Clone, Debug)]
 pub(crate) struct Dispatch {
     side: Router,
     side_paths: Arc<[String]>,
-    guarded: SmartGuard<Forward>,
+    guard: Arc<Shared>,
+    forward: Forward,
 }
 
 impl Dispatch {
-    pub(crate) fn new(side: Router, side_paths: Vec<String>, guarded: SmartGuard<Forward>) -> Self {
+    pub(crate) fn new(
+        side: Router,
+        side_paths: Vec<String>,
+        guard: Arc<Shared>,
+        forward: Forward,
+    ) -> Self {
         Self {
             side,
             side_paths: side_paths.into(),
-            guarded,
+            guard,
+            forward,
         }
     }
 }
 
-impl ForClient for Dispatch {
-    fn for_client(&self, addr: SocketAddr) -> Self {
-        let mut guarded = self.guarded.clone();
-        *guarded.get_mut() = self.guarded.get_ref().for_client(addr);
-        Self {
-            side: self.side.clone(),
-            side_paths: Arc::clone(&self.side_paths),
-            guarded,
-        }
-    }
-}
-
-type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 pin_project_lite::pin_project! {
-    /// The future of one of the two services.
+    /// The future of a side route, a denial, or the forwarder.
     #[project = DispatchProj]
     pub(crate) enum DispatchFuture {
         Side { #[pin] future: axum::routing::future::RouteFuture<Infallible> },
-        Guarded { #[pin] future: ResponseFuture<ForwardFuture, Body, Infallible> },
+        Denied { response: Option<Response<Body>> },
+        Boxed { future: BoxFuture },
     }
 }
 
@@ -65,29 +68,59 @@ impl Future for DispatchFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             DispatchProj::Side { future } => future.poll(cx),
-            DispatchProj::Guarded { future } => future.poll(cx),
+            DispatchProj::Denied { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(polled_again)))
+            }
+            DispatchProj::Boxed { future } => future.as_mut().poll(cx),
         }
     }
 }
 
-impl Service<Request<Body>> for Dispatch {
-    type Response = Response<Body>;
-    type Error = Infallible;
+/// Polled again after it completed: a caller bug, answered without a panic.
+fn polled_again() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+impl ForClient for Dispatch {
     type Future = DispatchFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.guarded.poll_ready(cx)
+    fn for_client(&self, addr: SocketAddr) -> Self {
+        Self {
+            side: self.side.clone(),
+            side_paths: Arc::clone(&self.side_paths),
+            guard: Arc::clone(&self.guard),
+            forward: self.forward.for_client(addr),
+        }
     }
 
-    fn call(&mut self, request: Request<Body>) -> DispatchFuture {
+    fn respond(&self, request: Request<Body>) -> DispatchFuture {
         let path = request.uri().path();
         if self.side_paths.iter().any(|side| side == path) {
-            DispatchFuture::Side {
-                future: self.side.call(request),
-            }
-        } else {
-            DispatchFuture::Guarded {
-                future: self.guarded.call(request),
+            return DispatchFuture::Side {
+                future: self.side.clone().call(request),
+            };
+        }
+        match service::check(&self.guard, request) {
+            Checked::Admitted(request, claims) => DispatchFuture::Boxed {
+                future: self.forward.forward_verified(request, claims),
+            },
+            Checked::Denied(response) => DispatchFuture::Denied {
+                response: Some(response),
+            },
+            Checked::Pending(request, pending) => {
+                let forward = self.forward.clone();
+                let method = request.method().clone();
+                let future = service::wait(
+                    Arc::clone(&self.guard),
+                    request,
+                    pending,
+                    move |request, claims| forward.forward_verified(request, claims),
+                );
+                DispatchFuture::Boxed {
+                    future: service::boxed(&method, future),
+                }
             }
         }
     }

@@ -261,25 +261,45 @@ impl Service<Request<Body>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let claims = request.extensions_mut().remove::<VerifiedClaims>();
+        self.forward_verified(request, claims)
+    }
+}
+
+impl Forward {
+    /// Forwards `request` with the `claims` the guard verified (`None`: a public endpoint):
+    /// what [`Service::call`] does with the claims it finds in the extensions.
+    pub(crate) fn forward_verified(
+        &self,
+        request: Request<Body>,
+        claims: Option<VerifiedClaims>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
         let inner = Arc::clone(&self.inner);
         let client = self.client.clone();
         Box::pin(async move {
-            Ok(match inner.forward(request, client.as_deref()).await {
-                Ok(response) => response,
-                Err(failure) => {
-                    if matches!(
-                        failure,
-                        ProxyFailure::Unreachable | ProxyFailure::Broken | ProxyFailure::Timeout
-                    ) {
-                        inner
-                            .counters
-                            .upstream_failures
-                            .fetch_add(1, Ordering::Relaxed);
+            Ok(
+                match inner
+                    .forward(request, claims.as_ref(), client.as_deref())
+                    .await
+                {
+                    Ok(response) => response,
+                    Err(failure) => {
+                        if matches!(
+                            failure,
+                            ProxyFailure::Unreachable
+                                | ProxyFailure::Broken
+                                | ProxyFailure::Timeout
+                        ) {
+                            inner
+                                .counters
+                                .upstream_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        failure.into_response()
                     }
-                    failure.into_response()
-                }
-            })
+                },
+            )
         })
     }
 }
@@ -288,16 +308,14 @@ impl Inner {
     async fn forward(
         &self,
         request: Request<Body>,
+        claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
     ) -> Result<Response<Body>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
         // Only an answer that can be a Bundle is read whole to be rewritten; the rest streams.
-        let may_be_bundle = parts
-            .extensions
-            .get::<VerifiedClaims>()
-            .is_some_and(|claims| answers_with_bundle(claims.request()));
+        let may_be_bundle = claims.is_some_and(|claims| answers_with_bundle(claims.request()));
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
-        self.prepare_headers(&mut parts, client)?;
+        self.prepare_headers(&mut parts, claims, client)?;
         // Request trailers never cross; and the connection learns when the body has been sent
         // whole (`upstream.rs`).
         let (body, request_sent) = if http_body::Body::is_end_stream(&body) {
@@ -314,10 +332,12 @@ impl Inner {
         // A free slot is taken at once; only a wait for one needs a timer.
         let slot = match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => tokio::time::timeout(
+            // Boxed, as the rewrite below: a timer's state is large, and this future is
+            // allocated and moved on every request.
+            Err(_) => Box::pin(tokio::time::timeout(
                 self.upstream_timeout,
                 Arc::clone(&self.slots).acquire_owned(),
-            )
+            ))
             .await
             .map_err(|_| ProxyFailure::Busy)?
             .map_err(|_| ProxyFailure::Busy)?,
@@ -351,7 +371,7 @@ impl Inner {
         // away, or the body stalls for the upstream timeout.
         let body = Body::new(watch.body(body, lease));
         let body = if may_be_bundle && is_plain_json(&parts.headers) {
-            self.rewrite_body(&mut parts.headers, body).await?
+            Box::pin(self.rewrite_body(&mut parts.headers, body)).await?
         } else {
             body
         };
@@ -398,9 +418,9 @@ impl Inner {
     fn prepare_headers(
         &self,
         parts: &mut http::request::Parts,
+        claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
     ) -> Result<(), ProxyFailure> {
-        let claims = parts.extensions.get::<VerifiedClaims>();
         let values = claims.map(|claims| match client {
             Some(client) => client.identity_values(claims),
             None => Arc::new(IdentityValues::new(claims.client_id(), claims.scope())),

@@ -42,7 +42,6 @@ pub use self::{
     forward::{ClientAddr, Forward, ForwardStats},
 };
 use self::{dispatch::Dispatch, server::ServeOptions};
-use tower_layer::Layer as _;
 
 use crate::{Config, SmartGuardLayer, config::env::ENV_PUBLIC_BASE_URL, error::ConfigError};
 
@@ -161,7 +160,12 @@ impl Proxy {
             None => None,
         };
         let side = side_routes(&layer, &proxy).merge(documents);
-        let service = Dispatch::new(side, side_paths, layer.layer(forward.clone()));
+        let service = Dispatch::new(
+            side,
+            side_paths,
+            Arc::clone(layer.shared()),
+            forward.clone(),
+        );
         Ok(Self {
             listener,
             service,

@@ -31,16 +31,29 @@ use tower_service::Service;
 
 use super::watchdog::{self, ClientConnection, Obeying, Observed, Working};
 
-/// A service made for each client connection, knowing the client's address.
+/// A service made for each client connection, knowing the client's address, that answers
+/// through a shared reference (no clone of it per request).
 pub(crate) trait ForClient {
+    /// The future of an answer.
+    type Future: Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static;
+
     /// This service for the connection from `addr`.
     fn for_client(&self, addr: std::net::SocketAddr) -> Self;
+
+    /// The answer to `request`.
+    fn respond(&self, request: Request<Body>) -> Self::Future;
 }
 
 /// The admin listener's routes need no client address.
 impl ForClient for axum::Router {
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
     fn for_client(&self, _addr: std::net::SocketAddr) -> Self {
         self.clone()
+    }
+
+    fn respond(&self, request: Request<Body>) -> Self::Future {
+        self.clone().call(request)
     }
 }
 
@@ -75,12 +88,7 @@ pub(crate) async fn serve<S>(
     shutdown: impl Future<Output = ()>,
 ) -> bool
 where
-    S: Service<Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + ForClient
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: ForClient + Send + Sync + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -127,11 +135,18 @@ where
         let app = app.for_client(peer);
         let tracked = Arc::clone(&watched);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let request = request.map(Body::new);
-            let mut app = app.clone();
             let working = Working::start(&tracked, request.version() == Version::HTTP_2);
+            // An empty body needs no box.
+            let request = request.map(|body| {
+                if http_body::Body::is_end_stream(&body) {
+                    Body::empty()
+                } else {
+                    Body::new(body)
+                }
+            });
+            let answer = app.respond(request);
             async move {
-                let response = app.call(request).await.unwrap_or_else(|e| match e {});
+                let response = answer.await.unwrap_or_else(|e| match e {});
                 // The request is in progress until its response body has been sent (hyper
                 // takes any body: no second box around the first).
                 Ok::<_, Infallible>(response.map(|body| Tracked {
