@@ -23,21 +23,22 @@ use std::{
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
-use http_body::Frame;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use reqwest::Url;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::{
+    bodies::{NoTrailers, Prefixed},
     config::ProxyConfig,
     failure::ProxyFailure,
     headers::{
         self, Forwarding, Identity, IdentityPrefix, IdentityValues, PeerFields, RequestFields,
     },
-    rewrite::Bases,
-    stall::Sweeper,
-    upstream::{SendError, Upstream},
+    rewrite::{Bases, answers_with_bundle, is_plain_json},
+    stall::{Sweeper, Watch},
+    upstream::{Lease, SendError, Sending, Sent, Upstream},
 };
 use crate::{
     VerifiedClaims, error::ConfigError, guard::original_path, introspect::response::TokenInfo,
@@ -276,41 +277,118 @@ impl Forward {
         claims: Option<VerifiedClaims>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
         let inner = Arc::clone(&self.inner);
-        let client = self.client.clone();
-        Box::pin(async move {
-            Ok(
-                match inner
-                    .forward(request, claims.as_ref(), client.as_deref())
-                    .await
-                {
-                    Ok(response) => response,
-                    Err(failure) => {
-                        if matches!(
-                            failure,
-                            ProxyFailure::Unreachable
-                                | ProxyFailure::Broken
-                                | ProxyFailure::Timeout
-                        ) {
-                            inner
-                                .counters
-                                .upstream_failures
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
-                        failure.into_response()
-                    }
-                },
-            )
-        })
+        // Everything up to the request's departure happens here, so the future below holds
+        // only what waits for the answer: it is allocated and moved on every request.
+        match inner.start(request, claims.as_ref(), self.client.as_deref()) {
+            Ok(Started::Sent(exchange)) => Box::pin(Answering::new(inner, exchange)),
+            Ok(Started::NoSlot(waiting)) => Box::pin(async move {
+                match inner.slot(waiting).await {
+                    Ok(exchange) => Answering::new(inner, exchange).await,
+                    Err(failure) => Ok(inner.respond(Err(failure))),
+                }
+            }),
+            Err(failure) => Box::pin(std::future::ready(Ok(inner.respond(Err(failure))))),
+        }
+    }
+}
+
+/// A request ready to go, with no upstream slot free yet.
+struct Waiting {
+    request: Request<Body>,
+    request_sent: Option<Arc<AtomicBool>>,
+    may_be_bundle: bool,
+}
+
+/// A request on its way: watched (`stall.rs`) from its departure.
+struct Exchange<F> {
+    watch: Watch,
+    sending: Sending<F>,
+    may_be_bundle: bool,
+}
+
+/// Where [`Inner::start`] left a request.
+enum Started<F> {
+    Sent(Exchange<F>),
+    NoSlot(Waiting),
+}
+
+type Rewriting = Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyFailure>> + Send>>;
+
+/// What [`Inner::answered`] made of the upstream's answer.
+enum Answered {
+    Now(Result<Response<Body>, ProxyFailure>),
+    /// A Bundle, read whole to be rewritten.
+    Later(Rewriting),
+}
+
+pin_project_lite::pin_project! {
+    /// The wait for the upstream's answer, written out: an `async` block would hold its
+    /// exchange twice (as an argument and as what it awaits), and this future is allocated
+    /// and moved on every request.
+    struct Answering<F> {
+        inner: Arc<Inner>,
+        // `None` once the answer came.
+        watch: Option<Watch>,
+        #[pin]
+        sending: Sending<F>,
+        may_be_bundle: bool,
+        rewriting: Option<Rewriting>,
+    }
+}
+
+impl<F> Answering<F> {
+    fn new(inner: Arc<Inner>, exchange: Exchange<F>) -> Self {
+        Self {
+            inner,
+            watch: Some(exchange.watch),
+            sending: exchange.sending,
+            may_be_bundle: exchange.may_be_bundle,
+            rewriting: None,
+        }
+    }
+}
+
+impl<F> Future for Answering<F>
+where
+    F: Future<Output = Sent>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.rewriting.is_none() {
+            let Some(watch) = this.watch.as_ref() else {
+                // Polled after it completed: a caller bug, answered without a panic.
+                return Poll::Ready(Ok(this.inner.respond(Err(ProxyFailure::Broken))));
+            };
+            let answer = std::task::ready!(watch.poll_answer(cx, this.sending));
+            let Some(watch) = this.watch.take() else {
+                return Poll::Pending;
+            };
+            match this.inner.answered(watch, answer, *this.may_be_bundle) {
+                Answered::Now(answered) => return Poll::Ready(Ok(this.inner.respond(answered))),
+                Answered::Later(rewriting) => *this.rewriting = Some(rewriting),
+            }
+        }
+        match this.rewriting {
+            Some(rewriting) => {
+                let answered = std::task::ready!(rewriting.as_mut().poll(cx));
+                *this.rewriting = None;
+                Poll::Ready(Ok(this.inner.respond(answered)))
+            }
+            None => Poll::Pending,
+        }
     }
 }
 
 impl Inner {
-    async fn forward(
-        &self,
+    /// Prepares `request` for the upstream and sends it when a slot is free.
+    fn start(
+        self: &Arc<Self>,
         request: Request<Body>,
         claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
-    ) -> Result<Response<Body>, ProxyFailure> {
+    ) -> Result<Started<impl Future<Output = Sent> + use<>>, ProxyFailure> {
         let (mut parts, body) = request.into_parts();
         // Only an answer that can be a Bundle is read whole to be rewritten; the rest streams.
         let may_be_bundle = claims.is_some_and(|claims| answers_with_bundle(claims.request()));
@@ -329,37 +407,75 @@ impl Inner {
             (body, Some(sent))
         };
         parts.version = Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
         // A free slot is taken at once; only a wait for one needs a timer.
-        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            // Boxed, as the rewrite below: a timer's state is large, and this future is
-            // allocated and moved on every request.
-            Err(_) => Box::pin(tokio::time::timeout(
-                self.upstream_timeout,
-                Arc::clone(&self.slots).acquire_owned(),
-            ))
-            .await
-            .map_err(|_| ProxyFailure::Busy)?
-            .map_err(|_| ProxyFailure::Busy)?,
-        };
+        Ok(match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => Started::Sent(self.send(request, slot, request_sent, may_be_bundle)),
+            Err(_) => Started::NoSlot(Waiting {
+                request,
+                request_sent,
+                may_be_bundle,
+            }),
+        })
+    }
+
+    /// Waits up to the upstream timeout for a slot, then sends.
+    async fn slot(
+        self: &Arc<Self>,
+        waiting: Waiting,
+    ) -> Result<Exchange<impl Future<Output = Sent> + use<>>, ProxyFailure> {
+        let slot = tokio::time::timeout(
+            self.upstream_timeout,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await
+        .map_err(|_| ProxyFailure::Busy)?
+        .map_err(|_| ProxyFailure::Busy)?;
+        let Waiting {
+            request,
+            request_sent,
+            may_be_bundle,
+        } = waiting;
+        Ok(self.send(request, slot, request_sent, may_be_bundle))
+    }
+
+    fn send(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        slot: OwnedSemaphorePermit,
+        request_sent: Option<Arc<AtomicBool>>,
+        may_be_bundle: bool,
+    ) -> Exchange<impl Future<Output = Sent> + use<>> {
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         // Watched from here: the answer must come within the upstream timeout (`stall.rs`).
         let watch = self.sweeper.start();
-        let sent = self
-            .upstream
-            .send(Request::from_parts(parts, body), slot, request_sent);
-        let (response, lease) = match watch.answer(sent).await {
+        Exchange {
+            watch,
+            sending: self.upstream.send(request, slot, request_sent),
+            may_be_bundle,
+        }
+    }
+
+    /// The upstream's answer (`None`: none within the timeout), its fields and body made ready
+    /// for the client; a Bundle to rewrite is read in a future of its own.
+    fn answered(
+        self: &Arc<Self>,
+        watch: Watch,
+        answer: Option<Result<(Response<Incoming>, Lease), SendError>>,
+        may_be_bundle: bool,
+    ) -> Answered {
+        let (response, lease) = match answer {
             None => {
                 tracing::warn!("upstream did not answer within SMART_GUARD_UPSTREAM_TIMEOUT_MS");
-                return Err(ProxyFailure::Timeout);
+                return Answered::Now(Err(ProxyFailure::Timeout));
             }
             Some(Err(error @ SendError::Connect(_))) => {
                 tracing::warn!(error = %error, "upstream connection failed");
-                return Err(ProxyFailure::Unreachable);
+                return Answered::Now(Err(ProxyFailure::Unreachable));
             }
             Some(Err(error @ SendError::Broken(_))) => {
                 tracing::warn!(error = %error, "upstream request failed");
-                return Err(ProxyFailure::Broken);
+                return Answered::Now(Err(ProxyFailure::Broken));
             }
             Some(Ok(sent)) => sent,
         };
@@ -370,12 +486,33 @@ impl Inner {
         // The connection and the slot are held until the response body ends, the client goes
         // away, or the body stalls for the upstream timeout.
         let body = Body::new(watch.body(body, lease));
-        let body = if may_be_bundle && is_plain_json(&parts.headers) {
-            Box::pin(self.rewrite_body(&mut parts.headers, body)).await?
-        } else {
-            body
-        };
-        Ok(Response::from_parts(parts, body))
+        if may_be_bundle && is_plain_json(&parts.headers) {
+            let inner = Arc::clone(self);
+            return Answered::Later(Box::pin(async move {
+                let body = inner.rewrite_body(&mut parts.headers, body).await?;
+                Ok(Response::from_parts(parts, body))
+            }));
+        }
+        Answered::Now(Ok(Response::from_parts(parts, body)))
+    }
+
+    /// The client's answer: the upstream's, or the failure's (counted when the upstream
+    /// failed).
+    fn respond(&self, answered: Result<Response<Body>, ProxyFailure>) -> Response<Body> {
+        match answered {
+            Ok(response) => response,
+            Err(failure) => {
+                if matches!(
+                    failure,
+                    ProxyFailure::Unreachable | ProxyFailure::Broken | ProxyFailure::Timeout
+                ) {
+                    self.counters
+                        .upstream_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                failure.into_response()
+            }
+        }
     }
 
     /// The upstream request target (origin-form): the upstream base's path, then the path below
@@ -517,156 +654,9 @@ fn upstream_authority(url: &Url) -> String {
     }
 }
 
-/// Whether the answer to `request` can be a Bundle: searches, histories, batches and
-/// transactions, operations, and reads of a `Bundle`. (A create or read answers one resource,
-/// whose URLs the proxy does not touch.)
-fn answers_with_bundle(request: &crate::FhirRequest) -> bool {
-    use crate::Interaction as I;
-    match request.interaction() {
-        I::HistoryInstance
-        | I::HistoryType
-        | I::HistorySystem
-        | I::SearchType
-        | I::SearchSystem
-        | I::SearchCompartment
-        | I::BatchOrTransaction
-        | I::Operation => true,
-        I::Read | I::Vread => {
-            request.resource_type().map(crate::ResourceType::as_str) == Some("Bundle")
-        }
-        _ => false,
-    }
-}
-
-/// JSON (FHIR or plain) without a content coding: a body the proxy can rewrite.
-fn is_plain_json(headers: &http::HeaderMap) -> bool {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|t| t == "application/fhir+json" || t == "application/json");
-    let coded = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    json && !coded
-}
-
-pin_project_lite::pin_project! {
-    /// A request body without its trailers, which tells when it has been read whole.
-    struct NoTrailers<B> {
-        #[pin]
-        body: B,
-        sent: Arc<AtomicBool>,
-    }
-}
-
-impl<B: http_body::Body<Data = Bytes>> http_body::Body for NoTrailers<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        loop {
-            let mut this = self.as_mut().project();
-            match this.body.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) if !frame.is_data() => continue,
-                Poll::Ready(None) => {
-                    this.sent.store(true, Ordering::Release);
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    // A body of known length may not be polled past its last bytes.
-                    if this.body.is_end_stream() {
-                        this.sent.store(true, Ordering::Release);
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The frames already read, then the rest of the body.
-    struct Prefixed<B> {
-        read: std::collections::VecDeque<Bytes>,
-        #[pin]
-        rest: B,
-    }
-}
-
-impl<B: http_body::Body<Data = Bytes>> http_body::Body for Prefixed<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        if let Some(data) = this.read.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        this.rest.poll_frame(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_bodies_without_a_coding_are_the_ones_rewritten() {
-        let headers = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = http::HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_static(v));
-            }
-            h
-        };
-        for (pairs, want) in [
-            (
-                &[("content-type", "application/fhir+json;charset=utf-8")][..],
-                true,
-            ),
-            (&[("content-type", "Application/JSON")][..], true),
-            (
-                &[
-                    ("content-type", "application/fhir+json"),
-                    ("content-encoding", "gzip"),
-                ][..],
-                false,
-            ),
-            (
-                &[
-                    ("content-type", "application/fhir+json"),
-                    ("content-encoding", "identity"),
-                ][..],
-                true,
-            ),
-            (&[("content-type", "application/fhir+xml")][..], false),
-            (&[][..], false),
-        ] {
-            assert_eq!(is_plain_json(&headers(pairs)), want, "{pairs:?}");
-        }
-    }
 
     #[test]
     fn the_upstream_authority_keeps_its_port_and_brackets_ipv6() {

@@ -18,6 +18,7 @@
 //!
 //! [`SmartGuardLayer`]: crate::SmartGuardLayer
 
+mod bodies;
 mod config;
 mod dispatch;
 mod failure;

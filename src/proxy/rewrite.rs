@@ -533,12 +533,88 @@ fn decode_string(raw: &[u8]) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether the answer to `request` can be a Bundle: searches, histories, batches and
+/// transactions, operations, and reads of a `Bundle`. (A create or read answers one resource,
+/// whose URLs the proxy does not touch.)
+pub(crate) fn answers_with_bundle(request: &crate::FhirRequest) -> bool {
+    use crate::Interaction as I;
+    match request.interaction() {
+        I::HistoryInstance
+        | I::HistoryType
+        | I::HistorySystem
+        | I::SearchType
+        | I::SearchSystem
+        | I::SearchCompartment
+        | I::BatchOrTransaction
+        | I::Operation => true,
+        I::Read | I::Vread => {
+            request.resource_type().map(crate::ResourceType::as_str) == Some("Bundle")
+        }
+        _ => false,
+    }
+}
+
+/// JSON (FHIR or plain) without a content coding: a body the proxy can rewrite.
+pub(crate) fn is_plain_json(headers: &http::HeaderMap) -> bool {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| t == "application/fhir+json" || t == "application/json");
+    let coded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    json && !coded
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
     use super::*;
+
+    #[test]
+    fn json_bodies_without_a_coding_are_the_ones_rewritten() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        for (pairs, want) in [
+            (
+                &[("content-type", "application/fhir+json;charset=utf-8")][..],
+                true,
+            ),
+            (&[("content-type", "Application/JSON")][..], true),
+            (
+                &[
+                    ("content-type", "application/fhir+json"),
+                    ("content-encoding", "gzip"),
+                ][..],
+                false,
+            ),
+            (
+                &[
+                    ("content-type", "application/fhir+json"),
+                    ("content-encoding", "identity"),
+                ][..],
+                true,
+            ),
+            (&[("content-type", "application/fhir+xml")][..], false),
+            (&[][..], false),
+        ] {
+            assert_eq!(is_plain_json(&headers(pairs)), want, "{pairs:?}");
+        }
+    }
 
     const UP: &str = "http://up.internal:8080/fhir";
     const PUBLIC: &str = "https://fhir.example.org/r4";

@@ -278,12 +278,24 @@ impl Drop for Running {
 }
 
 impl Watch {
-    /// `answer`, or `None` when it has not come within the timeout.
-    pub(crate) fn answer<F: Future>(&self, answer: F) -> Answer<'_, F> {
-        Answer {
-            watched: &self.watched,
-            answer,
+    /// Polls `answer`: ready with `None` when it has not come within the timeout. (A poll
+    /// function, not a future: the forwarder's future holds the watch beside its answer.)
+    pub(crate) fn poll_answer<F: Future>(
+        &self,
+        cx: &mut Context<'_>,
+        answer: Pin<&mut F>,
+    ) -> Poll<Option<F::Output>> {
+        // Given up first: an answer that comes after the sweeper expired it is not taken.
+        {
+            let mut state = self.watched.state();
+            let State::Waiting(waker) = &mut *state else {
+                return Poll::Ready(None);
+            };
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
         }
+        answer.poll(cx).map(Some)
     }
 
     /// The answer's body, watched until it ends; it holds `lease` until then.
@@ -312,34 +324,6 @@ impl Watch {
             watched: self.watched,
             sweeper: self.sweeper,
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`Watch::answer`].
-    pub(crate) struct Answer<'a, F> {
-        watched: &'a Watched,
-        #[pin]
-        answer: F,
-    }
-}
-
-impl<F: Future> Future for Answer<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        // Given up first: an answer that comes after the sweeper expired it is not taken.
-        {
-            let mut state = this.watched.state();
-            let State::Waiting(waker) = &mut *state else {
-                return Poll::Ready(None);
-            };
-            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
-        }
-        this.answer.poll(cx).map(Some)
     }
 }
 
@@ -449,22 +433,28 @@ mod tests {
         drop(live);
     }
 
+    /// `future`'s output under `watch`.
+    async fn answer<F: Future>(watch: &Watch, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| watch.poll_answer(cx, future.as_mut())).await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_answer_that_does_not_come_expires_and_one_that_comes_is_kept() {
         let sweeper = Sweeper::new(Duration::from_millis(100));
         let never = sweeper.start();
         let started = tokio::time::Instant::now();
-        assert_eq!(never.answer(std::future::pending::<()>()).await, None);
+        assert_eq!(answer(&never, std::future::pending::<()>()).await, None);
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(100) && waited <= Duration::from_millis(150),
             "{waited:?}"
         );
         let soon = sweeper.start();
-        let answer = soon.answer(async {
+        let soon_answer = answer(&soon, async {
             tokio::time::sleep(Duration::from_millis(60)).await;
             7
         });
-        assert_eq!(answer.await, Some(7));
+        assert_eq!(soon_answer.await, Some(7));
     }
 }

@@ -10,17 +10,23 @@
 //! A response that ends before its request body was sent whole closes its connection.
 
 use std::{
+    future::Future,
     io,
+    pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use axum::body::Body;
 use http::{Request, Response};
-use hyper::{body::Incoming, client::conn::http1};
+use hyper::{
+    body::Incoming,
+    client::conn::{TrySendError, http1},
+};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::{net::TcpStream, sync::OwnedSemaphorePermit};
@@ -115,6 +121,90 @@ impl Lease {
     }
 }
 
+/// What hyper's future for a request sent on a connection gives: the response head, or the
+/// request back when the connection could not take it.
+pub(crate) type Sent = Result<Response<Incoming>, TrySendError<Request<Body>>>;
+
+/// What a request sent on an idle connection holds until its answer comes: the connection and
+/// the slot that make its [`Lease`].
+struct Held {
+    sender: http1::SendRequest<Body>,
+    upstream: Arc<Upstream>,
+    slot: OwnedSemaphorePermit,
+    request_sent: Option<Arc<AtomicBool>>,
+}
+
+type SendFuture =
+    Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Lease), SendError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A request on its way to the upstream ([`Upstream::send`]): the response head and the
+    /// [`Lease`] of its connection. Small, unboxed on the usual path: the forwarder's own
+    /// future, which holds it, is allocated and moved on every request.
+    #[project = SendingProj]
+    pub(crate) enum Sending<F> {
+        /// Sent on an idle connection; waiting for the answer.
+        Sent { #[pin] answer: F, held: Option<Held> },
+        /// A new connection, a wait for one to be ready, or a resend.
+        Other { future: SendFuture },
+    }
+}
+
+impl<F> Future for Sending<F>
+where
+    F: Future<Output = Sent>,
+{
+    type Output = Result<(Response<Incoming>, Lease), SendError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let again = match self.as_mut().project() {
+                SendingProj::Other { future } => return future.as_mut().poll(cx),
+                SendingProj::Sent { answer, held } => {
+                    let sent = std::task::ready!(answer.poll(cx));
+                    let Some(held) = held.take() else {
+                        // Polled after it completed: a caller bug, answered without a panic.
+                        return Poll::Pending;
+                    };
+                    match sent {
+                        Ok(response) => {
+                            let Held {
+                                sender,
+                                upstream,
+                                slot,
+                                request_sent,
+                            } = held;
+                            let lease = Lease {
+                                sender,
+                                upstream,
+                                slot,
+                                request_sent,
+                            };
+                            return Poll::Ready(Ok((response, lease)));
+                        }
+                        Err(mut error) => match error.take_message() {
+                            // The idle connection was closed before it took the request.
+                            Some(unsent) => {
+                                let Held {
+                                    upstream,
+                                    slot,
+                                    request_sent,
+                                    ..
+                                } = held;
+                                Box::pin(upstream.send_again(None, unsent, slot, request_sent))
+                            }
+                            None => {
+                                return Poll::Ready(Err(SendError::Broken(error.into_error())));
+                            }
+                        },
+                    }
+                }
+            };
+            self.set(Sending::Other { future: again });
+        }
+    }
+}
+
 impl Upstream {
     /// The upstream at `host:port`; `tls` for an https upstream (its ALPN is set to HTTP/1.1
     /// here). At most `max_idle` connections are kept idle.
@@ -149,23 +239,52 @@ impl Upstream {
         })
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one, and
-    /// returns the response head with the connection it holds. A request that an idle
-    /// connection could not take (closed by the upstream meanwhile) is sent again on another
-    /// one; once it may have reached the upstream it never is. `request_sent` is set by the
-    /// request's body when it has been read whole (`None`: no body).
-    pub(crate) async fn send(
+    /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one; the
+    /// [`Sending`] future gives the response head with the connection it holds. A request that
+    /// an idle connection could not take (closed by the upstream meanwhile) is sent again on
+    /// another one; once it may have reached the upstream it never is. `request_sent` is set by
+    /// the request's body when it has been read whole (`None`: no body).
+    ///
+    /// On the usual path, an idle connection ready for a request, the request goes to it here
+    /// and the future only waits for the answer; anything else runs in a boxed future.
+    pub(crate) fn send(
         self: &Arc<Self>,
+        request: Request<Body>,
+        slot: OwnedSemaphorePermit,
+        request_sent: Option<Arc<AtomicBool>>,
+    ) -> Sending<impl Future<Output = Sent> + use<>> {
+        let mut taken = self.take_idle();
+        match taken.take() {
+            Some(mut sender) if sender.is_ready() => {
+                let answer = sender.try_send_request(request);
+                Sending::Sent {
+                    answer,
+                    held: Some(Held {
+                        sender,
+                        upstream: Arc::clone(self),
+                        slot,
+                        request_sent,
+                    }),
+                }
+            }
+            other => Sending::Other {
+                future: Box::pin(Arc::clone(self).send_again(other, request, slot, request_sent)),
+            },
+        }
+    }
+
+    /// [`Self::send`]'s general case, starting with `first` if there is one.
+    async fn send_again(
+        self: Arc<Self>,
+        mut first: Option<http1::SendRequest<Body>>,
         mut request: Request<Body>,
         slot: OwnedSemaphorePermit,
         request_sent: Option<Arc<AtomicBool>>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
-            let (mut sender, reused) = match self.take_idle() {
+            let (mut sender, reused) = match first.take().or_else(|| self.take_idle()) {
                 Some(sender) => (sender, true),
-                // Boxed: a TLS handshake's state is large, and this future is moved on every
-                // request while a new connection is rare.
-                None => (Box::pin(self.connect()).await?, false),
+                None => (self.connect().await?, false),
             };
             if let Err(error) = sender.ready().await {
                 if reused {
@@ -177,7 +296,7 @@ impl Upstream {
                 Ok(response) => {
                     let lease = Lease {
                         sender,
-                        upstream: Arc::clone(self),
+                        upstream: Arc::clone(&self),
                         slot,
                         request_sent,
                     };

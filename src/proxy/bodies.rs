@@ -1,0 +1,85 @@
+//! The body wrappers of a forwarded exchange: a request body that drops its trailers and tells
+//! when it has been sent whole, and a response body whose first frames were read already.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::Frame;
+
+pin_project_lite::pin_project! {
+    /// A request body without its trailers, which tells when it has been read whole.
+    pub(crate) struct NoTrailers<B> {
+        #[pin]
+        pub(crate) body: B,
+        pub(crate) sent: Arc<AtomicBool>,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for NoTrailers<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if !frame.is_data() => continue,
+                Poll::Ready(None) => {
+                    this.sent.store(true, Ordering::Release);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // A body of known length may not be polled past its last bytes.
+                    if this.body.is_end_stream() {
+                        this.sent.store(true, Ordering::Release);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The frames already read, then the rest of the body.
+    pub(crate) struct Prefixed<B> {
+        pub(crate) read: std::collections::VecDeque<Bytes>,
+        #[pin]
+        pub(crate) rest: B,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for Prefixed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Some(data) = this.read.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        this.rest.poll_frame(cx)
+    }
+}
