@@ -22,7 +22,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use reqwest::Url;
@@ -33,9 +33,7 @@ use super::{
     bodies::{NoTrailers, Prefixed},
     config::ProxyConfig,
     failure::ProxyFailure,
-    headers::{
-        self, Forwarding, Identity, IdentityPrefix, IdentityValues, PeerFields, RequestFields,
-    },
+    headers::{self, Forwarding, IdentityPrefix, IdentityValues, PeerFields, RequestFields},
     rewrite::{Bases, answers_with_bundle, is_plain_json},
     stall::{Sweeper, Watch},
     upstream::{Lease, SendError, Sending, Sent, Upstream},
@@ -100,12 +98,12 @@ pub struct Forward {
     client: Option<Arc<ClientFields>>,
 }
 
-/// The fields of one client connection: its forwarding fields, and the identity values of the
-/// last token it sent (a client sends the same token request after request: they are encoded
-/// once, not per request).
+/// The fields of one client connection: its forwarding fields, and the fields set on the
+/// requests of the last token it sent (a client sends the same token request after request:
+/// they are made once, not per request).
 struct ClientFields {
     peer: PeerFields,
-    last: Mutex<Option<(Arc<TokenInfo>, Arc<IdentityValues>)>>,
+    last: Mutex<Option<(Arc<TokenInfo>, Arc<HeaderMap>)>>,
 }
 
 /// Without the last token's introspection answer (its claims are nobody's business in a log).
@@ -118,19 +116,21 @@ impl std::fmt::Debug for ClientFields {
 }
 
 impl ClientFields {
-    /// The identity values of `claims`' token: the last ones when the token is the same cached
-    /// answer (held here, so its address cannot be reused by another).
-    fn identity_values(&self, claims: &VerifiedClaims) -> Arc<IdentityValues> {
+    /// The fields set on the requests of `claims`' token ([`RequestFields::set_fields`]): the
+    /// last ones when the token is the same cached answer (held here, so its address cannot be
+    /// reused by another).
+    fn set_fields(&self, fields: &RequestFields, claims: &VerifiedClaims) -> Arc<HeaderMap> {
         let token = claims.shared_token();
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((seen, values)) = &*last
+        if let Some((seen, set)) = &*last
             && Arc::ptr_eq(seen, token)
         {
-            return Arc::clone(values);
+            return Arc::clone(set);
         }
-        let values = Arc::new(IdentityValues::new(claims.client_id(), claims.scope()));
-        *last = Some((Arc::clone(token), Arc::clone(&values)));
-        values
+        let values = IdentityValues::new(claims.client_id(), claims.scope());
+        let set = Arc::new(fields.set_fields(Some(&values), &self.peer));
+        *last = Some((Arc::clone(token), Arc::clone(&set)));
+        set
     }
 }
 
@@ -558,30 +558,25 @@ impl Inner {
         claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
     ) -> Result<(), ProxyFailure> {
-        let values = claims.map(|claims| match client {
-            Some(client) => client.identity_values(claims),
-            None => Arc::new(IdentityValues::new(claims.client_id(), claims.scope())),
-        });
-        let identity = claims
-            .zip(values.as_deref())
-            .map(|(claims, values)| Identity {
-                values,
-                interaction: claims.request().interaction().as_str(),
-            });
-        let per_request;
-        let client = match client {
-            Some(client) => &client.peer,
-            None => {
+        let set = match (client, claims) {
+            (Some(client), Some(claims)) => client.set_fields(&self.fields, claims),
+            (Some(client), None) => Arc::new(self.fields.set_fields(None, &client.peer)),
+            (None, claims) => {
                 let peer = parts
                     .extensions
                     .get::<ClientAddr>()
                     .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-                per_request = self.fields.peer(peer);
-                &per_request
+                let values =
+                    claims.map(|claims| IdentityValues::new(claims.client_id(), claims.scope()));
+                Arc::new(
+                    self.fields
+                        .set_fields(values.as_ref(), &self.fields.peer(peer)),
+                )
             }
         };
+        let interaction = claims.map(|claims| claims.request().interaction().as_str());
         self.fields
-            .prepare(&mut parts.headers, identity.as_ref(), client)
+            .prepare_with(&mut parts.headers, &set, interaction)
             .map_err(|_| ProxyFailure::Unforwardable)
     }
 

@@ -310,7 +310,9 @@ impl IdentityPrefix {
 }
 
 /// Who the guard found the caller to be, and what it allowed: sent to the upstream as
-/// `{prefix}client-id`, `{prefix}scopes` and `{prefix}interaction`.
+/// `{prefix}client-id`, `{prefix}scopes` and `{prefix}interaction` (the tests' way to call
+/// [`RequestFields::prepare`]).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Identity<'a> {
     /// The token's client id and scopes, encoded.
@@ -450,67 +452,115 @@ impl RequestFields {
     }
 
     /// Prepares `headers` of a request from `peer` for the upstream, with the `identity` the
-    /// guard verified (`None`: no identity fields are sent).
+    /// guard verified (`None`: no identity fields are sent): [`Self::set_fields`], then
+    /// [`Self::prepare_with`], in one call for the tests.
     ///
     /// # Errors
     ///
-    /// When a `Connection` header names a field of [`CONNECTION_PROTECTED`], or holds something
-    /// other than field names; `headers` is then left unchanged.
+    /// As [`Self::prepare_with`].
+    #[cfg(test)]
     pub(crate) fn prepare(
         &self,
         headers: &mut HeaderMap,
         identity: Option<&Identity<'_>>,
         peer: &PeerFields,
     ) -> Result<(), HopByHopError> {
+        let set = self.set_fields(identity.map(|identity| identity.values), peer);
+        self.prepare_with(headers, &set, identity.map(|identity| identity.interaction))
+    }
+
+    /// The fields the proxy sets on every request of one client with one token: the identity
+    /// (`values`: client id and scopes; `None`: no identity fields), `Forwarded`,
+    /// `X-Forwarded-*` and `Host`. Made once per client connection and token; each request
+    /// starts from a copy ([`Self::prepare_with`]).
+    pub(crate) fn set_fields(
+        &self,
+        values: Option<&IdentityValues>,
+        peer: &PeerFields,
+    ) -> HeaderMap {
+        let mut set = HeaderMap::with_capacity(16);
+        if let Some(values) = values {
+            if let Some(client_id) = &values.client_id {
+                set.insert(self.prefix.client_id.clone(), client_id.clone());
+            }
+            set.insert(self.prefix.scopes.clone(), values.scopes.clone());
+        }
+        if let Some(forwarded) = &peer.forwarded {
+            set.insert(header::FORWARDED, forwarded.clone());
+        }
+        if let Some(forwarded_for) = &peer.forwarded_for {
+            set.insert(X_FORWARDED_FOR, forwarded_for.clone());
+        }
+        if let Some(proto) = &self.proto {
+            set.insert(X_FORWARDED_PROTO, proto.clone());
+        }
+        if let Some(host) = &self.forwarded_host {
+            set.insert(X_FORWARDED_HOST, host.clone());
+        }
+        if let Some(host) = &self.host {
+            set.insert(header::HOST, host.clone());
+        }
+        set
+    }
+
+    /// Replaces `headers` by a copy of `set` ([`Self::set_fields`]), the client's fields that
+    /// cross, and the `interaction` field (`None`: none). Copying the set fields costs no
+    /// hashing, where setting them one by one would hash every name.
+    ///
+    /// # Errors
+    ///
+    /// When a `Connection` header names a field of [`CONNECTION_PROTECTED`], or holds something
+    /// other than field names; `headers` is then left unchanged.
+    pub(crate) fn prepare_with(
+        &self,
+        headers: &mut HeaderMap,
+        set: &HeaderMap,
+        interaction: Option<&'static str>,
+    ) -> Result<(), HopByHopError> {
         let named = if headers.contains_key(header::CONNECTION) {
             connection_named(headers)?
         } else {
             Vec::new()
         };
-        // One pass over the names; a `Vec` is allocated only when a field goes.
-        let dropped: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| self.drops(name, &named))
-            .cloned()
-            .collect();
-        for name in &dropped {
-            headers.remove(name);
-        }
-        // Up to eight fields are set: one growth of the map at most.
-        headers.reserve(8);
-        if let Some(identity) = identity {
-            if let Some(client_id) = &identity.values.client_id {
-                headers.insert(self.prefix.client_id.clone(), client_id.clone());
+        let mut out = set.clone();
+        out.reserve(headers.len() + 1);
+        // A name comes once, with its first value; `None` stands for it before each further one.
+        let mut fields = std::mem::take(headers).into_iter().peekable();
+        while let Some((name, value)) = fields.next() {
+            // A further value of a field that does not cross.
+            let Some(name) = name else { continue };
+            if self.drops(&name, &named) {
+                continue;
             }
-            headers.insert(self.prefix.scopes.clone(), identity.values.scopes.clone());
-            if let Ok(value) =
-                HeaderValue::from_maybe_shared(Bytes::from_static(identity.interaction.as_bytes()))
-            {
-                headers.insert(self.prefix.interaction.clone(), value);
+            // Never one of the set fields (they are all dropped): a new entry.
+            let mut entry = match out.entry(name) {
+                http::header::Entry::Occupied(mut entry) => {
+                    entry.append(value);
+                    entry
+                }
+                http::header::Entry::Vacant(entry) => entry.insert_entry(value),
+            };
+            while let Some((None, _)) = fields.peek() {
+                if let Some((_, more)) = fields.next() {
+                    entry.append(more);
+                }
             }
         }
-        if let Some(forwarded) = &peer.forwarded {
-            headers.insert(header::FORWARDED, forwarded.clone());
+        if let Some(interaction) = interaction
+            && let Ok(value) =
+                HeaderValue::from_maybe_shared(Bytes::from_static(interaction.as_bytes()))
+        {
+            out.insert(self.prefix.interaction.clone(), value);
         }
-        if let Some(forwarded_for) = &peer.forwarded_for {
-            headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
-        }
-        if let Some(proto) = &self.proto {
-            headers.insert(X_FORWARDED_PROTO, proto.clone());
-        }
-        if let Some(host) = &self.forwarded_host {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
-        if let Some(host) = &self.host {
-            headers.insert(header::HOST, host.clone());
-        }
+        *headers = out;
         Ok(())
     }
 
     /// Whether the field `name` does not cross: a hop-by-hop field or one `Connection`
     /// (`named`) names, a method override, a forwarding field, a name with `_` or the identity
     /// prefix, `Expect` (hyper answers it), `Accept-Encoding` (an identity body is what can be
-    /// rewritten), `Host` when the HTTP client sets it, `Authorization` when not forwarded.
+    /// rewritten), `Host` (the proxy sets the upstream's, or the HTTP client does),
+    /// `Authorization` when not forwarded.
     fn drops(&self, name: &HeaderName, named: &[HeaderName]) -> bool {
         let text = name.as_str();
         // The names of `METHOD_OVERRIDES`, `FORWARDING_SET` and `FORWARDING_REMOVED` (a test
@@ -533,7 +583,7 @@ impl RequestFields {
                     | "accept-encoding"
             );
         fixed
-            || (name == header::HOST && self.host.is_none())
+            || name == header::HOST
             || (name == header::AUTHORIZATION && !self.forward_authorization)
             // CGI-style servers (PHP, WSGI, Rack) read `X_Smart_Client_Id` and
             // `X-Smart-Client-Id` as the same variable, so an underscore spelling would get
@@ -545,7 +595,7 @@ impl RequestFields {
     }
 }
 
-/// `value` as a field value, percent-encoding what [`Identity`] describes (one allocation
+/// `value` as a field value, percent-encoding what [`IdentityValues`] describes (one allocation
 /// when nothing needs encoding).
 fn field_value(value: &str) -> HeaderValue {
     let bytes = value.as_bytes();
