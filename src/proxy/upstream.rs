@@ -6,7 +6,8 @@
 //! is the whole pool: no pool key, no waiter queue, no task spawned per request, which is what
 //! hyper-util's general-purpose pooled client costs on every request (BENCHMARKS.md,
 //! 2026-11-30). How many connections may be busy is the forwarder's slot count; an idle
-//! connection is closed after [`IDLE_TIMEOUT`], so a connection a firewall forgot is not reused.
+//! connection is closed after [`IDLE_TIMEOUT`] (up to a sweeper tick, at most 1 s, later), so a
+//! connection a firewall forgot is not reused.
 //! A response that ends before its request body was sent whole closes its connection.
 
 use std::{
@@ -15,7 +16,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -47,6 +48,11 @@ pub(crate) struct Upstream {
     max_idle: usize,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle>>,
+    /// A coarse clock for the idle connections, milliseconds since `origin`: set by
+    /// [`Self::close_expired`] at each of the sweeper's ticks (at most 1 s apart), read where a
+    /// connection is taken or given back, which then reads no clock of its own.
+    clock: AtomicU64,
+    origin: Instant,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -63,8 +69,12 @@ impl std::fmt::Debug for Upstream {
 
 struct Idle {
     sender: http1::SendRequest<Body>,
-    since: Instant,
+    /// When it went idle, on the coarse clock.
+    since: u64,
 }
+
+/// [`IDLE_TIMEOUT`] on the coarse clock.
+const IDLE_MS: u64 = IDLE_TIMEOUT.as_secs() * 1000;
 
 /// Why a request did not get an answer from the upstream.
 #[derive(Debug)]
@@ -236,6 +246,8 @@ impl Upstream {
             connect_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
+            clock: AtomicU64::new(0),
+            origin: Instant::now(),
         })
     }
 
@@ -313,9 +325,10 @@ impl Upstream {
     /// The most recently used idle connection still open. One idle past [`IDLE_TIMEOUT`] means
     /// all below it are too: they are all closed.
     fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let now = self.clock.load(Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(Idle { sender, since }) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
+            if now.saturating_sub(since) > IDLE_MS {
                 idle.clear();
                 return None;
             }
@@ -330,28 +343,30 @@ impl Upstream {
         if sender.is_closed() {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.load(Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // The oldest idle connection is the first: past its timeout, it and its likes go.
         if idle
             .first()
-            .is_some_and(|oldest| now.duration_since(oldest.since) > IDLE_TIMEOUT)
+            .is_some_and(|oldest| now.saturating_sub(oldest.since) > IDLE_MS)
         {
-            idle.retain(|conn| now.duration_since(conn.since) <= IDLE_TIMEOUT);
+            idle.retain(|conn| now.saturating_sub(conn.since) <= IDLE_MS);
         }
         if idle.len() < self.max_idle {
             idle.push(Idle { sender, since: now });
         }
     }
 
-    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`] (the forwarder's sweeper
-    /// calls this, so they go also when no request comes).
+    /// Moves the coarse clock on, and closes the connections idle for longer than
+    /// [`IDLE_TIMEOUT`] (the forwarder's sweeper calls this at each tick, so they go also when
+    /// no request comes).
     pub(crate) fn close_expired(&self) {
-        let now = Instant::now();
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.clock.store(now, Ordering::Relaxed);
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|conn| now.duration_since(conn.since) <= IDLE_TIMEOUT);
+            .retain(|conn| now.saturating_sub(conn.since) <= IDLE_MS);
     }
 
     /// A new connection, its HTTP/1.1 driver running in its own task until the connection
