@@ -53,6 +53,9 @@ pub enum Interaction {
 }
 
 impl Interaction {
+    /// How many interactions there are: `self as usize` is below it (a test checks the last).
+    pub(crate) const COUNT: usize = 22;
+
     /// The interaction's name, after the FHIR `restful-interaction` codes.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -92,5 +95,15 @@ impl Interaction {
 impl fmt::Display for Interaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_interaction_is_counted() {
+        assert_eq!(Interaction::Operation as usize + 1, Interaction::COUNT);
     }
 }

@@ -183,7 +183,7 @@ pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "SMART_GUARD_HEADER_READ_TIMEOUT_MS
 /// in the listen backlog (default 1024; raise `ulimit -n` with it).
 pub const ENV_MAX_CLIENT_CONNECTIONS: &str = "SMART_GUARD_MAX_CLIENT_CONNECTIONS";
 /// `SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS`: a client connection with no request in progress for this
-/// long is closed (default 60000).
+/// long is closed (default 10000).
 pub const ENV_CLIENT_IDLE_TIMEOUT_MS: &str = "SMART_GUARD_CLIENT_IDLE_TIMEOUT_MS";
 /// `SMART_GUARD_SHUTDOWN_GRACE_MS`: on SIGTERM or SIGINT, how long requests in flight may finish
 /// (default 30000).

@@ -77,7 +77,7 @@ impl ProxyConfig {
             max_rewrite_bytes: 8 * 1024 * 1024,
             header_read_timeout: Duration::from_millis(10_000),
             max_client_connections: 1024,
-            client_idle_timeout: Duration::from_millis(60_000),
+            client_idle_timeout: Duration::from_millis(10_000),
             shutdown_grace: Duration::from_millis(30_000),
             admin: None,
         })
@@ -231,7 +231,8 @@ impl ProxyConfig {
     }
 
     /// A client connection with no request in progress for this long is closed (default
-    /// 60 s), whatever the header deadline. Before its first request, a connection has
+    /// 10 s: every idle connection holds one of `with_max_client_connections`' slots),
+    /// whatever the header deadline. Before its first request, a connection has
     /// `with_header_read_timeout` instead: one that never completes a request head (HTTP/1 or
     /// the HTTP/2 preface) is cut off then.
     pub fn with_client_idle_timeout(mut self, timeout: Duration) -> Self {

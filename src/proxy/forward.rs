@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -33,13 +33,15 @@ use super::{
     bodies::{NoTrailers, Prefixed},
     config::ProxyConfig,
     failure::ProxyFailure,
-    headers::{self, Forwarding, IdentityPrefix, IdentityValues, PeerFields, RequestFields},
+    headers::{self, Forwarding, IdentityPrefix, PeerFields, RequestFields},
+    identity::IdentityValues,
     rewrite::{Bases, answers_with_bundle, is_plain_json},
     stall::{Sweeper, Watch},
     upstream::{Lease, SendError, Sending, Sent, Upstream},
 };
 use crate::{
-    VerifiedClaims, error::ConfigError, guard::original_path, introspect::response::TokenInfo,
+    Interaction, VerifiedClaims, error::ConfigError, guard::original_path,
+    introspect::response::TokenInfo,
 };
 
 /// The address of the client a request came from, put into its extensions by the proxy's
@@ -103,7 +105,14 @@ pub struct Forward {
 /// they are made once, not per request).
 struct ClientFields {
     peer: PeerFields,
-    last: Mutex<Option<(Arc<TokenInfo>, Arc<HeaderMap>)>>,
+    last: Mutex<Option<(Arc<TokenInfo>, Arc<TokenFields>)>>,
+}
+
+/// The fields set on the requests of one token from one client ([`RequestFields::set_fields`]),
+/// and with each interaction's field, made at its first request.
+struct TokenFields {
+    set: HeaderMap,
+    by_interaction: [OnceLock<HeaderMap>; Interaction::COUNT],
 }
 
 /// Without the last token's introspection answer (its claims are nobody's business in a log).
@@ -116,22 +125,39 @@ impl std::fmt::Debug for ClientFields {
 }
 
 impl ClientFields {
-    /// The fields set on the requests of `claims`' token ([`RequestFields::set_fields`]): the
-    /// last ones when the token is the same cached answer (held here, so its address cannot be
-    /// reused by another).
-    fn set_fields(&self, fields: &RequestFields, claims: &VerifiedClaims) -> Arc<HeaderMap> {
+    /// The fields set on the requests of `claims`' token for `claims`' interaction: the last
+    /// ones made when the token is the same cached answer (held here, so its address cannot
+    /// be reused by another).
+    fn set_fields(&self, fields: &RequestFields, claims: &VerifiedClaims) -> SetFields {
         let token = claims.shared_token();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((seen, set)) = &*last
-            && Arc::ptr_eq(seen, token)
-        {
-            return Arc::clone(set);
+        let made = {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*last {
+                Some((seen, made)) if Arc::ptr_eq(seen, token) => Arc::clone(made),
+                _ => {
+                    let values = IdentityValues::new(claims.client_id(), claims.scope());
+                    let made = Arc::new(TokenFields {
+                        set: fields.set_fields(Some(&values), &self.peer),
+                        by_interaction: std::array::from_fn(|_| OnceLock::new()),
+                    });
+                    *last = Some((Arc::clone(token), Arc::clone(&made)));
+                    made
+                }
+            }
+        };
+        let interaction = claims.request().interaction();
+        match made.by_interaction.get(interaction as usize) {
+            Some(_) => SetFields::Interaction(made, interaction as usize),
+            None => SetFields::Made(fields.with_interaction(&made.set, interaction.as_str())),
         }
-        let values = IdentityValues::new(claims.client_id(), claims.scope());
-        let set = Arc::new(fields.set_fields(Some(&values), &self.peer));
-        *last = Some((Arc::clone(token), Arc::clone(&set)));
-        set
     }
+}
+
+/// The fields set on one request, interaction included.
+enum SetFields {
+    /// Those of a token and interaction ([`TokenFields`]).
+    Interaction(Arc<TokenFields>, usize),
+    Made(HeaderMap),
 }
 
 #[derive(Debug)]
@@ -358,8 +384,9 @@ where
         let this = self.project();
         if this.rewriting.is_none() {
             let Some(watch) = this.watch.as_ref() else {
-                // Polled after it completed: a caller bug, answered without a panic.
-                return Poll::Ready(Ok(this.inner.respond(Err(ProxyFailure::Broken))));
+                // Polled after it completed: a caller bug, answered without a panic (and not
+                // counted as an upstream failure).
+                return Poll::Ready(Ok(ProxyFailure::Broken.into_response()));
             };
             let answer = std::task::ready!(watch.poll_answer(cx, this.sending));
             let Some(watch) = this.watch.take() else {
@@ -558,9 +585,10 @@ impl Inner {
         claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
     ) -> Result<(), ProxyFailure> {
+        let interaction = claims.map(|claims| claims.request().interaction().as_str());
         let set = match (client, claims) {
             (Some(client), Some(claims)) => client.set_fields(&self.fields, claims),
-            (Some(client), None) => Arc::new(self.fields.set_fields(None, &client.peer)),
+            (Some(client), None) => SetFields::Made(self.fields.set_fields(None, &client.peer)),
             (None, claims) => {
                 let peer = parts
                     .extensions
@@ -568,15 +596,27 @@ impl Inner {
                     .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
                 let values =
                     claims.map(|claims| IdentityValues::new(claims.client_id(), claims.scope()));
-                Arc::new(
-                    self.fields
-                        .set_fields(values.as_ref(), &self.fields.peer(peer)),
-                )
+                let set = self
+                    .fields
+                    .set_fields(values.as_ref(), &self.fields.peer(peer));
+                SetFields::Made(match interaction {
+                    Some(interaction) => self.fields.with_interaction(&set, interaction),
+                    None => set,
+                })
             }
         };
-        let interaction = claims.map(|claims| claims.request().interaction().as_str());
+        let set = match &set {
+            SetFields::Interaction(made, index) => match made.by_interaction.get(*index) {
+                Some(cell) => cell.get_or_init(|| {
+                    let interaction = interaction.unwrap_or_default();
+                    self.fields.with_interaction(&made.set, interaction)
+                }),
+                None => &made.set,
+            },
+            SetFields::Made(set) => set,
+        };
         self.fields
-            .prepare_with(&mut parts.headers, &set, interaction)
+            .prepare_with(&mut parts.headers, set)
             .map_err(|_| ProxyFailure::Unforwardable)
     }
 

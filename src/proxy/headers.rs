@@ -12,6 +12,8 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
+use super::identity::IdentityValues;
+
 /// The hop-by-hop fields of RFC 9110 §7.6.1 (and the old `Keep-Alive`, `Proxy-Connection`): a
 /// proxy never forwards them, whether or not a `Connection` header names them.
 pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
@@ -321,28 +323,6 @@ pub(crate) struct Identity<'a> {
     pub(crate) interaction: &'static str,
 }
 
-/// A token's `client_id` (when the introspection answer had one) and granted scopes as field
-/// values, encoded once per token and client connection.
-///
-/// A value is sent as is when it is visible ASCII with inner spaces; otherwise the bytes that
-/// would not be (controls, non-ASCII UTF-8, a leading or trailing space) and every `%` are
-/// percent-encoded (`%XX`), so the value is always a valid field value and percent-decoding
-/// it gives back the original.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct IdentityValues {
-    client_id: Option<HeaderValue>,
-    scopes: HeaderValue,
-}
-
-impl IdentityValues {
-    pub(crate) fn new(client_id: Option<&str>, scopes: &str) -> Self {
-        Self {
-            client_id: client_id.map(field_value),
-            scopes: field_value(scopes),
-        }
-    }
-}
-
 /// Where the clients reach the proxy, for the forwarding fields: what [`RequestFields`] writes
 /// besides the client's address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,7 +446,12 @@ impl RequestFields {
         peer: &PeerFields,
     ) -> Result<(), HopByHopError> {
         let set = self.set_fields(identity.map(|identity| identity.values), peer);
-        self.prepare_with(headers, &set, identity.map(|identity| identity.interaction))
+        match identity {
+            Some(identity) => {
+                self.prepare_with(headers, &self.with_interaction(&set, identity.interaction))
+            }
+            None => self.prepare_with(headers, &set),
+        }
     }
 
     /// The fields the proxy sets on every request of one client with one token: the identity
@@ -503,9 +488,19 @@ impl RequestFields {
         set
     }
 
-    /// Replaces `headers` by a copy of `set` ([`Self::set_fields`]), the client's fields that
-    /// cross, and the `interaction` field (`None`: none). Copying the set fields costs no
-    /// hashing, where setting them one by one would hash every name.
+    /// `set` ([`Self::set_fields`]) with the `interaction` field.
+    pub(crate) fn with_interaction(&self, set: &HeaderMap, interaction: &'static str) -> HeaderMap {
+        let mut set = set.clone();
+        set.insert(
+            self.prefix.interaction.clone(),
+            interaction_value(interaction),
+        );
+        set
+    }
+
+    /// Replaces `headers` by a copy of `set` ([`Self::set_fields`], with the interaction's field:
+    /// [`Self::with_interaction`]) and the client's fields that cross. Copying the set fields
+    /// costs no hashing, where setting them one by one would hash every name.
     ///
     /// # Errors
     ///
@@ -515,7 +510,6 @@ impl RequestFields {
         &self,
         headers: &mut HeaderMap,
         set: &HeaderMap,
-        interaction: Option<&'static str>,
     ) -> Result<(), HopByHopError> {
         let named = if headers.contains_key(header::CONNECTION) {
             connection_named(headers)?
@@ -545,12 +539,6 @@ impl RequestFields {
                     entry.append(more);
                 }
             }
-        }
-        if let Some(interaction) = interaction
-            && let Ok(value) =
-                HeaderValue::from_maybe_shared(Bytes::from_static(interaction.as_bytes()))
-        {
-            out.insert(self.prefix.interaction.clone(), value);
         }
         *headers = out;
         Ok(())
@@ -595,34 +583,11 @@ impl RequestFields {
     }
 }
 
-/// `value` as a field value, percent-encoding what [`IdentityValues`] describes (one allocation
-/// when nothing needs encoding).
-fn field_value(value: &str) -> HeaderValue {
-    let bytes = value.as_bytes();
-    let last = bytes.len().saturating_sub(1);
-    let encoded = |i: usize, b: u8| {
-        b == b'%' || !(b' '..=b'~').contains(&b) || (b == b' ' && (i == 0 || i == last))
-    };
-    if !bytes.iter().enumerate().any(|(i, &b)| encoded(i, b))
-        && let Ok(value) = HeaderValue::from_str(value)
-    {
-        return value;
-    }
-    let mut out = String::with_capacity(bytes.len() + 8);
-    for (i, &b) in bytes.iter().enumerate() {
-        if encoded(i, b) {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push(char::from(b));
-        }
-    }
-    HeaderValue::from_maybe_shared(Bytes::from(out))
+/// An interaction's name (such as `read`: a token) as a field value.
+fn interaction_value(interaction: &'static str) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from_static(interaction.as_bytes()))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Appends `ip` as text: IPv4 by hand (the formatting machinery costs more than the rest of
 /// the forwarding fields), IPv6 by its `Display`.

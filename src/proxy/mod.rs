@@ -24,6 +24,7 @@ mod dispatch;
 mod failure;
 mod forward;
 mod headers;
+mod identity;
 mod rewrite;
 mod server;
 mod stall;

@@ -179,6 +179,11 @@ impl Sweeper {
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            // The upstream pool's coarse clock is right from now on, not only from the first
+            // tick (a connection given back before it would look idle since the clock's start).
+            if let Some(upstream) = &self.upstream {
+                upstream.close_expired();
+            }
             tokio::spawn(sweep(Arc::downgrade(self)));
         }
         let watched = Arc::new(Watched {

@@ -171,9 +171,13 @@ where
             let again = match self.as_mut().project() {
                 SendingProj::Other { future } => return future.as_mut().poll(cx),
                 SendingProj::Sent { answer, held } => {
+                    if held.is_none() {
+                        // Polled after it completed: a caller bug. Never ready again (hyper's
+                        // future would panic if polled past its end).
+                        return Poll::Pending;
+                    }
                     let sent = std::task::ready!(answer.poll(cx));
                     let Some(held) = held.take() else {
-                        // Polled after it completed: a caller bug, answered without a panic.
                         return Poll::Pending;
                     };
                     match sent {

@@ -42,9 +42,12 @@ pub(crate) struct ClientConnection {
     /// while they differ, and a change between two looks means activity.
     started: AtomicUsize,
     ended: AtomicUsize,
-    /// Reads that brought bytes: a change while no request is in progress means a request
-    /// head is on its way.
+    /// Reads that brought bytes, and their count when the last request ended: a change after
+    /// that, while no request is in progress, means a request head is on its way. (Bytes of a
+    /// pipelined head read before the previous request ended are not seen: the idle timeout
+    /// bounds such a connection.)
     reads: AtomicUsize,
+    reads_at_end: AtomicUsize,
     /// An HTTP/2 connection: its frames between requests (pings, settings) are no request head.
     http2: AtomicBool,
     order: AtomicU8,
@@ -58,6 +61,7 @@ impl Default for ClientConnection {
             started: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             reads: AtomicUsize::new(0),
+            reads_at_end: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             order: AtomicU8::new(SERVE),
             waker: Mutex::new(None),
@@ -96,6 +100,10 @@ impl Working {
 
 impl Drop for Working {
     fn drop(&mut self) {
+        // On the connection's task, as the reads are counted; before `ended`, so a watchdog
+        // that sees the end sees this count.
+        let reads = self.0.reads.load(Ordering::Relaxed);
+        self.0.reads_at_end.store(reads, Ordering::Relaxed);
         self.0.ended.fetch_add(1, Ordering::Release);
     }
 }
@@ -218,26 +226,26 @@ async fn idle_out(connection: &ClientConnection, first: Duration, idle: Duration
     let every = (first.min(idle) / 4).max(Duration::from_millis(1));
     let mut seen = 0;
     let mut quiet_since = Instant::now();
-    let mut reads_then = connection.reads.load(Ordering::Relaxed);
     let mut head_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        // `ended` first: every request it counts is counted in `started` read after it.
+        // `ended` first: every request it counts is counted in `started` read after it, and
+        // the reads at its end were stored before it.
         let ended = connection.ended.load(Ordering::Acquire);
         let started = connection.started.load(Ordering::Acquire);
+        let reads_at_end = connection.reads_at_end.load(Ordering::Relaxed);
         let reads = connection.reads.load(Ordering::Relaxed);
         let changes = started + ended;
         if started != ended || changes != seen {
             seen = changes;
             quiet_since = now;
-            reads_then = reads;
             head_since = None;
         }
         let deadline = if started != ended {
             None
         } else if started == 0 {
             Some(quiet_since + first)
-        } else if reads != reads_then && !connection.http2.load(Ordering::Relaxed) {
+        } else if reads != reads_at_end && !connection.http2.load(Ordering::Relaxed) {
             let head = *head_since.get_or_insert(now) + first;
             Some(head.min(quiet_since + idle))
         } else {
@@ -392,6 +400,23 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(connection.order.load(Ordering::Relaxed), CLOSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_as_the_last_answer_ended_still_has_the_header_deadline() {
+        let connection = Arc::new(ClientConnection::default());
+        let (_down, shutdown) = watch::channel(false);
+        let first = Duration::from_millis(400);
+        let _dog = watch(&connection, first, Duration::from_secs(10), shutdown);
+        tokio::task::yield_now().await;
+        // The answer ends, and the next head's first bytes come before the watchdog looks.
+        drop(Working::start(&connection, false));
+        connection.reads.fetch_add(1, Ordering::Relaxed);
+        let waited = until_ordered(&connection).await;
+        assert!(
+            waited >= first && waited <= first + first / 2 + Duration::from_millis(2),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
