@@ -68,16 +68,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match check(&self.shared, request) {
-            Checked::Admitted(mut request, claims) => {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        match check(&self.shared, &mut request) {
+            Checked::Admitted(claims) => {
                 if let Some(claims) = claims {
                     request.extensions_mut().insert(claims);
                 }
                 ResponseFuture::inner(self.inner.call(request))
             }
             Checked::Denied(response) => ResponseFuture::denied(response),
-            Checked::Pending(request, pending) => {
+            Checked::Pending(pending) => {
                 // The decision waits: take the readied service along, leave a fresh clone in
                 // its place.
                 let fresh = self.inner.clone();
@@ -101,20 +101,20 @@ where
 }
 
 /// What the guard says of a request before the service behind it sees it.
-pub(crate) enum Checked<B, R> {
-    /// Allowed at once: the request (its `Authorization` marked sensitive) and, for a token,
-    /// the verified claims.
-    Admitted(Request<B>, Option<VerifiedClaims>),
+pub(crate) enum Checked<R> {
+    /// Allowed at once (its `Authorization` now marked sensitive), with the verified claims
+    /// for a token.
+    Admitted(Option<VerifiedClaims>),
     /// Denied at once.
     Denied(Response<R>),
     /// The decision waits for the token's answer or the body: [`wait`].
-    Pending(Request<B>, Pending),
+    Pending(Pending),
 }
 
 /// The guard's first step on `request`, whatever the log level: the cache-hit path decides
 /// here, without a future of its own. The proxy acts on it directly (no extension map to
 /// allocate for the claims); [`SmartGuard`] puts the claims into the extensions.
-pub(crate) fn check<B, R>(shared: &Shared, mut request: Request<B>) -> Checked<B, R>
+pub(crate) fn check<B, R>(shared: &Shared, request: &mut Request<B>) -> Checked<R>
 where
     B: http_body::Body,
     R: From<String>,
@@ -128,15 +128,12 @@ where
         declared_body_len,
     );
     match step {
-        Step::Decided(Ok(decision)) => {
-            let claims = admit(shared, decision, &mut request);
-            Checked::Admitted(request, claims)
-        }
+        Step::Decided(Ok(decision)) => Checked::Admitted(admit(shared, decision, request)),
         Step::Decided(Err(rejection)) => {
             let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
             Checked::Denied(deny(shared, rejection, method, uri, ext))
         }
-        Step::Pending(pending) => Checked::Pending(request, pending),
+        Step::Pending(pending) => Checked::Pending(pending),
     }
 }
 

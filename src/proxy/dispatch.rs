@@ -95,21 +95,21 @@ impl ForClient for Dispatch {
         }
     }
 
-    fn respond(&self, request: Request<Body>) -> DispatchFuture {
+    fn respond(&self, mut request: Request<Body>) -> DispatchFuture {
         let path = request.uri().path();
         if self.side_paths.iter().any(|side| side == path) {
             return DispatchFuture::Side {
                 future: self.side.clone().call(request),
             };
         }
-        match service::check(&self.guard, request) {
-            Checked::Admitted(request, claims) => DispatchFuture::Boxed {
+        match service::check(&self.guard, &mut request) {
+            Checked::Admitted(claims) => DispatchFuture::Boxed {
                 future: self.forward.forward_verified(request, claims),
             },
             Checked::Denied(response) => DispatchFuture::Denied {
                 response: Some(response),
             },
-            Checked::Pending(request, pending) => {
+            Checked::Pending(pending) => {
                 let forward = self.forward.clone();
                 let method = request.method().clone();
                 let future = service::wait(
