@@ -21,6 +21,8 @@ def main():
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--annotate", action="store_true", help="print callgrind_annotate's top functions")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (callgrind files, logs)")
+    ap.add_argument("--dump-instr", action="store_true",
+                    help="count per instruction too (callgrind --dump-instr=yes; with --keep, for callgrind_annotate)")
     args = ap.parse_args()
     proxy_load.in_temp_dir("proxy_instructions.", args.keep, lambda tmp, servers: run(args, tmp, servers))
 
@@ -62,7 +64,7 @@ def run(args, tmp, servers):
     per = {}
     for mode, (cmd, menv, listen) in modes.items():
         out = os.path.join(tmp, f"{mode}.cg")
-        p = servers.start(mode, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + (["--dump-instr=yes"] if os.environ.get("CG_INSTR") else []) + cmd, env=menv, stdout=subprocess.PIPE)
+        p = servers.start(mode, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + (["--dump-instr=yes"] if args.dump_instr else []) + cmd, env=menv, stdout=subprocess.PIPE)
         p.stdout.readline()
         url = f"http://127.0.0.1:{listen}/fhir/Patient/1"
         status, body = wait_http(url, headers=auth, timeout=60)

@@ -2,7 +2,7 @@
 # Instructions per forwarded request (callgrind): the smart-guard proxy on a cache hit beside the
 # bare hyper-util forwarder, both in front of the same nginx upstream. See proxy_instructions.py.
 #
-#   scripts/proxy_instructions.sh [--seconds S] [--connections C] [--annotate]
+#   scripts/proxy_instructions.sh [--seconds S] [--connections C] [--annotate] [--keep] [--dump-instr]
 #
 # Needs valgrind, nginx and wrk (Debian packages). Not part of CI.
 set -euo pipefail
