@@ -71,9 +71,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match check(&self.shared, &mut request) {
             Checked::Admitted(claims) => {
-                if let Some(claims) = claims {
-                    request.extensions_mut().insert(claims);
-                }
+                with_claims(&mut request, claims);
                 ResponseFuture::inner(self.inner.call(request))
             }
             Checked::Denied(response) => ResponseFuture::denied(response),
@@ -88,15 +86,21 @@ where
                     request,
                     pending,
                     move |mut request: Request<ReqBody>, claims| {
-                        if let Some(claims) = claims {
-                            request.extensions_mut().insert(claims);
-                        }
+                        with_claims(&mut request, claims);
                         ready.call(request)
                     },
                 );
                 ResponseFuture::waiting(boxed(&method, future))
             }
         }
+    }
+}
+
+/// Puts the `claims` of an admitted request into its extensions, for the service behind the
+/// layer.
+fn with_claims<B>(request: &mut Request<B>, claims: Option<VerifiedClaims>) {
+    if let Some(claims) = claims {
+        request.extensions_mut().insert(claims);
     }
 }
 

@@ -21,6 +21,7 @@ use tower_service::Service as _;
 
 use super::{forward::Forward, server::ForClient};
 use crate::{
+    ResponseFuture,
     guard::Shared,
     service::{self, Checked},
 };
@@ -50,15 +51,14 @@ impl Dispatch {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 pin_project_lite::pin_project! {
-    /// The future of a side route, a denial, or the forwarder.
+    /// The future of a side route, or the guard's (a denial, the forwarder's, or a wait).
     #[project = DispatchProj]
     pub(crate) enum DispatchFuture {
         Side { #[pin] future: axum::routing::future::RouteFuture<Infallible> },
-        Denied { response: Option<Response<Body>> },
-        Boxed { future: BoxFuture },
+        Guarded { #[pin] future: ResponseFuture<ForwardFuture, Body, Infallible> },
     }
 }
 
@@ -68,19 +68,9 @@ impl Future for DispatchFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             DispatchProj::Side { future } => future.poll(cx),
-            DispatchProj::Denied { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(polled_again)))
-            }
-            DispatchProj::Boxed { future } => future.as_mut().poll(cx),
+            DispatchProj::Guarded { future } => future.poll(cx),
         }
     }
-}
-
-/// Polled again after it completed: a caller bug, answered without a panic.
-fn polled_again() -> Response<Body> {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    response
 }
 
 impl ForClient for Dispatch {
@@ -102,13 +92,11 @@ impl ForClient for Dispatch {
                 future: self.side.clone().call(request),
             };
         }
-        match service::check(&self.guard, &mut request) {
-            Checked::Admitted(claims) => DispatchFuture::Boxed {
-                future: self.forward.forward_verified(request, claims),
-            },
-            Checked::Denied(response) => DispatchFuture::Denied {
-                response: Some(response),
-            },
+        let future = match service::check(&self.guard, &mut request) {
+            Checked::Admitted(claims) => {
+                ResponseFuture::inner(self.forward.forward_verified(request, claims))
+            }
+            Checked::Denied(response) => ResponseFuture::denied(response),
             Checked::Pending(pending) => {
                 let forward = self.forward.clone();
                 let method = request.method().clone();
@@ -118,10 +106,9 @@ impl ForClient for Dispatch {
                     pending,
                     move |request, claims| forward.forward_verified(request, claims),
                 );
-                DispatchFuture::Boxed {
-                    future: service::boxed(&method, future),
-                }
+                ResponseFuture::waiting(service::boxed(&method, future))
             }
-        }
+        };
+        DispatchFuture::Guarded { future }
     }
 }

@@ -8,6 +8,7 @@
 //! [`SmartGuardLayer`]: crate::SmartGuardLayer
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     future::Future,
     net::{IpAddr, SocketAddr},
@@ -125,39 +126,40 @@ impl std::fmt::Debug for ClientFields {
 }
 
 impl ClientFields {
-    /// The fields set on the requests of `claims`' token for `claims`' interaction: the last
-    /// ones made when the token is the same cached answer (held here, so its address cannot
-    /// be reused by another).
-    fn set_fields(&self, fields: &RequestFields, claims: &VerifiedClaims) -> SetFields {
+    /// The fields set on the requests of `claims`' token: the last ones made when the token is
+    /// the same cached answer (held here, so its address cannot be reused by another).
+    fn token_fields(&self, fields: &RequestFields, claims: &VerifiedClaims) -> Arc<TokenFields> {
         let token = claims.shared_token();
-        let made = {
-            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*last {
-                Some((seen, made)) if Arc::ptr_eq(seen, token) => Arc::clone(made),
-                _ => {
-                    let values = IdentityValues::new(claims.client_id(), claims.scope());
-                    let made = Arc::new(TokenFields {
-                        set: fields.set_fields(Some(&values), &self.peer),
-                        by_interaction: std::array::from_fn(|_| OnceLock::new()),
-                    });
-                    *last = Some((Arc::clone(token), Arc::clone(&made)));
-                    made
-                }
-            }
-        };
-        let interaction = claims.request().interaction();
-        match made.by_interaction.get(interaction as usize) {
-            Some(_) => SetFields::Interaction(made, interaction as usize),
-            None => SetFields::Made(fields.with_interaction(&made.set, interaction.as_str())),
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, made)) = &*last
+            && Arc::ptr_eq(seen, token)
+        {
+            return Arc::clone(made);
         }
+        let values = IdentityValues::new(claims.client_id(), claims.scope());
+        let made = Arc::new(TokenFields {
+            set: fields.set_fields(Some(&values), &self.peer),
+            by_interaction: std::array::from_fn(|_| OnceLock::new()),
+        });
+        *last = Some((Arc::clone(token), Arc::clone(&made)));
+        made
     }
 }
 
-/// The fields set on one request, interaction included.
-enum SetFields {
-    /// Those of a token and interaction ([`TokenFields`]).
-    Interaction(Arc<TokenFields>, usize),
-    Made(HeaderMap),
+impl TokenFields {
+    /// The set fields with `interaction`'s, made at its first request.
+    fn with_interaction(
+        &self,
+        fields: &RequestFields,
+        interaction: Interaction,
+    ) -> Cow<'_, HeaderMap> {
+        let made = || fields.with_interaction(&self.set, interaction.as_str());
+        match self.by_interaction.get(interaction as usize) {
+            Some(cell) => Cow::Borrowed(cell.get_or_init(made)),
+            // An interaction past `Interaction::COUNT` (a test keeps them in step).
+            None => Cow::Owned(made()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -585,10 +587,13 @@ impl Inner {
         claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
     ) -> Result<(), ProxyFailure> {
-        let interaction = claims.map(|claims| claims.request().interaction().as_str());
+        let token_fields;
         let set = match (client, claims) {
-            (Some(client), Some(claims)) => client.set_fields(&self.fields, claims),
-            (Some(client), None) => SetFields::Made(self.fields.set_fields(None, &client.peer)),
+            (Some(client), Some(claims)) => {
+                token_fields = client.token_fields(&self.fields, claims);
+                token_fields.with_interaction(&self.fields, claims.request().interaction())
+            }
+            (Some(client), None) => Cow::Owned(self.fields.set_fields(None, &client.peer)),
             (None, claims) => {
                 let peer = parts
                     .extensions
@@ -599,24 +604,16 @@ impl Inner {
                 let set = self
                     .fields
                     .set_fields(values.as_ref(), &self.fields.peer(peer));
-                SetFields::Made(match interaction {
-                    Some(interaction) => self.fields.with_interaction(&set, interaction),
+                Cow::Owned(match claims {
+                    Some(claims) => self
+                        .fields
+                        .with_interaction(&set, claims.request().interaction().as_str()),
                     None => set,
                 })
             }
         };
-        let set = match &set {
-            SetFields::Interaction(made, index) => match made.by_interaction.get(*index) {
-                Some(cell) => cell.get_or_init(|| {
-                    let interaction = interaction.unwrap_or_default();
-                    self.fields.with_interaction(&made.set, interaction)
-                }),
-                None => &made.set,
-            },
-            SetFields::Made(set) => set,
-        };
         self.fields
-            .prepare_with(&mut parts.headers, set)
+            .prepare_with(&mut parts.headers, &set)
             .map_err(|_| ProxyFailure::Unforwardable)
     }
 
