@@ -8,13 +8,12 @@
 //! [`SmartGuardLayer`]: crate::SmartGuardLayer
 
 use std::{
-    borrow::Cow,
     convert::Infallible,
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        Arc, Mutex, OnceLock, PoisonError,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -23,7 +22,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use reqwest::Url;
@@ -32,18 +31,16 @@ use tower_service::Service;
 
 use super::{
     bodies::{NoTrailers, Prefixed},
+    client_fields::ClientFields,
     config::ProxyConfig,
     failure::ProxyFailure,
-    headers::{self, Forwarding, IdentityPrefix, PeerFields, RequestFields},
+    headers::{self, Forwarding, IdentityPrefix, RequestFields},
     identity::IdentityValues,
     rewrite::{Bases, answers_with_bundle, is_plain_json},
     stall::{Sweeper, Watch},
     upstream::{Lease, SendError, Sending, Sent, Upstream},
 };
-use crate::{
-    Interaction, VerifiedClaims, error::ConfigError, guard::original_path,
-    introspect::response::TokenInfo,
-};
+use crate::{VerifiedClaims, error::ConfigError, guard::original_path};
 
 /// The address of the client a request came from, put into its extensions by the proxy's
 /// server (used for `Forwarded` and `X-Forwarded-For`).
@@ -99,67 +96,6 @@ pub struct Forward {
     /// What the requests of one client connection share ([`Forward::for_client`]); without
     /// it, each request's [`ClientAddr`] is read.
     client: Option<Arc<ClientFields>>,
-}
-
-/// The fields of one client connection: its forwarding fields, and the fields set on the
-/// requests of the last token it sent (a client sends the same token request after request:
-/// they are made once, not per request).
-struct ClientFields {
-    peer: PeerFields,
-    last: Mutex<Option<(Arc<TokenInfo>, Arc<TokenFields>)>>,
-}
-
-/// The fields set on the requests of one token from one client ([`RequestFields::set_fields`]),
-/// and with each interaction's field, made at its first request.
-struct TokenFields {
-    set: HeaderMap,
-    by_interaction: [OnceLock<HeaderMap>; Interaction::COUNT],
-}
-
-/// Without the last token's introspection answer (its claims are nobody's business in a log).
-impl std::fmt::Debug for ClientFields {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientFields")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientFields {
-    /// The fields set on the requests of `claims`' token: the last ones made when the token is
-    /// the same cached answer (held here, so its address cannot be reused by another).
-    fn token_fields(&self, fields: &RequestFields, claims: &VerifiedClaims) -> Arc<TokenFields> {
-        let token = claims.shared_token();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((seen, made)) = &*last
-            && Arc::ptr_eq(seen, token)
-        {
-            return Arc::clone(made);
-        }
-        let values = IdentityValues::new(claims.client_id(), claims.scope());
-        let made = Arc::new(TokenFields {
-            set: fields.set_fields(Some(&values), &self.peer),
-            by_interaction: std::array::from_fn(|_| OnceLock::new()),
-        });
-        *last = Some((Arc::clone(token), Arc::clone(&made)));
-        made
-    }
-}
-
-impl TokenFields {
-    /// The set fields with `interaction`'s, made at its first request.
-    fn with_interaction(
-        &self,
-        fields: &RequestFields,
-        interaction: Interaction,
-    ) -> Cow<'_, HeaderMap> {
-        let made = || fields.with_interaction(&self.set, interaction.as_str());
-        match self.by_interaction.get(interaction as usize) {
-            Some(cell) => Cow::Borrowed(cell.get_or_init(made)),
-            // An interaction past `Interaction::COUNT` (a test keeps them in step).
-            None => Cow::Owned(made()),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -260,10 +196,9 @@ impl Forward {
     pub fn for_client(&self, addr: SocketAddr) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            client: Some(Arc::new(ClientFields {
-                peer: self.inner.fields.peer(addr.ip()),
-                last: Mutex::new(None),
-            })),
+            client: Some(Arc::new(ClientFields::new(
+                self.inner.fields.peer(addr.ip()),
+            ))),
         }
     }
 
@@ -587,13 +522,13 @@ impl Inner {
         claims: Option<&VerifiedClaims>,
         client: Option<&ClientFields>,
     ) -> Result<(), ProxyFailure> {
-        let token_fields;
         let set = match (client, claims) {
             (Some(client), Some(claims)) => {
-                token_fields = client.token_fields(&self.fields, claims);
-                token_fields.with_interaction(&self.fields, claims.request().interaction())
+                return client
+                    .prepare(&self.fields, claims, &mut parts.headers)
+                    .map_err(|_| ProxyFailure::Unforwardable);
             }
-            (Some(client), None) => Cow::Owned(self.fields.set_fields(None, &client.peer)),
+            (Some(client), None) => self.fields.set_fields(None, client.peer()),
             (None, claims) => {
                 let peer = parts
                     .extensions
@@ -604,12 +539,12 @@ impl Inner {
                 let set = self
                     .fields
                     .set_fields(values.as_ref(), &self.fields.peer(peer));
-                Cow::Owned(match claims {
+                match claims {
                     Some(claims) => self
                         .fields
                         .with_interaction(&set, claims.request().interaction().as_str()),
                     None => set,
-                })
+                }
             }
         };
         self.fields

@@ -549,7 +549,7 @@ impl RequestFields {
     /// prefix, `Expect` (hyper answers it), `Accept-Encoding` (an identity body is what can be
     /// rewritten), `Host` (the proxy sets the upstream's, or the HTTP client does),
     /// `Authorization` when not forwarded.
-    fn drops(&self, name: &HeaderName, named: &[HeaderName]) -> bool {
+    pub(crate) fn drops(&self, name: &HeaderName, named: &[HeaderName]) -> bool {
         let text = name.as_str();
         // The names of `METHOD_OVERRIDES`, `FORWARDING_SET` and `FORWARDING_REMOVED` (a test
         // checks that they are all here), matched as `is_hop_by_hop` does.

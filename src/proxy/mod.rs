@@ -19,12 +19,14 @@
 //! [`SmartGuardLayer`]: crate::SmartGuardLayer
 
 mod bodies;
+mod client_fields;
 mod config;
 mod dispatch;
 mod failure;
 mod forward;
 mod headers;
 mod identity;
+mod recent;
 mod rewrite;
 mod server;
 mod stall;

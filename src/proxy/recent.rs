@@ -1,0 +1,238 @@
+//! [`RecentFields`]: the upstream fields of a client connection's last request, kept to be
+//! reused by its next request with the same field names (a client sends the same fields, in
+//! the same order, request after request).
+//!
+//! Which of a client's fields cross depends on their names alone when no `Connection` field
+//! names others (`headers.rs`), so a request with the same names gets a copy of the same
+//! upstream fields with its own values put in place: no field is looked at, hashed or inserted
+//! again. No value is kept: neither the client's `Authorization` nor any other field outlives
+//! its request here.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::headers::RequestFields;
+
+/// What a request's fields became upstream, without their values.
+pub(crate) struct RecentFields {
+    /// The client's field names, once per value, in the order its map yields them, and
+    /// whether each crosses.
+    names: Vec<(HeaderName, bool)>,
+    /// The set fields, then the client's fields that cross, with empty values.
+    upstream: HeaderMap,
+    /// How many of `upstream`'s values are set fields.
+    set: usize,
+}
+
+impl RecentFields {
+    /// What `headers` becomes upstream after the set fields `set` (as
+    /// [`RequestFields::prepare_with`] makes it); `None` when `headers` has a `Connection`
+    /// field, whose value decides what crosses.
+    pub(crate) fn of(fields: &RequestFields, headers: &HeaderMap, set: &HeaderMap) -> Option<Self> {
+        if headers.contains_key(header::CONNECTION) {
+            return None;
+        }
+        let mut names = Vec::with_capacity(headers.len());
+        let mut upstream = set.clone();
+        for (name, _) in headers {
+            let crosses = !fields.drops(name, &[]);
+            if crosses {
+                // Never one of the set fields (they are all dropped); were it one, its values
+                // would not follow the set fields.
+                if set.contains_key(name) {
+                    return None;
+                }
+                upstream.append(name.clone(), HeaderValue::from_static(""));
+            }
+            names.push((name.clone(), crosses));
+        }
+        Some(Self {
+            names,
+            upstream,
+            set: set.len(),
+        })
+    }
+
+    /// Replaces `headers` by a copy of the upstream fields with `headers`' own values in
+    /// place, if it has the field names of the request this was made of; otherwise leaves it
+    /// unchanged and returns `false`.
+    pub(crate) fn fill(&self, headers: &mut HeaderMap) -> bool {
+        if headers.len() != self.names.len()
+            || !headers
+                .iter()
+                .zip(&self.names)
+                .all(|((name, _), (seen, _))| name == seen)
+        {
+            return false;
+        }
+        let mut upstream = self.upstream.clone();
+        // A map yields the values of one name together, after that name's first one: in the
+        // same order here as in `headers`, so the n-th value that crosses goes to the n-th
+        // empty one.
+        let mut slots = upstream.values_mut().skip(self.set);
+        for ((_, value), (_, crosses)) in std::mem::take(headers).into_iter().zip(&self.names) {
+            if *crosses && let Some(slot) = slots.next() {
+                *slot = value;
+            }
+        }
+        *headers = upstream;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::proxy::{
+        headers::{Forwarding, IdentityPrefix},
+        identity::IdentityValues,
+    };
+
+    fn fields(forward_authorization: bool) -> RequestFields {
+        RequestFields::new(
+            IdentityPrefix::new("x-smart-").expect("a prefix"),
+            forward_authorization,
+            Some("upstream.internal:8080"),
+            &Forwarding {
+                proto: "https",
+                host: Some("fhir.example.org"),
+            },
+        )
+    }
+
+    fn set(fields: &RequestFields) -> HeaderMap {
+        let values = IdentityValues::new(Some("client-1"), "system/Patient.rs");
+        let set = fields.set_fields(Some(&values), &fields.peer(IpAddr::from([10, 0, 0, 7])));
+        fields.with_interaction(&set, "read")
+    }
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a name"),
+                HeaderValue::from_str(value).expect("a value"),
+            );
+        }
+        map
+    }
+
+    fn listed(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        map.iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// Requests as clients send them: fields that cross, fields that do not, repeated names,
+    /// forged identity fields and a name with `_`.
+    fn requests() -> Vec<Vec<(&'static str, &'static str)>> {
+        vec![
+            vec![],
+            vec![("host", "proxy"), ("authorization", "Bearer abc")],
+            vec![
+                ("host", "proxy"),
+                ("accept", "application/fhir+json"),
+                ("authorization", "Bearer abc"),
+                ("user-agent", "client/1"),
+            ],
+            vec![
+                ("accept", "application/json"),
+                ("x-smart-client-id", "forged"),
+                ("accept", "application/fhir+json"),
+                ("te", "trailers"),
+                ("x_smart_scopes", "forged"),
+                ("traceparent", "00-1-2-01"),
+                ("cookie", "a=1"),
+                ("cookie", "b=2"),
+                ("forwarded", "for=1.2.3.4"),
+                ("proxy-authorization", "Basic secret"),
+                ("content-type", "application/fhir+json"),
+                ("if-none-match", "W/\"1\""),
+            ],
+        ]
+    }
+
+    #[test]
+    fn a_request_with_the_names_of_the_last_gets_what_prepare_with_makes() {
+        for forward_authorization in [true, false] {
+            let fields = fields(forward_authorization);
+            let set = set(&fields);
+            for first in requests() {
+                let recent =
+                    RecentFields::of(&fields, &map(&first), &set).expect("no Connection field");
+                // The same names with other values: what a client sends next.
+                let next: Vec<(&str, String)> = first
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, value))| (*name, format!("{value}-{i}")))
+                    .collect();
+                let next: Vec<(&str, &str)> = next.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                for request in [first.clone(), next] {
+                    let mut reused = map(&request);
+                    assert!(recent.fill(&mut reused), "{request:?}");
+                    let mut made = map(&request);
+                    fields
+                        .prepare_with(&mut made, &set)
+                        .expect("no Connection field");
+                    assert_eq!(listed(&reused), listed(&made), "{request:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_with_other_names_is_left_as_it_came() {
+        let fields = fields(true);
+        let set = set(&fields);
+        let recent = RecentFields::of(
+            &fields,
+            &map(&[("accept", "a"), ("authorization", "Bearer abc")]),
+            &set,
+        )
+        .expect("no Connection field");
+        for other in [
+            vec![("authorization", "Bearer abc"), ("accept", "a")],
+            vec![("accept", "a")],
+            vec![
+                ("accept", "a"),
+                ("authorization", "Bearer abc"),
+                ("te", "trailers"),
+            ],
+            vec![
+                ("accept", "a"),
+                ("authorization", "Bearer abc"),
+                ("authorization", "x"),
+            ],
+            vec![("accept", "a"), ("x-smart-scopes", "system/*.*")],
+        ] {
+            let mut headers = map(&other);
+            assert!(!recent.fill(&mut headers), "{other:?}");
+            assert_eq!(listed(&headers), listed(&map(&other)));
+        }
+    }
+
+    #[test]
+    fn a_request_with_a_connection_field_is_not_remembered() {
+        let fields = fields(true);
+        let headers = map(&[("connection", "x-debug"), ("x-debug", "1")]);
+        assert!(RecentFields::of(&fields, &headers, &set(&fields)).is_none());
+    }
+
+    #[test]
+    fn no_value_of_the_client_is_kept() {
+        let fields = fields(true);
+        let set = set(&fields);
+        let recent = RecentFields::of(
+            &fields,
+            &map(&[("authorization", "Bearer secret-token"), ("cookie", "s=1")]),
+            &set,
+        )
+        .expect("no Connection field");
+        let kept = listed(&recent.upstream);
+        assert!(kept.iter().all(|(_, value)| !value.starts_with(b"Bearer")));
+        assert!(kept.iter().all(|(_, value)| value != b"s=1"));
+    }
+}
