@@ -129,6 +129,23 @@ pub(crate) struct Watch {
 pub(crate) struct WatchedBody {
     watched: Arc<Watched>,
     sweeper: Arc<Sweeper>,
+    /// Whether the body ended (and gave its connection back), and what remains of it, as the
+    /// last look under the lock saw them: hyper asks for both several times per response, and
+    /// only [`http_body::Body::poll_frame`] changes them (a cut is seen by the next frame).
+    ended: bool,
+    hint: SizeHint,
+}
+
+/// What [`WatchedBody`] keeps of `state` for the questions asked without the lock.
+fn seen(state: &State) -> (bool, SizeHint) {
+    match state {
+        State::Flowing { body, .. } => (
+            http_body::Body::is_end_stream(body),
+            http_body::Body::size_hint(body),
+        ),
+        State::Ended => (true, SizeHint::default()),
+        _ => (false, SizeHint::default()),
+    }
 }
 
 impl Sweeper {
@@ -315,6 +332,7 @@ impl Watch {
         self.watched
             .last
             .store(self.sweeper.now(), Ordering::Relaxed);
+        let (ended, hint) = seen(&state);
         let given_up = {
             let mut current = self.watched.state();
             let given_up = matches!(*current, State::Expired);
@@ -328,14 +346,19 @@ impl Watch {
         WatchedBody {
             watched: self.watched,
             sweeper: self.sweeper,
+            ended,
+            hint,
         }
     }
 }
 
 impl Drop for WatchedBody {
     fn drop(&mut self) {
-        // Read to the end but not polled past it: the connection can still be reused.
-        self.watched.state().end_if_done();
+        // Read to the end but not polled past it: the connection can still be reused. (Seen
+        // ended: given back already.)
+        if !self.ended {
+            self.watched.state().end_if_done();
+        }
     }
 }
 
@@ -350,12 +373,13 @@ impl http_body::Body for WatchedBody {
         let this = self.get_mut();
         let mut state = this.watched.state();
         let State::Flowing { body, reader, .. } = &mut *state else {
+            (this.ended, this.hint) = seen(&state);
             return Poll::Ready(match *state {
                 State::Cut => Some(Err("the response body stalled and was cut".into())),
                 _ => None,
             });
         };
-        match Pin::new(body).poll_frame(cx) {
+        let polled = match Pin::new(body).poll_frame(cx) {
             Poll::Pending => {
                 if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *reader = Some(cx.waker().clone());
@@ -383,22 +407,17 @@ impl http_body::Body for WatchedBody {
                 }
                 Poll::Ready(None)
             }
-        }
+        };
+        (this.ended, this.hint) = seen(&state);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match &*self.watched.state() {
-            State::Flowing { body, .. } => body.is_end_stream(),
-            State::Ended => true,
-            _ => false,
-        }
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &*self.watched.state() {
-            State::Flowing { body, .. } => body.size_hint(),
-            _ => SizeHint::default(),
-        }
+        self.hint.clone()
     }
 }
 
