@@ -257,8 +257,8 @@ def start_upstream(servers, tmp, port):
 
 
 def run(args, tmp, servers):
-    port = {k: free_port() for k in ["upstream", "nginx", "guard", "apache", "as", "as_http", "as_https",
-                                      "guard_short", "apache_short", "bare"]}
+    port = {k: free_port() for k in ["upstream", "nginx", "nginx_fields", "guard", "apache", "as", "as_http",
+                                      "as_https", "guard_short", "apache_short", "bare"]}
     log = lambda *a: print(*a, file=sys.stderr, flush=True)
 
     start_upstream(servers, tmp, port["upstream"])
@@ -275,6 +275,28 @@ def run(args, tmp, servers):
         }}
     }}""")
     servers.start("nginx", ["nginx", "-c", nginx_proxy_conf, "-p", os.path.dirname(nginx_proxy_conf)])
+    # The same nginx sending the upstream the fields smart-guard sets (the issue's forwarding and
+    # identity fields, here with the benchmark token's values written in): the same work for the
+    # upstream, which shares the core, so the two proxies differ by their own cost only.
+    nginx_fields_conf = nginx_conf(tmp, "nginx_fields", f"""
+    upstream fhir {{ server 127.0.0.1:{port['upstream']}; keepalive 64; keepalive_requests 100000000; }}
+    server {{
+        listen 127.0.0.1:{port['nginx_fields']} backlog=4096;
+        location /fhir/ {{
+            proxy_pass http://fhir;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host 127.0.0.1:{port['upstream']};
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$http_host";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Smart-Client-Id bench-backend;
+            proxy_set_header X-Smart-Scopes system/Patient.rs;
+            proxy_set_header X-Smart-Interaction read;
+        }}
+    }}""")
+    servers.start("nginx_fields", ["nginx", "-c", nginx_fields_conf, "-p", os.path.dirname(nginx_fields_conf)])
 
     # The development AS, and nginx in front of its /introspect: over http for smart-guard, over
     # https (self-signed) for mod_auth_openidc, which accepts only an https introspection URL.
@@ -350,10 +372,11 @@ def run(args, tmp, servers):
         "smart-guard": f"http://127.0.0.1:{port['guard']}/fhir/Patient/1",
         "apache": f"http://127.0.0.1:{port['apache']}/fhir/Patient/1",
         "hyper-forward": f"http://127.0.0.1:{port['bare']}/fhir/Patient/1",
+        "nginx-fields": f"http://127.0.0.1:{port['nginx_fields']}/fhir/Patient/1",
     }
     pid = {"upstream": servers.procs["upstream"].pid, "nginx": servers.procs["nginx"].pid,
            "smart-guard": servers.procs["guard"].pid, "apache": servers.procs["apache"].pid,
-           "hyper-forward": servers.procs["bare"].pid}
+           "hyper-forward": servers.procs["bare"].pid, "nginx-fields": servers.procs["nginx_fields"].pid}
 
     # Checks before any timing: every mode answers the Patient; the two guards refuse a request
     # without a token (so they do authorize) and warm their cache with one AS call.
@@ -400,7 +423,8 @@ def run(args, tmp, servers):
     # Pairs measured A-B-B-A, so each ratio compares runs seconds apart: nginx against the
     # upstream alone, smart-guard against nginx, Apache + mod_auth_openidc against smart-guard.
     pairs = [("upstream", "nginx"), ("nginx", "smart-guard"), ("smart-guard", "apache"),
-             ("nginx", "hyper-forward"), ("hyper-forward", "smart-guard")]
+             ("nginx", "hyper-forward"), ("hyper-forward", "smart-guard"), ("nginx", "nginx-fields"),
+             ("nginx-fields", "smart-guard")]
     results = {m: [] for m in url}
     ratios = {p: [] for p in pairs}
     p99_ratios = {p: [] for p in pairs}
@@ -471,7 +495,8 @@ def report(args, results, ratios, p99_ratios, cpu_ratios, hit_calls, expiry, loa
     print("|---|---|---|---|---|---|---|---|---|---|")
     names = {"upstream": "upstream alone (nginx, fixed Patient)", "nginx": "nginx reverse proxy",
              "smart-guard": "**smart-guard proxy, cache hit**", "apache": "Apache + mod_auth_openidc, cache hit",
-             "hyper-forward": "bare forwarder alone (the proxy's hyper server, upstream pool and allocator; no guard; benches/harness/bare_forward.rs)"}
+             "hyper-forward": "bare forwarder alone (the proxy's hyper server, upstream pool and allocator; no guard; benches/harness/bare_forward.rs)",
+             "nginx-fields": "nginx reverse proxy sending smart-guard's forwarding and identity fields"}
     for m, rs in results.items():
         rps = [x["rps"] for x in rs]
         cpu = med(x["cpu_us"] for x in rs)

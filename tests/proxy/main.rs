@@ -1132,3 +1132,98 @@ async fn an_idle_connection_is_closed_and_the_forwarded_host_is_the_public_one()
     let forwarded = seen[0].header("forwarded").unwrap_or_default();
     assert!(!forwarded.contains("evil.example"), "{forwarded}");
 }
+
+/// On one connection, each request's own fields reach the upstream, also when it repeats the
+/// field names of the last one (the proxy then reuses what it sent, with the new values put in),
+/// after a change of token or interaction, and with forged identity fields added.
+#[tokio::test]
+async fn each_request_on_a_connection_sends_its_own_values_upstream() {
+    let (env, upstream, proxy) = started(&[]).await;
+    let reader = env.token("system/Patient.rs");
+    let other = env.token("system/Patient.rs system/Observation.rs");
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let requests = [
+        (
+            "/fhir/Patient/1",
+            &reader,
+            "accept: a\r\nx-trace: 1\r\nx-trace: 1b\r\n",
+        ),
+        (
+            "/fhir/Patient/2",
+            &reader,
+            "accept: b\r\nx-trace: 2\r\nx-trace: 2b\r\n",
+        ),
+        (
+            "/fhir/Patient/3",
+            &other,
+            "accept: c\r\nx-trace: 3\r\nx-trace: 3b\r\n",
+        ),
+        (
+            "/fhir/Patient?name=x",
+            &other,
+            "accept: d\r\nx-trace: 4\r\nx-trace: 4b\r\n",
+        ),
+        (
+            "/fhir/Patient/5",
+            &other,
+            "accept: e\r\nx-smart-scopes: system/*.cruds\r\nx-trace: 5\r\nx-trace: 5b\r\n",
+        ),
+        (
+            "/fhir/Patient/6",
+            &reader,
+            "accept: f\r\nx-trace: 6\r\nx-trace: 6b\r\n",
+        ),
+    ];
+    for (target, token, fields) in &requests {
+        let head = format!(
+            "GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{fields}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("request");
+        assert_eq!(
+            read_response(&mut stream).await,
+            "http/1.1 200 ok",
+            "{target}"
+        );
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), requests.len(), "{seen:?}");
+    for ((i, (target, token, _)), request) in requests.iter().enumerate().zip(&seen) {
+        let n = i + 1;
+        assert_eq!(request.target, *target);
+        let values = |name: &str| -> Vec<&str> {
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("accept"), [["a", "b", "c", "d", "e", "f"][i]], "{n}");
+        assert_eq!(values("x-trace"), [n.to_string(), format!("{n}b")], "{n}");
+        assert_eq!(
+            values("authorization"),
+            [format!("Bearer {token}")],
+            "{n}: its own token"
+        );
+        let scopes = if std::ptr::eq(*token, &reader) {
+            "system/Patient.rs"
+        } else {
+            "system/Patient.rs system/Observation.rs"
+        };
+        assert_eq!(
+            values("x-smart-scopes"),
+            [scopes],
+            "{n}: never the forged one"
+        );
+        let interaction = if target.contains('?') {
+            "search-type"
+        } else {
+            "read"
+        };
+        assert_eq!(values("x-smart-interaction"), [interaction], "{n}");
+        assert_eq!(values("x-forwarded-for"), ["127.0.0.1"], "{n}");
+        assert_eq!(values("host"), [upstream.authority()], "{n}");
+    }
+}
