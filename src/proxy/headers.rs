@@ -145,14 +145,18 @@ pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) -> ResponseFiel
         }
     }
     if hop_by_hop {
-        let names_fields = headers.get_all(header::CONNECTION).iter().any(|value| {
-            let value = value.as_bytes();
-            // The usual values, without splitting a list.
-            !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
-                && list_elements(value).any(|token| !names_hop_by_hop(token))
-        });
-        if connection_only && !names_fields {
-            headers.remove(header::CONNECTION);
+        // One lookup for the usual case.
+        if connection_only
+            && let http::header::Entry::Occupied(connection) = headers.entry(header::CONNECTION)
+            && !connection.iter().any(|value| {
+                let value = value.as_bytes();
+                // The usual values, without splitting a list.
+                !(value.eq_ignore_ascii_case(b"keep-alive")
+                    || value.eq_ignore_ascii_case(b"close"))
+                    && list_elements(value).any(|token| !names_hop_by_hop(token))
+            })
+        {
+            connection.remove_entry_mult();
         } else {
             strip_named(headers);
         }
@@ -279,8 +283,17 @@ impl IdentityPrefix {
             HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
                 .map_err(|_| InvalidIdentityPrefix::NotAName)
         };
-        let (client_id, scopes, interaction) =
-            (name("client-id")?, name("scopes")?, name("interaction")?);
+        // The default prefix's names are static: a copy of a map holding them (one per
+        // request, `recent.rs`) then counts no reference.
+        let (client_id, scopes, interaction) = if prefix.eq_ignore_ascii_case("x-smart-") {
+            (
+                HeaderName::from_static("x-smart-client-id"),
+                HeaderName::from_static("x-smart-scopes"),
+                HeaderName::from_static("x-smart-interaction"),
+            )
+        } else {
+            (name("client-id")?, name("scopes")?, name("interaction")?)
+        };
         let (hop, overrides, removed, set) = (
             HOP_BY_HOP,
             METHOD_OVERRIDES,
@@ -395,11 +408,17 @@ impl RequestFields {
         }
         // Each value is visible ASCII: a scheme, or a host checked by `is_host`.
         let value = |v: &str| HeaderValue::from_str(v).ok();
+        // The usual schemes static, as the default prefix's names are.
+        let scheme = |v: &str| match v {
+            "https" => Some(HeaderValue::from_static("https")),
+            "http" => Some(HeaderValue::from_static("http")),
+            other => value(other),
+        };
         Self {
             prefix,
             forward_authorization,
             host: upstream_host.and_then(value),
-            proto: proto.and_then(value),
+            proto: proto.and_then(scheme),
             forwarded_host: host.and_then(value),
             forwarded_rest,
         }
