@@ -151,8 +151,7 @@ pub(crate) fn strip_hop_by_hop_response(headers: &mut HeaderMap) -> ResponseFiel
             && !connection.iter().any(|value| {
                 let value = value.as_bytes();
                 // The usual values, without splitting a list.
-                !(value.eq_ignore_ascii_case(b"keep-alive")
-                    || value.eq_ignore_ascii_case(b"close"))
+                !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
                     && list_elements(value).any(|token| !names_hop_by_hop(token))
             })
         {
