@@ -1,5 +1,6 @@
 //! The body wrappers of a forwarded exchange: a request body that drops its trailers and tells
-//! when it has been sent whole, and a response body whose first frames were read already.
+//! when it has been sent whole, a response body whose first frames were read already, and the
+//! body of the proxy's answers.
 
 use std::{
     pin::Pin,
@@ -10,8 +11,71 @@ use std::{
     task::{Context, Poll},
 };
 
+use axum::body::Body;
 use bytes::Bytes;
 use http_body::Frame;
+
+use super::stall::WatchedBody;
+
+/// The body of the proxy's answers: the upstream's, watched (most answers: no box around it),
+/// or any other.
+#[derive(Debug)]
+pub(crate) enum ProxyBody {
+    Watched(WatchedBody),
+    Other(Body),
+}
+
+impl ProxyBody {
+    /// As an `axum` body (the upstream's boxed).
+    pub(crate) fn into_axum(self) -> Body {
+        match self {
+            Self::Watched(body) => Body::new(body),
+            Self::Other(body) => body,
+        }
+    }
+}
+
+impl From<Body> for ProxyBody {
+    fn from(body: Body) -> Self {
+        Self::Other(body)
+    }
+}
+
+/// What the guard's denials are made of.
+impl From<String> for ProxyBody {
+    fn from(text: String) -> Self {
+        Self::Other(Body::from(text))
+    }
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Watched(body) => Pin::new(body).poll_frame(cx),
+            Self::Other(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Watched(body) => body.is_end_stream(),
+            Self::Other(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Watched(body) => body.size_hint(),
+            Self::Other(body) => body.size_hint(),
+        }
+    }
+}
 
 pin_project_lite::pin_project! {
     /// A request body without its trailers, which tells when it has been read whole.

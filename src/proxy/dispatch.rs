@@ -19,7 +19,11 @@ use axum::{Router, body::Body};
 use http::{Request, Response};
 use tower_service::Service as _;
 
-use super::{forward::Forward, server::ForClient};
+use super::{
+    bodies::ProxyBody,
+    forward::{Answer, Forward},
+    server::ForClient,
+};
 use crate::{
     ResponseFuture,
     guard::Shared,
@@ -51,29 +55,30 @@ impl Dispatch {
     }
 }
 
-type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
 pin_project_lite::pin_project! {
     /// The future of a side route, or the guard's (a denial, the forwarder's, or a wait).
     #[project = DispatchProj]
     pub(crate) enum DispatchFuture {
         Side { #[pin] future: axum::routing::future::RouteFuture<Infallible> },
-        Guarded { #[pin] future: ResponseFuture<ForwardFuture, Body, Infallible> },
+        Guarded { #[pin] future: ResponseFuture<Answer, ProxyBody, Infallible> },
     }
 }
 
 impl Future for DispatchFuture {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            DispatchProj::Side { future } => future.poll(cx),
+            DispatchProj::Side { future } => future
+                .poll(cx)
+                .map(|answered| answered.map(|response| response.map(ProxyBody::Other))),
             DispatchProj::Guarded { future } => future.poll(cx),
         }
     }
 }
 
 impl ForClient for Dispatch {
+    type Body = ProxyBody;
     type Future = DispatchFuture;
 
     fn for_client(&self, addr: SocketAddr) -> Self {

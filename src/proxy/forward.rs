@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::{
-    bodies::{NoTrailers, Prefixed},
+    bodies::{NoTrailers, Prefixed, ProxyBody},
     client_fields::ClientFields,
     config::ProxyConfig,
     failure::ProxyFailure,
@@ -219,7 +219,7 @@ impl Forward {
 impl Service<Request<Body>> for Forward {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = ForwardFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -227,7 +227,35 @@ impl Service<Request<Body>> for Forward {
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let claims = request.extensions_mut().remove::<VerifiedClaims>();
-        self.forward_verified(request, claims)
+        ForwardFuture {
+            answer: self.forward_verified(request, claims),
+        }
+    }
+}
+
+/// The answer future of [`Forward`].
+pub struct ForwardFuture {
+    answer: Answer,
+}
+
+/// The proxy's answer to come, on its own body type.
+pub(crate) type Answer =
+    Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+impl std::fmt::Debug for ForwardFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer
+            .as_mut()
+            .poll(cx)
+            .map(|answered| answered.map(|response| response.map(ProxyBody::into_axum)))
     }
 }
 
@@ -238,7 +266,7 @@ impl Forward {
         &self,
         request: Request<Body>,
         claims: Option<VerifiedClaims>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
+    ) -> Answer {
         let inner = Arc::clone(&self.inner);
         // Everything up to the request's departure happens here, so the future below holds
         // only what waits for the answer: it is allocated and moved on every request.
@@ -279,7 +307,7 @@ type Rewriting = Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyFailure
 
 /// What [`Inner::answered`] made of the upstream's answer.
 enum Answered {
-    Now(Result<Response<Body>, ProxyFailure>),
+    Now(Result<Response<ProxyBody>, ProxyFailure>),
     /// A Bundle, read whole to be rewritten.
     Later(Rewriting),
 }
@@ -315,7 +343,7 @@ impl<F> Future for Answering<F>
 where
     F: Future<Output = Sent>,
 {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -323,7 +351,9 @@ where
             let Some(watch) = this.watch.as_ref() else {
                 // Polled after it completed: a caller bug, answered without a panic (and not
                 // counted as an upstream failure).
-                return Poll::Ready(Ok(ProxyFailure::Broken.into_response()));
+                return Poll::Ready(Ok(ProxyFailure::Broken
+                    .into_response()
+                    .map(ProxyBody::Other)));
             };
             let answer = std::task::ready!(watch.poll_answer(cx, this.sending));
             let Some(watch) = this.watch.take() else {
@@ -338,6 +368,7 @@ where
             Some(rewriting) => {
                 let answered = std::task::ready!(rewriting.as_mut().poll(cx));
                 *this.rewriting = None;
+                let answered = answered.map(|response| response.map(ProxyBody::Other));
                 Poll::Ready(Ok(this.inner.respond(answered)))
             }
             None => Poll::Pending,
@@ -449,20 +480,22 @@ impl Inner {
         }
         // The connection and the slot are held until the response body ends, the client goes
         // away, or the body stalls for the upstream timeout.
-        let body = Body::new(watch.body(body, lease));
+        let body = watch.body(body, lease);
         if may_be_bundle && is_plain_json(&parts.headers) {
             let inner = Arc::clone(self);
             return Answered::Later(Box::pin(async move {
-                let body = inner.rewrite_body(&mut parts.headers, body).await?;
+                let body = inner
+                    .rewrite_body(&mut parts.headers, Body::new(body))
+                    .await?;
                 Ok(Response::from_parts(parts, body))
             }));
         }
-        Answered::Now(Ok(Response::from_parts(parts, body)))
+        Answered::Now(Ok(Response::from_parts(parts, ProxyBody::Watched(body))))
     }
 
     /// The client's answer: the upstream's, or the failure's (counted when the upstream
     /// failed).
-    fn respond(&self, answered: Result<Response<Body>, ProxyFailure>) -> Response<Body> {
+    fn respond(&self, answered: Result<Response<ProxyBody>, ProxyFailure>) -> Response<ProxyBody> {
         match answered {
             Ok(response) => response,
             Err(failure) => {
@@ -474,7 +507,7 @@ impl Inner {
                         .upstream_failures
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                failure.into_response()
+                failure.into_response().map(ProxyBody::Other)
             }
         }
     }

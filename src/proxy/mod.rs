@@ -43,7 +43,7 @@ use tokio::net::TcpListener;
 
 pub use self::{
     config::ProxyConfig,
-    forward::{ClientAddr, Forward, ForwardStats},
+    forward::{ClientAddr, Forward, ForwardFuture, ForwardStats},
 };
 use self::{dispatch::Dispatch, server::ServeOptions};
 

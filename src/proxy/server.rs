@@ -34,8 +34,12 @@ use super::watchdog::{self, ClientConnection, Obeying, Observed, Working};
 /// A service made for each client connection, knowing the client's address, that answers
 /// through a shared reference (no clone of it per request).
 pub(crate) trait ForClient {
+    /// The body of its answers.
+    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
     /// The future of an answer.
-    type Future: Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static;
+    type Future: Future<Output = Result<http::Response<Self::Body>, Infallible>> + Send + 'static;
 
     /// This service for the connection from `addr`.
     fn for_client(&self, addr: std::net::SocketAddr) -> Self;
@@ -46,6 +50,7 @@ pub(crate) trait ForClient {
 
 /// The admin listener's routes need no client address.
 impl ForClient for axum::Router {
+    type Body = Body;
     type Future = axum::routing::future::RouteFuture<Infallible>;
 
     fn for_client(&self, _addr: std::net::SocketAddr) -> Self {

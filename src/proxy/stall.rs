@@ -417,7 +417,7 @@ impl http_body::Body for WatchedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
