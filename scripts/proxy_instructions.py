@@ -11,6 +11,7 @@ completed. See scripts/proxy_instructions.sh. Not part of CI.
 import argparse, json, os, re, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import callgrind_atomics  # noqa: E402
 import proxy_load  # noqa: E402
 from proxy_load import BARE_FORWARD, SECRET, SMART_GUARD, free_port, wait_http  # noqa: E402
 
@@ -23,7 +24,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (callgrind files, logs)")
     ap.add_argument("--dump-instr", action="store_true",
                     help="count per instruction too (callgrind --dump-instr=yes; with --keep, for callgrind_annotate)")
+    ap.add_argument("--atomics", action="store_true",
+                    help="also count atomic read-modify-write instructions per request (implies --dump-instr)")
     args = ap.parse_args()
+    args.dump_instr = args.dump_instr or args.atomics
     proxy_load.in_temp_dir("proxy_instructions.", args.keep, lambda tmp, servers: run(args, tmp, servers))
 
 
@@ -91,6 +95,12 @@ def run(args, tmp, servers):
                     print("\n".join(a.splitlines()[:60]), file=sys.stderr)
         per[mode] = total / max(requests, 1)
         print(f"{mode:>14}: {per[mode]:8.0f} instructions per request ({requests} requests)", flush=True)
+        if args.atomics:
+            counts = callgrind_atomics.atomics(os.path.join(tmp, f"{mode}.cg.1"), cmd[0])
+            n = max(requests, 1)
+            print(f"{'':>14}  {sum(counts.values()) / n:8.1f} atomic read-modify-writes per request", flush=True)
+            for function, count in counts.most_common(12):
+                print(f"{'':>18}{count / n:6.2f}  {function[:110]}", file=sys.stderr)
     print(f"smart-guard over the floor: {per['smart-guard'] - per['hyper-forward']:.0f} instructions "
           f"per request ({per['smart-guard'] / per['hyper-forward']:.2f}x)")
 

@@ -287,7 +287,7 @@ def run(args, tmp, servers):
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host 127.0.0.1:{port['upstream']};
-            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$http_host";
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $http_host;

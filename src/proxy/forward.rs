@@ -388,6 +388,9 @@ impl Inner {
         // Only an answer that can be a Bundle is read whole to be rewritten; the rest streams.
         let may_be_bundle = claims.is_some_and(|claims| answers_with_bundle(claims.request()));
         parts.uri = self.upstream_uri(&parts.uri, &parts.extensions)?;
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
+        }
         self.prepare_headers(&mut parts, claims, client)?;
         // Request trailers never cross; and the connection learns when the body has been sent
         // whole (`upstream.rs`).

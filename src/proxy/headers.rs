@@ -187,6 +187,29 @@ fn strip_named(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins the `Cookie` fields of an HTTP/2 request into one, with `; ` between them: HTTP/2
+/// sends a cookie list as separate fields, an HTTP/1.1 request (what goes upstream) as one
+/// (RFC 9113 §8.2.3).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let http::header::Entry::Occupied(mut cookies) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    if cookies.iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, crumb) in cookies.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Field values with `; ` between them: a field value.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        cookies.insert(value);
+    }
+}
+
 /// Whether a `Connection` token names a field of [`HOP_BY_HOP`] (removed anyway, so not
 /// made into a name: `Connection: keep-alive` costs no allocation), in any case.
 fn names_hop_by_hop(token: &[u8]) -> bool {
@@ -1412,6 +1435,23 @@ mod tests {
             .prepare(&mut headers, None, &fields.peer(peer))
             .unwrap();
         assert_eq!(sent_names(&headers), ["accept"], "Host left to the client");
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined_into_one() {
+        let mut headers = HeaderMap::new();
+        for crumb in ["a=1", "b=2", "c=3"] {
+            headers.append(header::COOKIE, HeaderValue::from_static(crumb));
+        }
+        headers.append(header::ACCEPT, HeaderValue::from_static("x"));
+        join_cookies(&mut headers);
+        let cookies: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
+        assert_eq!(headers[header::ACCEPT], "x");
+        let mut one = HeaderMap::new();
+        one.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one.get_all(header::COOKIE).iter().count(), 1);
     }
 
     #[test]

@@ -12,6 +12,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::headers::RequestFields;
 
+/// The most fields, and bytes of field names, a request may have to be remembered: a client
+/// sends some ten fields, and a connection keeps one of these per interaction, so it cannot
+/// make the proxy keep its 100 fields of long names (what hyper lets through) for its lifetime.
+const MAX_FIELDS: usize = 32;
+const MAX_NAME_BYTES: usize = 1024;
+
 /// What a request's fields became upstream, without their values.
 pub(crate) struct RecentFields {
     /// The client's field names, once per value, in the order its map yields them, and
@@ -26,9 +32,17 @@ pub(crate) struct RecentFields {
 impl RecentFields {
     /// What `headers` becomes upstream after the set fields `set` (as
     /// [`RequestFields::prepare_with`] makes it); `None` when `headers` has a `Connection`
-    /// field, whose value decides what crosses.
+    /// field, whose value decides what crosses, or more than [`MAX_FIELDS`] fields or
+    /// [`MAX_NAME_BYTES`] of names.
     pub(crate) fn of(fields: &RequestFields, headers: &HeaderMap, set: &HeaderMap) -> Option<Self> {
-        if headers.contains_key(header::CONNECTION) {
+        if headers.len() > MAX_FIELDS
+            || headers
+                .keys()
+                .map(|name| name.as_str().len())
+                .sum::<usize>()
+                > MAX_NAME_BYTES
+            || headers.contains_key(header::CONNECTION)
+        {
             return None;
         }
         let mut names = Vec::with_capacity(headers.len());
@@ -192,6 +206,28 @@ mod tests {
     }
 
     #[test]
+    fn the_same_names_given_in_another_order_of_insertion_get_their_own_values() {
+        let fields = fields(true);
+        let set = set(&fields);
+        let recent = RecentFields::of(
+            &fields,
+            &map(&[("x-a", "1"), ("x-a", "2"), ("x-b", "3")]),
+            &set,
+        )
+        .expect("no Connection field");
+        // A map yields `x-a`'s values together: the same names, in the same order.
+        let request = [("x-a", "4"), ("x-b", "5"), ("x-a", "6")];
+        let mut reused = map(&request);
+        assert!(recent.fill(&mut reused));
+        let mut made = map(&request);
+        fields
+            .prepare_with(&mut made, &set)
+            .expect("no Connection field");
+        assert_eq!(by_name(&reused), by_name(&made));
+        assert_eq!(reused.get_all("x-a").iter().collect::<Vec<_>>(), ["4", "6"]);
+    }
+
+    #[test]
     fn a_request_with_other_names_is_left_as_it_came() {
         let fields = fields(true);
         let set = set(&fields);
@@ -215,6 +251,7 @@ mod tests {
                 ("authorization", "x"),
             ],
             vec![("accept", "a"), ("x-smart-scopes", "system/*.*")],
+            vec![("accept", "a"), ("accept", "b")],
         ] {
             let mut headers = map(&other);
             assert!(!recent.fill(&mut headers), "{other:?}");
@@ -227,6 +264,19 @@ mod tests {
         let fields = fields(true);
         let headers = map(&[("connection", "x-debug"), ("x-debug", "1")]);
         assert!(RecentFields::of(&fields, &headers, &set(&fields)).is_none());
+    }
+
+    #[test]
+    fn a_request_with_many_fields_or_long_names_is_not_remembered() {
+        let fields = fields(true);
+        let set = set(&fields);
+        let many: Vec<String> = (0..=MAX_FIELDS).map(|i| format!("x-field-{i}")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|name| (name.as_str(), "1")).collect();
+        assert!(RecentFields::of(&fields, &map(&many), &set).is_none());
+        let long = format!("x-{}", "a".repeat(MAX_NAME_BYTES));
+        assert!(RecentFields::of(&fields, &map(&[(long.as_str(), "1")]), &set).is_none());
+        let under: Vec<(&str, &str)> = many[..MAX_FIELDS].to_vec();
+        assert!(RecentFields::of(&fields, &map(&under), &set).is_some());
     }
 
     #[test]

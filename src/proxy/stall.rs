@@ -136,7 +136,8 @@ pub(crate) struct WatchedBody {
     hint: SizeHint,
 }
 
-/// What [`WatchedBody`] keeps of `state` for the questions asked without the lock.
+/// What [`WatchedBody`] keeps of `state` for the questions asked without the lock (after
+/// [`State::end_if_done`]: a body at its end is `Ended`, its connection given back).
 fn seen(state: &State) -> (bool, SizeHint) {
     match state {
         State::Flowing { body, .. } => (
@@ -390,8 +391,6 @@ impl http_body::Body for WatchedBody {
                 this.watched
                     .last
                     .store(this.sweeper.now(), Ordering::Relaxed);
-                // The last bytes of a body of known length: hyper may not poll for its end.
-                state.end_if_done();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
@@ -408,6 +407,9 @@ impl http_body::Body for WatchedBody {
                 Poll::Ready(None)
             }
         };
+        // The last bytes of a body of known length (hyper may not poll for its end), or an end
+        // that came with no frame: given back before `ended` says so.
+        state.end_if_done();
         (this.ended, this.hint) = seen(&state);
         polled
     }

@@ -847,11 +847,17 @@ async fn http2_without_tls_and_expect_100_continue_are_served() {
     let response = h2c
         .get(format!("{}/Patient/1", proxy.public_base))
         .bearer_auth(&token)
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
         .send()
         .await
         .expect("send");
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    // HTTP/2 sends a cookie list as separate fields; HTTP/1.1 upstream, as one.
+    let read = &upstream.requests()[0];
+    assert_eq!(read.count("cookie"), 1, "{:?}", read.headers);
+    assert_eq!(read.header("cookie").as_deref(), Some("a=1; b=2"));
     // HTTP/1.1 with Expect: 100-continue: the proxy answers 100, then reads the body.
     let mut stream = tokio::net::TcpStream::connect(proxy.addr)
         .await
@@ -1134,8 +1140,9 @@ async fn an_idle_connection_is_closed_and_the_forwarded_host_is_the_public_one()
 }
 
 /// On one connection, each request's own fields reach the upstream, also when it repeats the
-/// field names of the last one (the proxy then reuses what it sent, with the new values put in),
-/// after a change of token or interaction, and with forged identity fields added.
+/// field names of the last ones (the proxy then reuses what it sent, with the new values put
+/// in), after a change of token or interaction, and with forged identity fields added (requests
+/// 6 and 7 reuse the names of 5, forged field included; 9 those of 8).
 #[tokio::test]
 async fn each_request_on_a_connection_sends_its_own_values_upstream() {
     let (env, upstream, proxy) = started(&[]).await;
@@ -1170,10 +1177,26 @@ async fn each_request_on_a_connection_sends_its_own_values_upstream() {
             &other,
             "accept: e\r\nx-smart-scopes: system/*.cruds\r\nx-trace: 5\r\nx-trace: 5b\r\n",
         ),
+        // The same forged field on the next requests too: remembered names with a forged one.
         (
             "/fhir/Patient/6",
+            &other,
+            "accept: f\r\nx-smart-scopes: system/*.cruds\r\nx-trace: 6\r\nx-trace: 6b\r\n",
+        ),
+        (
+            "/fhir/Patient/7",
+            &other,
+            "accept: g\r\nx-smart-scopes: system/*.cruds\r\nx-trace: 7\r\nx-trace: 7b\r\n",
+        ),
+        (
+            "/fhir/Patient/8",
             &reader,
-            "accept: f\r\nx-trace: 6\r\nx-trace: 6b\r\n",
+            "accept: h\r\nx-trace: 8\r\nx-trace: 8b\r\n",
+        ),
+        (
+            "/fhir/Patient/9",
+            &reader,
+            "accept: i\r\nx-trace: 9\r\nx-trace: 9b\r\n",
         ),
     ];
     for (target, token, fields) in &requests {
@@ -1200,7 +1223,34 @@ async fn each_request_on_a_connection_sends_its_own_values_upstream() {
                 .map(|(_, v)| v.as_str())
                 .collect()
         };
-        assert_eq!(values("accept"), [["a", "b", "c", "d", "e", "f"][i]], "{n}");
+        assert_eq!(
+            values("accept"),
+            [["a", "b", "c", "d", "e", "f", "g", "h", "i"][i]],
+            "{n}"
+        );
+        // Every field, once (but the client's two `x-trace` values): no forged, empty or
+        // doubled field.
+        let mut names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "authorization",
+                "forwarded",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-smart-client-id",
+                "x-smart-interaction",
+                "x-smart-scopes",
+                "x-trace",
+                "x-trace",
+            ],
+            "{n}"
+        );
+        assert!(request.headers.iter().all(|(_, v)| !v.is_empty()), "{n}");
         assert_eq!(values("x-trace"), [n.to_string(), format!("{n}b")], "{n}");
         assert_eq!(
             values("authorization"),
