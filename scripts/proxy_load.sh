@@ -7,9 +7,11 @@
 # everything stopped on exit. Measured in A-B-B-A blocks per pair (upstream/nginx,
 # nginx/smart-guard, smart-guard/apache), rotated each round; then an expiry case (cache TTL 2 s
 # for both guards, 10 s under the same connections) counts the AS calls per expiry.
-# About rounds x 20 x seconds + 40 s: ~6 min with the defaults (--rounds 5 --seconds 3). A fifth
+# About rounds x 28 x seconds + 40 s: ~8 min with the defaults (--rounds 5 --seconds 3). A fifth
 # mode, a bare forwarder on the same hyper server, upstream pool and allocator
-# (benches/harness/bare_forward.rs), is the floor of the stack.
+# (benches/harness/bare_forward.rs), is the floor of the stack; a sixth, nginx sending the
+# upstream the same forwarding and identity fields as smart-guard (nginx-fields), puts the same
+# work on the upstream, which shares the core.
 #
 #   scripts/proxy_load.sh [--rounds N] [--seconds S] [--connections C] [--expiry-ttl S]
 #                         [--expiry-seconds S] [--keep]
