@@ -263,29 +263,27 @@ def run(args, tmp, servers):
 
     start_upstream(servers, tmp, port["upstream"])
 
-    # nginx as a plain reverse proxy, with keep-alive connections to the upstream.
-    nginx_proxy_conf = nginx_conf(tmp, "nginx_proxy", f"""
+    def start_nginx_proxy(name, listen_port, directives=""):
+        """nginx as a reverse proxy to the upstream, on kept-alive connections."""
+        conf = nginx_conf(tmp, name, f"""
     upstream fhir {{ server 127.0.0.1:{port['upstream']}; keepalive 64; keepalive_requests 100000000; }}
     server {{
-        listen 127.0.0.1:{port['nginx']} backlog=4096;
+        listen 127.0.0.1:{listen_port} backlog=4096;
         location /fhir/ {{
             proxy_pass http://fhir;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            {directives}
         }}
     }}""")
-    servers.start("nginx", ["nginx", "-c", nginx_proxy_conf, "-p", os.path.dirname(nginx_proxy_conf)])
+        servers.start(name, ["nginx", "-c", conf, "-p", os.path.dirname(conf)])
+
+    # nginx as a plain reverse proxy.
+    start_nginx_proxy("nginx", port["nginx"])
     # The same nginx sending the upstream the fields smart-guard sets (the issue's forwarding and
     # identity fields, here with the benchmark token's values written in): the same work for the
     # upstream, which shares the core, so the two proxies differ by their own cost only.
-    nginx_fields_conf = nginx_conf(tmp, "nginx_fields", f"""
-    upstream fhir {{ server 127.0.0.1:{port['upstream']}; keepalive 64; keepalive_requests 100000000; }}
-    server {{
-        listen 127.0.0.1:{port['nginx_fields']} backlog=4096;
-        location /fhir/ {{
-            proxy_pass http://fhir;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+    start_nginx_proxy("nginx_fields", port["nginx_fields"], f"""
             proxy_set_header Host 127.0.0.1:{port['upstream']};
             proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";
             proxy_set_header X-Forwarded-For $remote_addr;
@@ -293,10 +291,7 @@ def run(args, tmp, servers):
             proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Smart-Client-Id bench-backend;
             proxy_set_header X-Smart-Scopes system/Patient.rs;
-            proxy_set_header X-Smart-Interaction read;
-        }}
-    }}""")
-    servers.start("nginx_fields", ["nginx", "-c", nginx_fields_conf, "-p", os.path.dirname(nginx_fields_conf)])
+            proxy_set_header X-Smart-Interaction read;""")
 
     # The development AS, and nginx in front of its /introspect: over http for smart-guard, over
     # https (self-signed) for mod_auth_openidc, which accepts only an https introspection URL.

@@ -145,11 +145,14 @@ impl ClientFields {
 mod tests {
     use std::{net::IpAddr, time::Duration};
 
-    use http::{HeaderName, HeaderValue};
-
     use super::*;
-    use crate::introspect::response::{Answer, Checks, parse_answer};
-    use crate::proxy::headers::{Forwarding, IdentityPrefix};
+    use crate::{
+        introspect::response::{Answer, Checks, parse_answer},
+        proxy::{
+            headers::{Forwarding, IdentityPrefix},
+            recent::test_maps::{by_name, map},
+        },
+    };
 
     fn token(client_id: &str) -> Arc<TokenInfo> {
         let body = format!(
@@ -165,27 +168,6 @@ mod tests {
             Ok(Answer::Active(info)) => Arc::new(*info),
             _ => panic!("an active answer"),
         }
-    }
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in fields {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).expect("a name"),
-                HeaderValue::from_str(value).expect("a value"),
-            );
-        }
-        map
-    }
-
-    /// The fields by name, each name's values in order (the order of names means nothing).
-    fn by_name(map: &HeaderMap) -> Vec<(String, String)> {
-        let mut fields: Vec<(String, String)> = map
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("?").to_owned()))
-            .collect();
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        fields
     }
 
     /// A connection's requests one after the other, each prepared as `prepare_with` would: the
@@ -227,7 +209,12 @@ mod tests {
             fields
         };
         // The token, the interaction, the fields, and whether names are remembered after it.
-        type Step<'a> = (&'a Arc<TokenInfo>, Interaction, Vec<(&'a str, String)>, bool);
+        type Step<'a> = (
+            &'a Arc<TokenInfo>,
+            Interaction,
+            Vec<(&'a str, String)>,
+            bool,
+        );
         let steps: Vec<Step<'_>> = vec![
             (&first, Interaction::Read, plain("1"), false),
             (&first, Interaction::Read, plain("2"), true),

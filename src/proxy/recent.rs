@@ -92,13 +92,47 @@ impl RecentFields {
     }
 }
 
+/// Header maps for the tests of this module and `client_fields.rs`.
+#[cfg(test)]
+pub(crate) mod test_maps {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A map of these fields, in this order.
+    pub(crate) fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a name"),
+                HeaderValue::from_str(value).expect("a value"),
+            );
+        }
+        map
+    }
+
+    /// The fields of `map` in the order it yields them.
+    pub(crate) fn listed(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        map.iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// The fields of `map` by name, each name's values in order: what a map means (the order
+    /// of different names means nothing).
+    pub(crate) fn by_name(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        let mut fields = listed(map);
+        // A stable sort: each name's values keep their order.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        fields
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
     use http::HeaderValue;
 
-    use super::*;
+    use super::{test_maps::*, *};
     use crate::proxy::{
         headers::{Forwarding, IdentityPrefix},
         identity::IdentityValues,
@@ -120,32 +154,6 @@ mod tests {
         let values = IdentityValues::new(Some("client-1"), "system/Patient.rs");
         let set = fields.set_fields(Some(&values), &fields.peer(IpAddr::from([10, 0, 0, 7])));
         fields.with_interaction(&set, "read")
-    }
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in fields {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).expect("a name"),
-                HeaderValue::from_str(value).expect("a value"),
-            );
-        }
-        map
-    }
-
-    fn listed(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-        map.iter()
-            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
-            .collect()
-    }
-
-    /// The fields of `map` by name, each name's values in order: what a map means (the order
-    /// of different names means nothing).
-    fn by_name(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-        let mut fields = listed(map);
-        // A stable sort: each name's values keep their order.
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        fields
     }
 
     /// Requests as clients send them: fields that cross, fields that do not, repeated names,
