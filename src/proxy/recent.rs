@@ -130,8 +130,6 @@ pub(crate) mod test_maps {
 mod tests {
     use std::net::IpAddr;
 
-    use http::HeaderValue;
-
     use super::{test_maps::*, *};
     use crate::proxy::{
         headers::{Forwarding, IdentityPrefix},
