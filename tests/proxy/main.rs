@@ -1005,9 +1005,11 @@ async fn a_client_that_stops_reading_loses_its_upstream_slot_at_the_timeout() {
         .await
         .expect("the answer starts");
     // Now it reads nothing more: the socket buffers fill and the body stops. Another request,
-    // a little later, waits for the only slot (for up to the upstream timeout).
+    // a little later, waits for the only slot (for up to the upstream timeout). The cut comes
+    // the timeout after the body's last progress, and up to two sweeper ticks (2 x 200 ms)
+    // later: sent at 700 ms, the request waits until 1 500 ms, past the latest cut.
     let started = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let response = http()
         .get(format!("{}/Patient/1", proxy.public_base))
         .bearer_auth(&token)
