@@ -35,12 +35,6 @@ impl ProxyBody {
     }
 }
 
-impl From<Body> for ProxyBody {
-    fn from(body: Body) -> Self {
-        Self::Other(body)
-    }
-}
-
 /// What the guard's denials are made of.
 impl From<String> for ProxyBody {
     fn from(text: String) -> Self {

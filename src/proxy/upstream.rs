@@ -135,15 +135,6 @@ impl Lease {
 /// request back when the connection could not take it.
 pub(crate) type Sent = Result<Response<Incoming>, TrySendError<Request<Body>>>;
 
-/// What a request sent on an idle connection holds until its answer comes: the connection and
-/// the slot that make its [`Lease`].
-struct Held {
-    sender: http1::SendRequest<Body>,
-    upstream: Arc<Upstream>,
-    slot: OwnedSemaphorePermit,
-    request_sent: Option<Arc<AtomicBool>>,
-}
-
 type SendFuture =
     Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Lease), SendError>> + Send>>;
 
@@ -153,8 +144,9 @@ pin_project_lite::pin_project! {
     /// future, which holds it, is allocated and moved on every request.
     #[project = SendingProj]
     pub(crate) enum Sending<F> {
-        /// Sent on an idle connection; waiting for the answer.
-        Sent { #[pin] answer: F, held: Option<Held> },
+        /// Sent on an idle connection; waiting for the answer, the connection's lease held
+        /// (`None` once the answer came).
+        Sent { #[pin] answer: F, held: Option<Lease> },
         /// A new connection, a wait for one to be ready, or a resend.
         Other { future: SendFuture },
     }
@@ -181,25 +173,11 @@ where
                         return Poll::Pending;
                     };
                     match sent {
-                        Ok(response) => {
-                            let Held {
-                                sender,
-                                upstream,
-                                slot,
-                                request_sent,
-                            } = held;
-                            let lease = Lease {
-                                sender,
-                                upstream,
-                                slot,
-                                request_sent,
-                            };
-                            return Poll::Ready(Ok((response, lease)));
-                        }
+                        Ok(response) => return Poll::Ready(Ok((response, held))),
                         Err(mut error) => match error.take_message() {
                             // The idle connection was closed before it took the request.
                             Some(unsent) => {
-                                let Held {
+                                let Lease {
                                     upstream,
                                     slot,
                                     request_sent,
@@ -275,7 +253,7 @@ impl Upstream {
                 let answer = sender.try_send_request(request);
                 Sending::Sent {
                     answer,
-                    held: Some(Held {
+                    held: Some(Lease {
                         sender,
                         upstream: Arc::clone(self),
                         slot,
