@@ -28,9 +28,12 @@ use hyper_util::{
 
 type Sender = http1::SendRequest<Incoming>;
 
-/// The allocator of the `smart-guard` binary.
+/// The allocator of the `smart-guard` binary, the same file.
+#[path = "../../src/bin/smart-guard/allocator.rs"]
+mod allocator;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

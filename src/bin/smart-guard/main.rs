@@ -14,6 +14,7 @@
 //! SMART_GUARD_UPSTREAM_URL=http://127.0.0.1:8081/fhir SMART_GUARD_BASE_PATH=/fhir ... smart-guard proxy
 //! ```
 
+mod allocator;
 mod check;
 mod demo;
 mod dev_server;
@@ -31,7 +32,7 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc, for the many short-lived allocations of a proxied request (`Cargo.toml`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 use serde_json::Value;
 
 use self::check::CheckArgs;
