@@ -58,11 +58,14 @@ async fn serve(listen: SocketAddr, upstream: String) -> Result<(), Box<dyn std::
     let host = HeaderValue::from_str(&upstream)?;
     let pool: Arc<Mutex<Vec<Sender>>> = Arc::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // As the proxy: no hyper header timer (its watchdog keeps the deadlines, off this path).
+    // As the proxy: no hyper header timer (its watchdog keeps the deadlines, off this path), and
+    // messages written from one buffer both ways.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .writev(false)
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     loop {
         let (stream, _) = listener.accept().await?;
@@ -174,7 +177,12 @@ impl http_body::Body for GiveBack {
 async fn connect(upstream: &str) -> Option<Sender> {
     let tcp = tokio::net::TcpStream::connect(upstream).await.ok()?;
     let _ = tcp.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await.ok()?;
+    let (sender, connection) = http1::Builder::new()
+        .writev(false)
+        .max_buf_size(64 * 1024)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
     tokio::spawn(connection);
     Some(sender)
 }

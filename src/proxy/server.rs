@@ -29,7 +29,10 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use super::watchdog::{self, ClientConnection, Obeying, Observed, Working};
+use super::{
+    upstream::HTTP1_BUFFER,
+    watchdog::{self, ClientConnection, Obeying, Observed, Working},
+};
 
 /// A service made for each client connection, knowing the client's address, that answers
 /// through a shared reference (no clone of it per request).
@@ -102,6 +105,9 @@ where
         // The watchdog keeps the header deadline: hyper's timer would cost a timer entry, and
         // an allocation, on every request.
         .header_read_timeout(None)
+        // Messages written from one buffer, of at most this size (`upstream.rs`).
+        .writev(false)
+        .max_buf_size(HTTP1_BUFFER)
         .keep_alive(true);
     builder
         .http2()

@@ -99,7 +99,12 @@ mod tests {
                         assert!(!p.is_null());
                         assert_eq!(p as usize % align, 0, "size {size}, align {align}");
                         let q = MiMalloc.realloc(p, layout, size * 3);
-                        assert_eq!(q as usize % align, 0, "realloc to {}, align {align}", size * 3);
+                        assert_eq!(
+                            q as usize % align,
+                            0,
+                            "realloc to {}, align {align}",
+                            size * 3
+                        );
                         MiMalloc.dealloc(q, Layout::from_size_align(size * 3, align).unwrap());
                         let z = MiMalloc.alloc_zeroed(layout);
                         assert_eq!(z as usize % align, 0);
