@@ -200,6 +200,9 @@
 //!
 //! [tower]: https://docs.rs/tower
 
+// The library has no unsafe code, and keeps it so (the crate-wide lint is `deny`, which the
+// binary's allocator module allows for itself).
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod audit;

@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::{
-    bodies::{NoTrailers, Prefixed, ProxyBody},
+    bodies::{NoTrailers, Pieces, Prefixed, ProxyBody},
     client_fields::ClientFields,
     config::ProxyConfig,
     failure::ProxyFailure,
@@ -398,10 +398,7 @@ impl Inner {
             (body, None)
         } else {
             let sent = Arc::new(AtomicBool::new(false));
-            let body = Body::new(NoTrailers {
-                body,
-                sent: Arc::clone(&sent),
-            });
+            let body = Body::new(NoTrailers::new(body, Arc::clone(&sent)));
             (body, Some(sent))
         };
         parts.version = Version::HTTP_11;
@@ -640,9 +637,9 @@ impl Inner {
                     .bundles_rewritten
                     .fetch_add(1, Ordering::Relaxed);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-                Ok(Body::from(rewritten))
+                Ok(Pieces::body(rewritten))
             }
-            None => Ok(Body::from(whole)),
+            None => Ok(Pieces::body(whole)),
         }
     }
 }

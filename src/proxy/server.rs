@@ -105,7 +105,7 @@ where
         // The watchdog keeps the header deadline: hyper's timer would cost a timer entry, and
         // an allocation, on every request.
         .header_read_timeout(None)
-        // Messages written from one buffer, of at most this size (`upstream.rs`).
+        // Messages written from one buffer; reads of at most this size (`upstream.rs`).
         .writev(false)
         .max_buf_size(HTTP1_BUFFER)
         .keep_alive(true);

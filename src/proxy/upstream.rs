@@ -73,14 +73,16 @@ struct Idle {
     since: u64,
 }
 
-/// The largest read buffer, and write buffer, of an HTTP/1 connection on either side: so also
-/// the largest request or response head (a larger one is refused, 431 from the client, 502 from
-/// the upstream). hyper's default is 400 KiB; nginx's is 4 × 8 KiB for a client's head. A body
-/// streams through in pieces of at most this size, each copied once into the connection's
-/// write buffer (`writev(false)`): for the small answers a FHIR server mostly gives, one copy
-/// costs fewer instructions than the bookkeeping of a vectored write, and at 64 KiB a 200 MB
-/// stream grows the proxy's memory by a third of what 400 KiB buffers did (BENCHMARKS.md,
-/// "one-buffer writes").
+/// The largest read buffer of an HTTP/1 connection on either side, so also the largest request
+/// or response head (a larger one is refused: 431 to the client, 502 for the upstream's);
+/// hyper's default is 408 KiB, nginx's 4 × 8 KiB for a client's head. Messages are written
+/// from one buffer (`writev(false)`), each body frame copied in whole: for the small answers a
+/// FHIR server mostly gives, one copy costs fewer instructions than the bookkeeping of a
+/// vectored write. A body streams in frames of at most this size (what one read gives, and
+/// `bodies.rs` slices a body held whole), and hyper takes a frame only while less than this
+/// size waits, so the write buffer, which keeps its size for the connection's life, stays under
+/// twice this. Streaming 200 MB each way grows the proxy's memory by a third of what hyper's
+/// defaults did (BENCHMARKS.md, "one-buffer writes").
 pub(crate) const HTTP1_BUFFER: usize = 64 * 1024;
 
 /// [`IDLE_TIMEOUT`] on the coarse clock.

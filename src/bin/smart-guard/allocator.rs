@@ -2,11 +2,12 @@
 //! allocator.
 //!
 //! The `mimalloc` crate passes every request to `mi_malloc_aligned`, alignment included. In
-//! mimalloc 3.x that call takes the allocator's plain path only while the size's free list has a
-//! block ready; once the list is empty, a size that is not a power of two (24, 48, 80 bytes...) is
-//! served by over-allocating `size + align - 1` bytes from another size class. The emptied list
-//! is never refilled by those calls, so a steady load keeps paying the slow path: 3.4 of the
-//! eleven allocations of a proxied request took it (BENCHMARKS.md, 2026-11-30).
+//! mimalloc 3.x that call takes the allocator's plain path only while the size class's free
+//! list has a block ready; once the list is empty, a size whose class is not a power of two
+//! (40, 48, 80 bytes...) is served by over-allocating `size + align - 1` bytes from another
+//! class. The emptied list is never refilled by those calls, so a steady load keeps paying the
+//! slow path: 3.4 of the eleven allocations of a proxied request took it (BENCHMARKS.md,
+//! "one-buffer writes").
 //!
 //! mimalloc's plain `mi_malloc` already aligns every block of more than 8 bytes to 16 (its size
 //! classes are multiples of 16 on 64-bit targets; `MI_MAX_ALIGN_SIZE`), and every block to 8. So,
