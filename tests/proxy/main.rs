@@ -233,22 +233,17 @@ async fn denied_requests_are_answered_by_the_proxy_and_never_reach_the_upstream(
 async fn a_request_head_over_64_kib_is_refused_with_431_and_never_reaches_the_upstream() {
     let (env, upstream, proxy) = started(&[]).await;
     let token = env.token("system/Patient.rs");
-    let within = http()
-        .get(format!("{}/Patient/1", proxy.public_base))
-        .bearer_auth(&token)
-        .header("X-Padding", "a".repeat(48 * 1024))
-        .send()
-        .await
-        .expect("send");
+    let padded = |bytes: usize| {
+        http()
+            .get(format!("{}/Patient/1", proxy.public_base))
+            .bearer_auth(&token)
+            .header("X-Padding", "a".repeat(bytes))
+            .send()
+    };
+    let within = padded(48 * 1024).await.expect("send");
     assert_eq!(within.status(), 200);
     assert_eq!(upstream.requests().len(), 1);
-    let over = http()
-        .get(format!("{}/Patient/1", proxy.public_base))
-        .bearer_auth(&token)
-        .header("X-Padding", "a".repeat(64 * 1024))
-        .send()
-        .await
-        .expect("send");
+    let over = padded(64 * 1024).await.expect("send");
     assert_eq!(over.status(), 431);
     assert_eq!(upstream.requests().len(), 1, "{:?}", upstream.requests());
 }
