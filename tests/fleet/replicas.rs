@@ -51,6 +51,12 @@ impl Replica {
         key: &[u8],
         adjust: impl FnOnce(Config) -> Config,
     ) -> Self {
+        // The guard's warnings (a Redis command that failed and why, the breaker opening) in
+        // the output of a test that fails: the counters say that Redis failed, not how.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("smart_guard=warn")
+            .with_test_writer()
+            .try_init();
         let fleet = FleetConfig::new(urls, FleetKey::new(key).expect("fleet key"))
             .expect("fleet")
             // Generous: a debug build serving 300 requests beside other tests; production uses 50 ms.
