@@ -83,7 +83,7 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         sent: Arc<AtomicBool>,
-        // What remains of a larger frame.
+        // The data frame being sent, what remains of it.
         rest: Bytes,
     }
 }
@@ -111,23 +111,18 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for NoTrailers<B> {
             let mut this = self.as_mut().project();
             if !this.rest.is_empty() {
                 let piece = next_piece(this.rest);
+                // A body of known length may not be polled past its last bytes.
                 if this.rest.is_empty() && this.body.is_end_stream() {
                     this.sent.store(true, Ordering::Release);
                 }
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
             match this.body.as_mut().poll_frame(cx) {
+                // Trailers never cross; a data frame goes out from `rest`, at the top.
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(mut data) = frame.into_data() else {
-                        continue;
-                    };
-                    let piece = next_piece(&mut data);
-                    *this.rest = data;
-                    // A body of known length may not be polled past its last bytes.
-                    if this.rest.is_empty() && this.body.is_end_stream() {
-                        this.sent.store(true, Ordering::Release);
+                    if let Ok(data) = frame.into_data() {
+                        *this.rest = data;
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(piece))));
                 }
                 Poll::Ready(None) => {
                     this.sent.store(true, Ordering::Release);
